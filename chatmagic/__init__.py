@@ -1,0 +1,39 @@
+"""chatmagic: run many LLM prompts concurrently from a notebook (``%%chatmany``) or from Python.
+
+    import chatmagic
+    results = chatmagic.chat_many(["What is 2+2?", "Name a colour."], model="gpt-4o-mini")
+    results.texts()
+"""
+
+from .api import achat_many, chat_many
+from .config import Settings
+from .errors import APIError, ChatmagicError, ConfigError, RequestError, RunAborted
+from .results import Result, Results
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "APIError",
+    "ChatmagicError",
+    "ConfigError",
+    "RequestError",
+    "Result",
+    "Results",
+    "RunAborted",
+    "Settings",
+    "achat_many",
+    "chat_many",
+    "load_ipython_extension",
+    "unload_ipython_extension",
+]
+
+
+def load_ipython_extension(ip) -> None:
+    """``%load_ext chatmagic``: registers %%chatmany and its await path on the kernel's loop."""
+    from .magics import load
+    load(ip)
+
+
+def unload_ipython_extension(ip) -> None:
+    from .magics import unload
+    unload(ip)

@@ -1,0 +1,99 @@
+"""The only module that speaks HTTP: one request in, one completion (or a RequestError) out.
+
+aiohttp errors and error answers are mapped here to ``RequestError``, so nothing else needs to
+know aiohttp. The API key lives only in the session's headers and is scrubbed from messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+import aiohttp
+
+from .errors import RequestError
+from .retry import parse_retry_after
+
+
+@dataclass(slots=True)
+class Completion:
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    model: str | None
+    headers: object  # the response headers, for the throttle
+
+
+class Client:
+    """One aiohttp session for a run; its pool holds as many connections as the concurrency."""
+
+    def __init__(self, settings):
+        self.url = settings.url
+        self._key = settings.api_key
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> "Client":
+        s = self._settings
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        # aiohttp's default pool silently caps concurrency at 100; trust_env costs a lookup per request
+        connector = aiohttp.TCPConnector(limit=s.concurrency, limit_per_host=0, ttl_dns_cache=300)
+        self._session = aiohttp.ClientSession(
+            connector=connector, headers=headers, trust_env=False,
+            timeout=aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.connect_timeout))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._session.close()
+
+    async def complete(self, body: bytes) -> Completion:
+        """POST one chat completion (``body`` is the JSON request, already encoded)."""
+        try:
+            async with self._session.post(self.url, data=body) as resp:
+                raw = await resp.read()
+                status, headers = resp.status, resp.headers
+        except asyncio.TimeoutError:
+            raise RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout") from None
+        except aiohttp.ClientError as e:
+            raise RequestError(self._scrub(f"{type(e).__name__}: {e}"), code="connection") from None
+        data = _json(raw)
+        if status != 200:
+            raise self._error(status, data, raw, headers)
+        try:
+            choice = data["choices"][0]
+            usage = data.get("usage") or {}
+            return Completion(choice["message"].get("content") or "", choice.get("finish_reason"),
+                              usage.get("prompt_tokens"), usage.get("completion_tokens"),
+                              data.get("model"), headers)
+        except (KeyError, IndexError, TypeError, AttributeError):
+            # some gateways send errors in a 200 body
+            raise self._error(200, data, raw, headers) from None
+
+    def _error(self, status: int, data, raw: bytes, headers) -> RequestError:
+        err = data.get("error", data) if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            message = str(err.get("message") or err)
+            code = err.get("code") or err.get("type")
+        else:
+            message, code = raw[:200].decode("utf-8", "replace") or "empty answer", None
+        if status == 200:
+            message, code = f"not a completion: {message}", code or "bad_response"
+        return RequestError(self._scrub(message), status=status, code=None if code is None else str(code),
+                            retry_after=parse_retry_after(headers), headers=headers)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def __repr__(self) -> str:
+        return f"<Client {self.url}>"
+
+
+def _json(raw: bytes):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

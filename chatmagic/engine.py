@@ -1,0 +1,149 @@
+"""Runs many prompts concurrently: the concurrency cap, retries, pacing, order and progress.
+
+Each prompt is a task, created only when one of ``2 * concurrency`` places is free, so a run
+of 100,000 prompts holds a bounded number of tasks. Each *attempt* holds one of
+``concurrency`` slots, so a prompt waiting out a backoff leaves its slot to another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from .client import Client, Completion
+from .errors import ConfigError, RequestError, RunAborted
+from .progress import make_progress
+from .ratelimit import Throttle
+from .results import Result, Results
+from .retry import ABORT, RETRY, classify, policy
+
+#: Output tokens assumed per request for token pacing when max_tokens is not set.
+DEFAULT_OUTPUT_TOKENS = 256
+
+
+class _NotSent(Exception):
+    """The run stopped before this attempt was sent."""
+
+
+class Run:
+    """One run of prompts with resolved ``settings``; ``results`` fills in as answers arrive."""
+
+    def __init__(self, prompts, settings, *, progress=None, sleep=None):
+        self.settings = settings
+        self.results = Results([Result(i, p) for i, p in enumerate(check_prompts(prompts))])
+        self.abort: RequestError | None = None
+        self._policy = policy(settings.retries, settings.max_retry_wait, sleep)
+        self._throttle = Throttle(settings.rpm, settings.tpm)
+        self._progress = make_progress(settings.progress if progress is None else progress)
+        system = [{"role": "system", "content": settings.system}] if settings.system else []
+        self._head = {**settings.body_params(), "messages": system}
+        self._fixed_tokens = len(settings.system or "") // 4 + (settings.max_tokens or DEFAULT_OUTPUT_TOKENS)
+
+    async def run(self) -> Results:
+        """Send every prompt; raise ``RunAborted`` (with the results) if the run had to stop."""
+        c = self.settings.concurrency
+        self._slots, places = asyncio.Semaphore(c), asyncio.Semaphore(2 * c)
+        tasks: set[asyncio.Task] = set()
+
+        def finished(task):
+            tasks.discard(task)
+            places.release()
+
+        started = time.perf_counter()
+        self._progress.start(len(self.results))
+        try:
+            async with Client(self.settings) as self._client:
+                for record in self.results:
+                    await places.acquire()
+                    if self.abort:
+                        break
+                    task = asyncio.create_task(self._one(record))
+                    tasks.add(task)
+                    task.add_done_callback(finished)
+                while tasks:
+                    await asyncio.gather(*tasks)
+        except BaseException:
+            # interrupted: stop the requests in flight and keep what finished
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        finally:
+            self.results.elapsed_s = time.perf_counter() - started
+            self._progress.close()
+        if self.abort:
+            for record in self.results:
+                if record.status == "cancelled" and record.error is None:
+                    record.error = f"not sent: the run stopped ({self.abort})"
+            raise RunAborted(self.abort, self.results)
+        return self.results
+
+    async def _one(self, record: Result) -> None:
+        body = json.dumps({**self._head, "messages": [*self._head["messages"],
+                                                      {"role": "user", "content": record.prompt}]})
+        cost = len(record.prompt) // 4 + self._fixed_tokens
+        try:
+            try:
+                done = await self._attempt(record, body, cost)
+            except RequestError as first:
+                if self.settings.retries == 0 or classify(first) != RETRY:
+                    raise
+                done = await self._policy.copy()(self._replay(first, record, body, cost))
+        except _NotSent:
+            return
+        except RequestError as e:
+            record.status, record.error = "error", str(e)
+            if classify(e) == ABORT and self.abort is None:
+                self.abort = e
+            self._progress.advance(False)
+            return
+        record.text, record.status, record.finish_reason = done.text, "ok", done.finish_reason
+        record.prompt_tokens, record.completion_tokens = done.prompt_tokens, done.completion_tokens
+        record.model = done.model
+        self._progress.advance(True)
+
+    def _replay(self, first: RequestError, record: Result, body: str, cost: int):
+        """An attempt function for tenacity whose first call replays the failure already seen,
+        so tenacity counts it and waits before the second request."""
+        pending = [first]
+
+        async def attempt() -> Completion:
+            if pending:
+                raise pending.pop()
+            self.results.retries += 1
+            self._progress.retried()
+            return await self._attempt(record, body, cost)
+        return attempt
+
+    async def _attempt(self, record: Result, body: str, cost: int) -> Completion:
+        async with self._slots:
+            if not self._throttle.idle:
+                await self._throttle.acquire(cost)
+            if self.abort:
+                raise _NotSent
+            record.attempts += 1
+            started = time.perf_counter()
+            try:
+                done = await self._client.complete(body.encode())
+            except RequestError as e:
+                if e.status == 429 and classify(e) == RETRY:
+                    self._throttle.rate_limited(e.retry_after, e.headers)
+                else:
+                    self._throttle.observe(e.headers)
+                raise
+            record.latency_s = time.perf_counter() - started
+            self._throttle.observe(done.headers)
+            return done
+
+
+def check_prompts(prompts) -> list[str]:
+    if isinstance(prompts, str):
+        raise ConfigError("prompts must be a list of strings, not one string")
+    prompts = list(prompts)
+    if not prompts:
+        raise ConfigError("no prompts to send")
+    bad = next((p for p in prompts if not isinstance(p, str)), None)
+    if bad is not None:
+        raise ConfigError(f"every prompt must be a string, got {type(bad).__name__}: {bad!r:.60}")
+    return prompts

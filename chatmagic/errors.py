@@ -1,0 +1,59 @@
+"""Errors users see.
+
+    ChatmagicError                 base; renders as one line in IPython
+    ├── ConfigError                bad flags, options or settings; nothing was sent
+    └── APIError                   an error answer from the server (status, code, message)
+        ├── RequestError           one attempt failed; recorded in the results, retried or not
+        └── RunAborted             the run stopped early (bad key, no credit, unknown model);
+                                   carries the results that finished
+
+A prompt that fails is data in the results (status "error" and a reason), never an exception:
+only a failure of the whole run raises. Real bugs keep their tracebacks.
+"""
+
+from __future__ import annotations
+
+
+class ChatmagicError(Exception):
+    """Base class. IPython shows ``_render_traceback_`` instead of a traceback."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+class ConfigError(ChatmagicError, ValueError):
+    """A flag, option or setting is invalid. Raised before anything is sent."""
+
+
+class APIError(ChatmagicError):
+    """The server answered with an error that is not about a single prompt."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+    def __str__(self) -> str:
+        where = " ".join(str(p) for p in (self.status, self.code) if p)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class RequestError(APIError):
+    """One attempt failed. ``status`` is None for timeouts and connection errors, whose
+    ``code`` is "timeout" or "connection". ``retry_after`` is the wait the server asked for."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
+                 retry_after: float | None = None, headers=None):
+        super().__init__(message, status=status, code=code)
+        self.retry_after = retry_after
+        self.headers = headers
+
+
+class RunAborted(APIError):
+    """The run stopped early because every remaining prompt would fail the same way
+    (bad key, no credit, unknown model). ``results`` holds what finished."""
+
+    def __init__(self, cause: APIError, results=None):
+        super().__init__(cause.message, status=cause.status, code=cause.code)
+        self.results = results

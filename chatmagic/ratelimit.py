@@ -1,0 +1,174 @@
+"""Pacing request starts from user caps and the server's own rate-limit headers.
+
+The recipe answered each 429 with its own random backoff, so rejected requests came back in
+waves and were rejected again. Here every request start goes through one ``Throttle``:
+
+- starts are spaced evenly at the allowed rate (no bursts), from ``--rpm``/``--tpm`` or from
+  the rate the server's ``x-ratelimit-*`` headers imply, whichever is lower;
+- the first request goes alone, so the limit is known before a full burst is sent;
+- a 429 starts one shared cooldown (the server's retry-after or reset) that every request
+  waits out, and lowers the pace a little so the limit is approached, not crossed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import time
+
+INF = math.inf
+
+#: Pace at this fraction of the server's rate: room for clock drift between us and it.
+SAFETY = 0.97
+#: Longest the other requests wait for the first response before going anyway.
+PROBE_WAIT = 2.0
+
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text) -> float | None:
+    """Seconds in a Go duration ("1s", "6m0s", "20ms", "1m26.4s"), or a bare number of seconds.
+
+    None when unreadable. ("20ms" is 0.02 s, not 20 minutes.)
+    """
+    if text is None:
+        return None
+    text = str(text).strip()
+    try:
+        value = float(text)
+        return value if 0 <= value < INF else None
+    except ValueError:
+        pass
+    total, pos = 0.0, 0
+    for match in _GO_PART.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _GO_UNIT[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) and pos > 0 else None
+
+
+def _int(headers, name):
+    try:
+        return int(float(headers[name]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def server_rate(headers, kind: str) -> float | None:
+    """Requests (or tokens) per second that ``x-ratelimit-*-{kind}`` headers allow, or None.
+
+    The limit is per minute at OpenAI; at Groq ``limit-requests`` is per day. The refill seen
+    so far, (limit - remaining) / reset, tells them apart: when it is far below limit/60,
+    it is the real rate.
+    """
+    limit = _int(headers, f"x-ratelimit-limit-{kind}")
+    if not limit or limit <= 0:
+        return None
+    rate = limit / 60
+    remaining = _int(headers, f"x-ratelimit-remaining-{kind}")
+    reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
+    if remaining is not None and reset and limit - remaining >= 1:
+        refill = (limit - remaining) / reset
+        if refill < rate / 2:
+            rate = refill
+    return rate
+
+
+class Throttle:
+    """Paces request starts. All times come from ``clock`` and waits go through ``sleep``
+    (tests pass a fake clock).
+
+    Attributes: ``user_rpm``/``user_tpm`` (caps given by the user, or None), ``request_rate``
+    and ``token_rate`` (per second, INF when unknown), ``cooldown_until`` (clock time).
+    """
+
+    def __init__(self, rpm=None, tpm=None, *, probe=True, clock=time.monotonic, sleep=asyncio.sleep):
+        self.user_rpm, self.user_tpm = rpm, tpm
+        self.request_rate = rpm / 60 if rpm else INF
+        self.token_rate = tpm / 60 if tpm else INF
+        self.cooldown_until = 0.0
+        self.clock, self.sleep = clock, sleep
+        self._next_start = 0.0   # earliest start for the next request (request pacing)
+        self._next_tokens = 0.0  # same for token pacing
+        self._probing: asyncio.Event | None = None
+        self._probe = probe
+        self._started = clock()
+        self._answered = 0
+        self._server_rate = INF
+        self._server_token_rate = INF
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to pace: no rate known and no cooldown (the hot path checks this)."""
+        return (self.request_rate == INF and self.token_rate == INF
+                and self.cooldown_until <= self.clock() and not self._probe)
+
+    async def acquire(self, tokens: int = 0) -> None:
+        """Wait until a request costing ``tokens`` may start, and reserve its place."""
+        if self._probe:
+            await self._wait_for_probe()
+        while True:
+            now = self.clock()
+            start = max(now, self.cooldown_until, self._next_start)
+            if self.token_rate != INF:
+                start = max(start, self._next_tokens)
+            if self.request_rate != INF:
+                self._next_start = start + 1 / self.request_rate
+            if self.token_rate != INF:
+                # a request that alone exceeds the budget still goes, then the rest wait
+                self._next_tokens = start + tokens / self.token_rate
+            if start <= now:
+                return
+            await self.sleep(start - now)
+            if self.cooldown_until <= self.clock():  # no 429 arrived while we slept
+                return
+
+    async def _wait_for_probe(self) -> None:
+        if self._probing is None:  # this is the first request: it goes alone
+            self._probing = asyncio.Event()
+            return
+        try:
+            await asyncio.wait_for(self._probing.wait(), PROBE_WAIT)
+        except asyncio.TimeoutError:
+            self._end_probe()
+
+    def _end_probe(self) -> None:
+        self._probe = False
+        if self._probing is not None:
+            self._probing.set()
+
+    def observe(self, headers) -> None:
+        """Learn from a response's headers (any status)."""
+        if self._probe:
+            self._end_probe()
+        if headers is None:
+            return
+        self._answered += 1
+        rate = server_rate(headers, "requests")
+        if rate is not None and rate != self._server_rate:
+            self._server_rate = rate
+            self.request_rate = min(rate * SAFETY, self.user_rpm / 60 if self.user_rpm else INF)
+        rate = server_rate(headers, "tokens")
+        if rate is not None and rate != self._server_token_rate:
+            self._server_token_rate = rate
+            self.token_rate = min(rate * SAFETY, self.user_tpm / 60 if self.user_tpm else INF)
+
+    def rate_limited(self, wait: float | None, headers=None) -> None:
+        """A 429: every request waits out one shared cooldown, and the pace slows a little."""
+        if self._probe:
+            self._end_probe()
+        now = self.clock()
+        if wait is None and headers is not None:
+            resets = [parse_duration(headers.get(f"x-ratelimit-reset-{k}")) for k in ("requests", "tokens")]
+            wait = max((r for r in resets if r is not None), default=None)
+        self.cooldown_until = max(self.cooldown_until, now + (1.0 if wait is None else wait))
+        if self.request_rate == INF:
+            # no headers and no cap: pace from what the server has been answering
+            elapsed = max(now - self._started, 1.0)
+            self.request_rate = max(self._answered / elapsed, 1.0)
+        else:
+            self.request_rate *= 0.9
+        self._next_start = max(self._next_start, self.cooldown_until)

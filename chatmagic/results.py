@@ -1,0 +1,108 @@
+"""The result of each prompt, and of a run.
+
+A failed prompt is a record with ``status="error"`` and a reason, never an exception, so a run
+that partly fails still hands back every answer that came in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+#: Columns of ``Results.to_pandas()``, in order (``text`` is shown as ``response``).
+COLUMNS = ("prompt", "response", "status", "error", "attempts", "latency_s",
+           "prompt_tokens", "completion_tokens", "finish_reason", "model")
+
+
+@dataclass(slots=True)
+class Result:
+    """One prompt's outcome. ``status`` is "ok", "error" or "cancelled"; ``text`` is None unless ok."""
+
+    index: int
+    prompt: str
+    text: str | None = None
+    status: str = "cancelled"
+    error: str | None = None
+    attempts: int = 0
+    latency_s: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    model: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def flagged(self) -> bool:
+        """Answered, but cut short (``length``) or filtered (``content_filter``)."""
+        return self.finish_reason in ("length", "content_filter")
+
+
+class Results(Sequence):
+    """The records of a run in prompt order, with a summary and conversions."""
+
+    def __init__(self, records: list[Result], *, elapsed_s: float = 0.0, retries: int = 0):
+        self._records = records
+        self.elapsed_s = elapsed_s
+        self.retries = retries  # attempts beyond the first, over all prompts
+
+    def __getitem__(self, i):
+        return self._records[i]
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def texts(self) -> list[str | None]:
+        """The answers in prompt order, None where a prompt did not succeed."""
+        return [r.text for r in self._records]
+
+    def to_pandas(self):
+        """One row per prompt; columns as in ``COLUMNS``. Needs pandas."""
+        try:
+            import pandas as pd  # imported here so `import chatmagic` stays fast
+        except ImportError:
+            from .errors import ConfigError
+            raise ConfigError("a DataFrame needs pandas: pip install 'chatmagic[pandas]'") from None
+        names = [f.name for f in fields(Result)]
+        rows = [[getattr(r, n) for n in names] for r in self._records]
+        df = pd.DataFrame(rows, columns=names).rename(columns={"text": "response"})
+        return df.set_index("index").rename_axis(None)[list(COLUMNS)]
+
+    def counts(self) -> Counter:
+        """Outcomes by status, with failures by reason: {"ok": 8, "error: 400 ...": 1, ...}."""
+        c = Counter()
+        for r in self._records:
+            c[r.status if r.status != "error" else f"error: {_reason(r.error)}"] += 1
+        return c
+
+    def summary(self) -> str:
+        """One line: ok, failed (by reason), cancelled, retried, tokens, elapsed."""
+        ok = sum(r.ok for r in self._records)
+        failed = Counter(_reason(r.error) for r in self._records if r.status == "error")
+        cancelled = sum(r.status == "cancelled" for r in self._records)
+        flagged = Counter(r.finish_reason for r in self._records if r.ok and r.flagged)
+        tokens_in = sum(r.prompt_tokens or 0 for r in self._records)
+        tokens_out = sum(r.completion_tokens or 0 for r in self._records)
+        parts = [f"{ok}/{len(self)} ok"]
+        if failed:
+            parts.append(f"{sum(failed.values())} failed ("
+                         + ", ".join(f"{n} {why}" for why, n in failed.most_common()) + ")")
+        if cancelled:
+            parts.append(f"{cancelled} cancelled")
+        if flagged:
+            parts.append(", ".join(f"{n} cut by {why}" for why, n in flagged.items()))
+        parts.append(f"{self.retries} retries")
+        parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
+        parts.append(f"{self.elapsed_s:.1f}s")
+        return ", ".join(parts)
+
+    def __repr__(self) -> str:
+        return f"<Results {self.summary()}>"
+
+
+def _reason(error: str | None) -> str:
+    """The short reason of an error string: its part before the first colon."""
+    return (error or "unknown").split(":", 1)[0]

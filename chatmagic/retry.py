@@ -1,0 +1,101 @@
+"""The retry policy: which failures retry, how long to wait, when to stop.
+
+Composed from tenacity strategies. The server's own wait (``retry-after-ms``, ``retry-after``)
+wins over our backoff, up to ``max_retry_wait``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from email.utils import parsedate_to_datetime
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from .errors import RequestError
+
+log = logging.getLogger("chatmagic")
+
+RETRY, FAIL, ABORT = "retry", "fail", "abort"
+
+#: Failures that no retry and no other prompt can fix: the whole run stops.
+ABORT_STATUSES = {401: "bad API key", 402: "out of credits", 403: "forbidden",
+                  404: "not found (unknown model or wrong base URL)"}
+
+
+def classify(err: RequestError) -> str:
+    """RETRY (transient), FAIL (this prompt only) or ABORT (the whole run)."""
+    status = err.status
+    if status is None or status == 200:  # timeout, connection error, or a 200 that is no completion
+        return RETRY
+    if status == 429:
+        return ABORT if err.code == "insufficient_quota" else RETRY
+    if status in ABORT_STATUSES:
+        return ABORT
+    if status in (408, 409) or status >= 500:
+        return RETRY
+    return FAIL  # 400 (context_length_exceeded and the like), 413, 422
+
+
+def parse_retry_after(headers, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, then ``retry-after`` (seconds or an HTTP date).
+
+    None when absent, negative or unreadable; a date in the past is 0.
+    """
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        seconds = _float(ms)
+        if seconds is not None:
+            return seconds / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _float(value)
+    if seconds is not None:
+        return seconds
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def _float(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if 0 <= value < float("inf") else None
+
+
+class ServerOrBackoff:
+    """tenacity wait: the server's retry-after if it gave one (capped), else jittered backoff."""
+
+    def __init__(self, cap: float, backoff=None):
+        self.cap = cap
+        self.backoff = backoff or wait_random_exponential(multiplier=0.5, max=min(20.0, cap))
+
+    def __call__(self, state) -> float:
+        err = state.outcome.exception()
+        asked = getattr(err, "retry_after", None)
+        return min(asked, self.cap) if asked is not None else self.backoff(state)
+
+
+def policy(retries: int, max_retry_wait: float, sleep=None) -> AsyncRetrying:
+    """The tenacity policy for one prompt; ``retries`` counts attempts after the first."""
+    kwargs = {"sleep": sleep} if sleep is not None else {}
+    return AsyncRetrying(
+        stop=stop_after_attempt(retries + 1),
+        wait=ServerOrBackoff(max_retry_wait),
+        retry=retry_if_exception(lambda e: isinstance(e, RequestError) and classify(e) == RETRY),
+        before_sleep=_log_retry,
+        reraise=True,
+        **kwargs,
+    )
+
+
+def _log_retry(state) -> None:
+    log.info("retry %d in %.2fs after %s", state.attempt_number, state.upcoming_sleep,
+             state.outcome.exception())
