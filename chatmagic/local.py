@@ -292,6 +292,8 @@ def _serve(args: argparse.Namespace) -> None:
     params.n_predict = DEFAULT_MAX_TOKENS
     params.cpuparams.n_threads = args.threads
     params.cpuparams_batch.n_threads = args.threads
+    if os.environ.get('_CM_POLL'):
+        params.cpuparams.poll = params.cpuparams_batch.poll = int(os.environ['_CM_POLL'])
     params.chat_template = CHAT_TEMPLATE
     params.use_jinja = False  # with jinja on, this GGUF gives empty or junk answers
     # Enough HTTP threads that idle keep-alive connections of a big client pool

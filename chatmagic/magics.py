@@ -9,15 +9,16 @@ magic runs the same engine on a worker thread.
 from __future__ import annotations
 
 import asyncio
+import shlex
 
 from IPython.core.magic import Magics, cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Dict, Float, Integer, Unicode
 
 from .bridge import interruptible, run_sync
 from .config import DEFAULTS, check_identifier, parse_param, resolve
 from .engine import Run
-from .errors import RunAborted
+from .errors import ConfigError, RunAborted
 from .prompts import split_lines
 
 MAGIC = "%%chatmany"
@@ -76,7 +77,10 @@ class ChatMany(Magics):
 
     def prepare(self, line: str, cell: str):
         """Parse and validate everything; nothing is sent if this raises."""
-        args = parse_argstring(self.chatmany, line)
+        try:  # POSIX quoting, so --system 'be brief' and -p 'stop=["."]' mean what they say
+            args = self.chatmany.parser.parse_args(shlex.split(line))
+        except ValueError as e:
+            raise ConfigError(f"%%chatmany {line}: {e}") from None
         flags = {k: v for k, v in vars(args).items() if k not in ("out", "df", "quiet", "param")}
         if args.param:
             flags["params"] = {**(self.params or {}), **dict(parse_param(p) for p in args.param)}

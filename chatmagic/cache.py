@@ -1,0 +1,349 @@
+"""A persistent cache of finished answers, so a re-run sends only the prompts without one.
+
+    cache = Cache.open()                      # None (after one CacheWarning) if unusable
+    key = request_key(settings.url, body)     # body: the exact dict that is sent
+    hits = cache.get_many(keys)               # key -> (text, finish_reason, prompt_tokens,
+                                              #          completion_tokens, model)
+    cache.put(key, text, finish_reason, prompt_tokens, completion_tokens, model)
+    cache.flush(); cache.close()
+
+One SQLite file, ``<cache dir>/answers.sqlite3`` (see ``default_dir``), shared by every kernel
+of the user: WAL journal plus a busy timeout let several processes read and write it at once.
+Only successful answers are stored, keyed by a hash of the URL and the full request body; the
+database holds neither prompts nor URLs nor API keys, only the hash and the answer.
+
+Durability. ``put`` buffers rows and writes them in one transaction when 100 have gathered or
+0.5 s have passed since the last write. When ``put`` is called on a running asyncio loop it
+also arms a one-shot ``loop.call_later`` timer, so a buffered row is written within 0.5 s of
+its arrival even if no other answer follows. A SIGKILL of the kernel therefore loses at most
+the answers of the last 0.5 s (never more than 100 rows); everything written before survives
+and the file stays intact (SQLite's WAL is crash-safe). Without a running loop (plain sync
+code) rows wait for the next ``put``, ``flush()`` or ``close()`` -- also run at interpreter
+exit. ``synchronous=NORMAL``: a commit reaches the OS, not the disk, so a *power loss* may
+drop the last commits, though it cannot corrupt the file.
+
+Failures never break a run. ``Cache.open`` returns None (with one ``CacheWarning``) when the
+file cannot be opened or is not a database. If a write fails later (disk full, file gone,
+locked beyond the busy timeout) the cache warns once, stops writing and keeps the answers of
+this session in memory, where ``get_many`` still finds them; a failed read is treated the same.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import sqlite3
+import sys
+import threading
+import time
+import warnings
+import weakref
+from pathlib import Path
+
+DB_NAME = "answers.sqlite3"
+#: Bump when the meaning of a key changes; old entries then simply stop matching.
+KEY_VERSION = b"chatmagic-answers-v1\n"
+#: Rows per ``IN (...)`` lookup (SQLite before 3.32 allows at most 999 parameters).
+CHUNK = 500
+SCHEMA_VERSION = 1
+COLUMNS = "key, text, finish_reason, prompt_tokens, completion_tokens, model, created"
+
+_dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_sha256 = hashlib.sha256
+
+
+class CacheWarning(UserWarning):
+    """The answer cache could not be used; the run goes on without it (or without writing)."""
+
+
+def default_dir() -> Path:
+    """``$CHATMAGIC_CACHE_DIR``, else the user's cache folder + ``chatmagic`` (the same folder
+    whose ``models/`` holds the local model): ``$XDG_CACHE_HOME`` or ``~/.cache`` on Linux,
+    ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows."""
+    chosen = os.environ.get("CHATMAGIC_CACHE_DIR")
+    if chosen:
+        return Path(chosen).expanduser()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local") / "chatmagic"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "chatmagic"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chatmagic"
+
+
+def request_key(url: str, body: dict) -> str:
+    """The cache key of one request: sha256 hex of the URL and the full body as canonical JSON
+    (sorted keys, so dict order does not matter). Pass the exact dict that is sent -- model,
+    messages including the system message, every parameter. Headers (the API key) never enter.
+    Note ``1`` and ``1.0`` are different JSON, hence different keys."""
+    data = _dumps([url, body]).encode("utf-8", "surrogatepass")
+    return _sha256(KEY_VERSION + data).hexdigest()
+
+
+class Cache:
+    """Finished answers in SQLite, shared by processes. See the module docstring.
+
+    Attributes:
+        path: the database file.
+        batch_rows: buffered rows that trigger a write (100).
+        batch_seconds: a buffered row is written at most this long after the last write (0.5).
+        busy_timeout: seconds to wait for another process's write lock (5.0).
+        disabled: None, or why the database is no longer used (a write or read failed); answers
+            put since then are kept in memory for this session only.
+        closed: True after ``close()``.
+    """
+
+    batch_rows = 100
+    batch_seconds = 0.5
+    busy_timeout = 5.0
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        """Open or create the database; raises ``sqlite3.Error`` or ``OSError`` if unusable
+        (``Cache.open`` turns that into a warning and None)."""
+        self.path = Path(path).expanduser() if path is not None else default_dir() / DB_NAME
+        self.disabled: str | None = None
+        self.closed = False
+        self._pending: dict[str, tuple] = {}   # key -> row without key, not yet written
+        self._memory: dict[str, tuple] = {}    # rows that could not be written
+        self._lock = threading.RLock()
+        self._last_write = time.monotonic()
+        self._timer = None
+        self._timer_loop = None
+        self._conn = self._connect()
+        ref = weakref.ref(self)
+        self._atexit = lambda: (c := ref()) is not None and c.close()
+        atexit.register(self._atexit)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | None = None) -> Cache | None:
+        """A ``Cache``, or None after one ``CacheWarning`` saying why it cannot be used."""
+        try:
+            return cls(path)
+        except (sqlite3.Error, OSError) as e:
+            where = Path(path).expanduser() if path is not None else default_dir() / DB_NAME
+            warnings.warn(f"chatmagic cache disabled: {where}: {_reason(e)}", CacheWarning, stacklevel=2)
+            return None
+
+    def _connect(self) -> sqlite3.Connection:
+        folder = self.path.parent
+        if not folder.is_dir():
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # create the file owner-only before SQLite does; -wal and -shm inherit its mode
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if sys.platform != "win32" and os.fstat(fd).st_mode & 0o077:
+                try:
+                    os.fchmod(fd, 0o600)
+                except OSError:
+                    pass  # someone else's file in a shared folder: use it as it is
+        finally:
+            os.close(fd)
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"written by a newer chatmagic (schema {version})")
+            conn.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT, "
+                         "finish_reason TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, "
+                         "model TEXT, created REAL)")
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute(f"SELECT {COLUMNS} FROM answers LIMIT 0").fetchall()  # the expected table
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    # --- reading ----------------------------------------------------------------------
+
+    def get_many(self, keys) -> dict[str, tuple]:
+        """key -> (text, finish_reason, prompt_tokens, completion_tokens, model) for the keys
+        that have an answer (buffered and in-memory rows included). Never raises for a
+        database failure: it warns once and answers from memory."""
+        keys = keys if isinstance(keys, list) else list(keys)
+        found: dict[str, tuple] = {}
+        with self._lock:
+            if self._conn is not None and self.disabled is None:
+                try:
+                    self._select(keys, found)
+                except sqlite3.Error as e:
+                    self._disable(f"reading {self.path} failed ({_reason(e)})")
+            for extra in (self._memory, self._pending):
+                if extra:
+                    for k in keys:
+                        row = extra.get(k)
+                        if row is not None:
+                            found[k] = row[:5]
+        return found
+
+    def _select(self, keys: list[str], found: dict) -> None:
+        conn = self._conn
+        sql = None
+        conn.execute("BEGIN")  # one snapshot, one lock for all chunks
+        try:
+            for i in range(0, len(keys), CHUNK):
+                chunk = keys[i:i + CHUNK]
+                if len(chunk) != CHUNK or sql is None:
+                    sql = ("SELECT key, text, finish_reason, prompt_tokens, completion_tokens, model "
+                           f"FROM answers WHERE key IN ({','.join('?' * len(chunk))})")
+                for row in conn.execute(sql, chunk):
+                    found[row[0]] = row[1:]
+        finally:
+            conn.execute("COMMIT")
+
+    # --- writing ----------------------------------------------------------------------
+
+    def put(self, key: str, text: str, finish_reason: str | None, prompt_tokens: int | None,
+            completion_tokens: int | None, model: str | None) -> None:
+        """Store one successful answer (replacing any earlier one), buffered; see the module
+        docstring for when it reaches the file. Never raises for a database failure."""
+        with self._lock:
+            self._pending[key] = (text, finish_reason, prompt_tokens, completion_tokens, model, time.time())
+            if len(self._pending) >= self.batch_rows or time.monotonic() - self._last_write >= self.batch_seconds:
+                self.flush()
+            else:
+                self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        """On a running asyncio loop, make sure a flush happens ``batch_seconds`` after the
+        last write even if no further answer arrives. asyncio is not imported for this: if it
+        is not imported yet, no loop can be running."""
+        aio = sys.modules.get("asyncio")
+        if aio is None:
+            return
+        try:
+            loop = aio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._timer is not None and self._timer_loop is loop:
+            return
+        delay = max(0.0, self.batch_seconds - (time.monotonic() - self._last_write))
+        self._timer, self._timer_loop = loop.call_later(delay, self._on_timer), loop
+
+    def _on_timer(self) -> None:
+        self._timer = self._timer_loop = None
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered rows now, in one transaction."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = self._timer_loop = None
+            if not self._pending:
+                return
+            rows, self._pending = self._pending, {}
+            if self._conn is None or self.disabled is not None:
+                self._memory.update(rows)
+                return
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting busy_timeout
+                try:
+                    conn.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                     [(k, *row) for k, row in rows.items()])
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as e:
+                self._memory.update(rows)
+                self._disable(f"writing {self.path} failed ({_reason(e)}); answers are kept "
+                              "in memory for this session only")
+            finally:
+                self._last_write = time.monotonic()
+
+    def _disable(self, reason: str) -> None:
+        if self.disabled is None:
+            self.disabled = reason
+            warnings.warn(f"chatmagic cache: {reason}", CacheWarning, stacklevel=3)
+
+    def close(self) -> None:
+        """Flush and close. Idempotent; later puts are kept in memory only."""
+        with self._lock:
+            if self.closed:
+                return
+            try:
+                self.flush()
+            finally:
+                self.closed = True
+                conn, self._conn = self._conn, None
+                atexit.unregister(self._atexit)
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except sqlite3.Error:
+                        pass
+
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- looking after it -------------------------------------------------------------
+
+    def entries(self) -> int:
+        """Answers in the file (after writing the buffer), plus any kept in memory."""
+        self.flush()
+        with self._lock:
+            n = len(self._memory)
+            if self._conn is not None and self.disabled is None:
+                try:
+                    n += self._conn.execute("SELECT count(*) FROM answers").fetchone()[0]
+                except sqlite3.Error as e:
+                    self._disable(f"reading {self.path} failed ({_reason(e)})")
+            return n
+
+    def size_bytes(self) -> int:
+        """Bytes on disk: the database file plus its write-ahead log."""
+        total = 0
+        for p in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                total += p.stat().st_size
+            except OSError:
+                pass
+        return total
+
+    def clear(self) -> None:
+        """Delete every answer (and the buffer) and give the space back (VACUUM)."""
+        with self._lock:
+            self._pending.clear()
+            self._memory.clear()
+            if self._conn is None or self.disabled is not None:
+                return
+            try:
+                self._conn.execute("DELETE FROM answers")
+                self._conn.execute("VACUUM")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as e:
+                self._disable(f"clearing {self.path} failed ({_reason(e)})")
+
+    def __repr__(self) -> str:
+        if self.closed:
+            return f"<Cache {self.path} (closed)>"
+        state = f", disabled: {self.disabled}" if self.disabled else ""
+        return f"<Cache {self.path}: {self.entries():,} entries{state}>"
+
+
+def describe(cache: Cache | None) -> str:
+    """One line for ``%chatmany_cache``: "N entries, X.Y MB, at /path" or "cache disabled"."""
+    if cache is None:
+        return "cache disabled"
+    if cache.closed:
+        return f"cache closed, at {cache.path}"
+    line = f"{cache.entries():,} entries, {cache.size_bytes() / 1e6:.1f} MB, at {cache.path}"
+    return f"{line} ({cache.disabled})" if cache.disabled else line
+
+
+def _reason(e: BaseException) -> str:
+    """An exception as a one-line reason."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, OSError) and e.strerror:
+        text = e.strerror
+    return text

@@ -1,0 +1,31 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from fakeserver import FakeOpenAI  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """No test sees the user's keys, base URL, model or cache."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATMAGIC_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CHATMAGIC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def _server():
+    with FakeOpenAI() as srv:
+        yield srv
+
+
+@pytest.fixture
+def server(_server):
+    """A real OpenAI-compatible server on 127.0.0.1, reset for each test."""
+    for name, value in dict(latency=0.0, rpm=None, tpm=None, headers="openai", fail_rate=0.0,
+                            stall_rate=0.0, stall_s=30.0, unknown_models=set()).items():
+        setattr(_server, name, value)
+    _server.reset_stats()
+    return _server

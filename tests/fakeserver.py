@@ -1,0 +1,363 @@
+"""A real OpenAI-compatible chat-completions server for tests and benchmarks.
+
+It echoes the last user message back and can simulate latency, rate limits
+(with OpenAI / Azure style headers), random failures and stalls.  Individual
+prompts can script their own behaviour with ``[[directive]]`` markers, e.g.
+``"hello [[fail:500:2]]"`` fails twice, then answers.  Only binds 127.0.0.1.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import re
+import threading
+import time
+from collections import Counter
+
+from aiohttp import web
+
+HOST = "127.0.0.1"
+DIRECTIVE = re.compile(r"\[\[(\w+)(?::([^\]]*))?\]\]")
+DEFAULT_CODES = {400: "invalid_request_error", 401: "invalid_api_key", 404: "model_not_found",
+                 429: "rate_limit_exceeded", 500: "server_error", 503: "service_unavailable"}
+
+
+def go_duration(seconds: float) -> str:
+    """Format like Go's time.Duration.String(), which OpenAI uses in x-ratelimit-reset-*."""
+    ns = max(0, round(seconds * 1e9))  # integer maths: no float noise in the output
+    if ns == 0:
+        return "0s"
+    if ns < 10**9:
+        for unit, size in (("ms", 10**6), ("µs", 10**3), ("ns", 1)):
+            if ns >= size:
+                return _decimal(ns, size) + unit
+    hours, ns = divmod(ns, 3600 * 10**9)
+    minutes, ns = divmod(ns, 60 * 10**9)
+    prefix = (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "")
+    return prefix + _decimal(ns, 10**9) + "s"
+
+
+def _decimal(value: int, size: int) -> str:
+    whole, frac = divmod(value, size)
+    digits = f"{frac:0{len(str(size)) - 1}d}".rstrip("0") if frac else ""
+    return f"{whole}.{digits}" if digits else str(whole)
+
+
+class TokenBucket:
+    """Per-minute limit enforced per second: capacity limit/60, refilled continuously.
+
+    A continuous bucket (rather than a fixed 1 s window) handles non-integer
+    limit/60.  A request needing more than the capacity is admitted once the
+    bucket is full and drives it negative, so the long-run rate still holds.
+    """
+
+    def __init__(self, per_minute: float):
+        self.limit = per_minute
+        self.rate = per_minute / 60.0
+        self.level = self.rate
+        self.stamp = time.monotonic()
+
+    def wait_for(self, cost: float) -> float:
+        """Seconds until `cost` could be taken (0 = now)."""
+        now = time.monotonic()
+        self.level = min(self.rate, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return max(0.0, (min(cost, self.rate) - self.level) / self.rate)
+
+    def take(self, cost: float) -> None:
+        self.level -= cost
+
+    def reset_in(self) -> float:
+        return (self.rate - self.level) / self.rate
+
+
+class Stats:
+    def __init__(self, in_flight: int = 0, record_times: bool = False):
+        self.requests = 0
+        self.by_status: Counter = Counter()
+        self.in_flight = in_flight  # carried over so a reset mid-request stays consistent
+        self.peak_in_flight = in_flight
+        self.attempts: Counter = Counter()
+        self.auth_headers: set = set()
+        self.times: list | None = [] if record_times else None
+
+
+def _text(content) -> str:
+    """Message content as text; accepts plain strings and lists of content parts."""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+def _error(status: int, message: str, code, type_: str | None = None, headers=None):
+    type_ = type_ or ("server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+class FakeOpenAI:
+    def __init__(self, *, latency: float = 0.0, rpm: int | None = None, tpm: int | None = None,
+                 headers: str = "openai", fail_rate: float = 0.0, stall_rate: float = 0.0,
+                 stall_s: float = 30.0, seed: int = 0, model: str = "fake-model",
+                 unknown_models: set | None = None, record_times: bool = False, port: int = 0):
+        self.latency, self.headers = latency, headers
+        self.fail_rate, self.stall_rate, self.stall_s = fail_rate, stall_rate, stall_s
+        self.seed, self.model = seed, model
+        self.unknown_models = set(unknown_models or ())
+        self.record_times, self.port = record_times, port
+        self.rpm, self.tpm = rpm, tpm  # properties: (re)build the buckets
+        self.rng = random.Random(seed)
+        self.stats = Stats(record_times=record_times)
+        self._ids = 0
+        self._runner = self._loop = self._thread = None
+
+    # Setting rpm/tpm between tests starts a fresh, full bucket.
+    rpm = property(lambda self: self._rpm, lambda self, v: self._set_limit("rpm", v))
+    tpm = property(lambda self: self._tpm, lambda self, v: self._set_limit("tpm", v))
+
+    def _set_limit(self, name: str, value) -> None:
+        setattr(self, "_" + name, value)
+        setattr(self, "_" + name + "_bucket", TokenBucket(value) if value else None)
+
+    def reset_stats(self) -> None:
+        """Fresh stats and attempt counts (so [[...:N]] scripts restart), reseeded rng."""
+        self.stats = Stats(self.stats.in_flight, self.record_times)
+        self.rng = random.Random(self.seed)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    # ---- request handling -------------------------------------------------
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        st = self.stats
+        st.requests += 1
+        st.in_flight += 1
+        st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
+        if st.times is not None:
+            st.times.append(time.monotonic())
+        auth = request.headers.get("Authorization")
+        if auth is not None:
+            st.auth_headers.add(auth)
+        try:
+            resp = await self._answer(request, st)
+            st.by_status[resp.status] += 1
+            return resp
+        finally:
+            self.stats.in_flight -= 1  # not `st`: reset_stats() carries in_flight over
+
+    async def _answer(self, request: web.Request, st: Stats) -> web.StreamResponse:
+        try:
+            body = json.loads(await request.read())
+            messages = body["messages"]
+        except (ValueError, KeyError, TypeError):
+            messages = None
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            return _error(400, "Request body must be JSON with a 'messages' list.", None)
+        prompt = next((_text(m.get("content")) for m in reversed(messages)
+                       if m.get("role") == "user"), "")
+        # Every request counts as an attempt, also ones rejected below (404, 429).
+        st.attempts[prompt] += 1
+        model = body.get("model", self.model)
+        if model in self.unknown_models:
+            return _error(404, f"The model `{model}` does not exist or you do not have access "
+                          "to it.", "model_not_found")
+        limited, headers = self._rate_limit(body, messages)
+        if limited is not None:
+            return limited
+        script = self._directives(prompt) if "[[" in prompt else {}
+        failure = await self._chaos(script, st.attempts[prompt], headers)
+        if failure is not None:
+            return failure
+        delay = float(script["sleep"][0]) if "sleep" in script else self.latency
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return web.json_response(self._completion(body, messages, prompt, script), headers=headers)
+
+    @staticmethod
+    def _directives(prompt: str) -> dict:
+        return {m[1]: m[2].split(":") if m[2] else [] for m in DIRECTIVE.finditer(prompt)}
+
+    async def _chaos(self, script: dict, attempt: int, headers: dict):
+        """Stalls and failures, random then scripted; returns an error response or None."""
+        def active(args, n_index):  # "[[x:...:N]]" applies to the first N attempts only
+            return len(args) <= n_index or attempt <= int(args[n_index])
+        if self.stall_rate and self.rng.random() < self.stall_rate:
+            await asyncio.sleep(self.stall_s)
+        if "stall" in script and active(script["stall"], 1):
+            await asyncio.sleep(float(script["stall"][0]))
+        if self.fail_rate and self.rng.random() < self.fail_rate:
+            return _error(500, "The server had an error processing your request.",
+                          "server_error", headers=headers)
+        if "fail" in script and active(script["fail"], 1):
+            return self._scripted_failure(int(script["fail"][0]), script, headers)
+        if "bad200" in script and active(script["bad200"], 0):
+            return web.json_response({"error": {"message": "upstream error", "code": 502}},
+                                     headers=headers)
+        return None
+
+    def _scripted_failure(self, status: int, script: dict, headers: dict):
+        code = script["code"][0] if "code" in script else DEFAULT_CODES.get(status)
+        if status == 429:
+            if "code" not in script and self.headers == "azure":
+                code = "429"
+            wait = script.get("retry_after", ["1"])[0]
+            if wait != "none":  # [[retry_after:none]] → a 429 without retry hints
+                headers = {**headers, **_retry_headers(float(wait))}
+        return _error(status, f"Scripted failure {status}.", code,
+                      "insufficient_quota" if code == "insufficient_quota" else None, headers)
+
+    def _rate_limit(self, body: dict, messages: list):
+        """Check rpm/tpm buckets; returns (429 response or None, headers for the reply)."""
+        rb, tb = self._rpm_bucket, self._tpm_bucket
+        if rb is None and tb is None:
+            return None, {}
+        tokens = _prompt_tokens(messages) + int(
+            body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+        waits = {"requests": rb.wait_for(1) if rb else 0.0,
+                 "tokens": tb.wait_for(tokens) if tb else 0.0}
+        kind = max(waits, key=waits.get)
+        if waits[kind] == 0:
+            for bucket, cost in ((rb, 1), (tb, tokens)):
+                if bucket is not None:
+                    bucket.take(cost)
+        headers = self._limit_headers(rb, tb)
+        if waits[kind] == 0:
+            return None, headers
+        if self.headers != "none":
+            headers.update(_retry_headers(waits[kind]))
+        limit = (rb if kind == "requests" else tb).limit
+        message = (f"Rate limit reached for {kind} per min (RPM/TPM): Limit {limit}. "
+                   f"Please try again in {go_duration(waits[kind])}.")
+        code = "429" if self.headers == "azure" else "rate_limit_exceeded"
+        return _error(429, message, code, kind, headers), headers
+
+    def _limit_headers(self, rb: TokenBucket | None, tb: TokenBucket | None) -> dict:
+        headers = {}
+        if self.headers == "none":
+            return headers
+        for kind, bucket in (("requests", rb), ("tokens", tb)):
+            if bucket is None:
+                continue
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
+            if self.headers == "openai":
+                headers[f"x-ratelimit-limit-{kind}"] = str(bucket.limit)
+                # whole milliseconds, rounded up so clients never come back early
+                reset = math.ceil(bucket.reset_in() * 1000) / 1000
+                headers[f"x-ratelimit-reset-{kind}"] = go_duration(reset)
+        return headers
+
+    def _completion(self, body: dict, messages: list, prompt: str, script: dict) -> dict:
+        text = DIRECTIVE.sub("", prompt).strip() if script else prompt.strip()
+        system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
+        if "json" in script:
+            content = json.dumps({"echo": text})
+        elif "badjson" in script:
+            content = "not json {"
+        else:
+            content = f"echo: [system={system}] {text}" if system else f"echo: {text}"
+        self._ids += 1
+        prompt_tokens = _prompt_tokens(messages)
+        completion_tokens = len(content) // 4 + 1
+        return {
+            "id": f"chatcmpl-fake{self._ids}", "object": "chat.completion",
+            "created": int(time.time()), "model": body.get("model", self.model),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": script["finish"][0] if "finish" in script else "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+            "echo_params": {k: v for k, v in body.items() if k != "messages"},
+        }
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [
+            {"id": self.model, "object": "model", "created": 0, "owned_by": "fakeserver"}]})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    # ---- running -------------------------------------------------------------
+
+    async def astart(self) -> "FakeOpenAI":
+        """Serve on the running loop (same process/loop as a benchmark)."""
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        # handler_cancellation: a client that gives up on a stall frees its slot;
+        # short shutdown_timeout: stop() doesn't wait for stalled handlers.
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                                     shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, HOST, self.port, backlog=4096).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def astop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def start(self) -> "FakeOpenAI":
+        """Serve from a background thread with its own event loop."""
+        self._loop = asyncio.new_event_loop()
+        started = asyncio.run_coroutine_threadsafe(self.astart(), self._loop)
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="FakeOpenAI")
+        self._thread.start()
+        try:
+            started.result(timeout=10)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.astop(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+        self._loop = self._thread = None
+
+    def __enter__(self) -> "FakeOpenAI":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _prompt_tokens(messages: list) -> int:
+    return sum(len(_text(m.get("content"))) for m in messages) // 4 + 1
+
+
+def _retry_headers(seconds: float) -> dict:
+    return {"retry-after": str(max(1, math.ceil(seconds))),
+            "retry-after-ms": str(max(1, math.ceil(seconds * 1000)))}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Fake OpenAI chat-completions server (127.0.0.1).")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--headers", choices=["openai", "azure", "none"])
+    p.add_argument("--model")
+    for name, kind in (("latency", float), ("rpm", int), ("tpm", int), ("fail-rate", float),
+                       ("stall-rate", float), ("stall-s", float), ("seed", int)):
+        p.add_argument("--" + name, type=kind)
+    # Options left out keep FakeOpenAI's own defaults.
+    options = {k: v for k, v in vars(p.parse_args()).items() if v is not None}
+    server = FakeOpenAI(**options).start()
+    try:  # print inside the try: Ctrl-C may land while print() is still returning
+        print(f"FakeOpenAI serving at {server.base_url}  (Ctrl-C to stop)", flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

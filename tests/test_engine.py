@@ -1,0 +1,184 @@
+"""The engine against a real OpenAI-compatible server on 127.0.0.1."""
+
+import asyncio
+import logging
+import time
+
+import pytest
+
+import chatmagic
+from chatmagic import ConfigError, RunAborted
+
+
+def run(server, prompts, **options):
+    return chatmagic.chat_many(prompts, base_url=server.base_url, progress=False, **options)
+
+
+def test_answers_in_prompt_order_with_usage(server):
+    prompts = [f"prompt {i} [[sleep:{0.05 * (i % 3)}]]" for i in range(30)]
+    results = run(server, prompts, concurrency=10)
+    assert results.texts() == [f"echo: prompt {i}" for i in range(30)]
+    r = results[0]
+    assert (r.index, r.status, r.attempts, r.finish_reason, r.model) == (0, "ok", 1, "stop", "gpt-4o-mini")
+    assert r.prompt_tokens > 0 and r.completion_tokens > 0 and r.latency_s >= 0
+
+
+def test_in_flight_never_exceeds_the_cap(server):
+    server.latency = 0.03
+    run(server, [f"p{i}" for i in range(60)], concurrency=7)
+    assert server.stats.peak_in_flight == 7
+
+
+def test_concurrency_above_aiohttp_default_pool_of_100(server):
+    server.latency = 0.2
+    run(server, [f"p{i}" for i in range(400)], concurrency=150)
+    assert server.stats.peak_in_flight == 150
+
+
+def test_system_temperature_max_tokens_and_params_reach_the_server(server):
+    results = run(server, ["hi"], system="be brief", temperature=0.2, max_tokens=7,
+                  params={"seed": 3, "stop": ["x"]}, model="m1")
+    assert results[0].text == "echo: [system=be brief] hi"
+    assert results[0].model == "m1"
+
+
+def test_429_with_retry_after_is_waited_out(server):
+    started = time.perf_counter()
+    results = run(server, ["limited [[fail:429:1]] [[retry_after:0.4]]"])
+    assert results[0].status == "ok" and results[0].attempts == 2
+    assert time.perf_counter() - started >= 0.4
+
+
+def test_stalled_request_is_cut_and_retried(server):
+    results = run(server, ["slow [[stall:10:1]]"], timeout=0.3)
+    assert results[0].status == "ok" and results[0].attempts == 2
+    assert server.stats.attempts["slow [[stall:10:1]]"] == 2
+
+
+def test_timeout_is_recorded_when_retries_run_out(server):
+    results = run(server, ["slow [[stall:10]]"], timeout=0.2, retries=1)
+    assert results[0].status == "error" and results[0].error.startswith("timeout")
+    assert results.texts() == [None]
+
+
+def test_500_then_200_succeeds(server):
+    results = run(server, ["flaky [[fail:500:2]]"])
+    assert (results[0].status, results[0].attempts, results.retries) == ("ok", 3, 2)
+
+
+def test_200_that_is_not_a_completion_is_retried(server):
+    results = run(server, ["odd [[bad200:1]]"])
+    assert (results[0].status, results[0].attempts) == ("ok", 2)
+
+
+def test_400_fails_one_prompt_without_retry(server):
+    results = run(server, ["fine", "too long [[fail:400]] [[code:context_length_exceeded]]", "also fine"])
+    assert [r.status for r in results] == ["ok", "error", "ok"]
+    assert results[1].attempts == 1 and results[1].error.startswith("400 context_length_exceeded")
+    assert results.texts() == ["echo: fine", None, "echo: also fine"]
+    assert "1 failed (1 400 context_length_exceeded)" in results.summary()
+
+
+def test_retries_zero_means_one_attempt(server):
+    results = run(server, ["flaky [[fail:500:1]]"], retries=0)
+    assert (results[0].status, results[0].attempts) == ("error", 1)
+
+
+def test_401_stops_the_run_after_requests_in_flight(server):
+    server.latency = 0.1
+    prompts = [f"p{i}" for i in range(3)] + ["bad key [[fail:401]]"] + [f"q{i}" for i in range(40)]
+    with pytest.raises(RunAborted, match="401") as info:
+        run(server, prompts, concurrency=4)
+    results = info.value.results
+    sent = server.stats.requests
+    assert sent < 12  # the rest were never sent
+    assert [r.status for r in results[:3]] == ["ok"] * 3  # in flight when the 401 came: kept
+    assert results[3].status == "error" and results[3].attempts == 1
+    assert results[-1].status == "cancelled" and results[-1].error.startswith("not sent")
+    assert sum(r.attempts for r in results) == sent
+
+
+@pytest.mark.parametrize("directive, status", [
+    ("[[fail:402]]", 402), ("[[fail:403]]", 403), ("[[fail:429]] [[code:insufficient_quota]]", 429)])
+def test_hopeless_errors_stop_the_run_without_retry(server, directive, status):
+    with pytest.raises(RunAborted) as info:
+        run(server, [f"x {directive}"] + ["y"] * 5, concurrency=1)
+    assert info.value.status == status and server.stats.attempts[f"x {directive}"] == 1
+
+
+def test_unknown_model_stops_the_run(server):
+    server.unknown_models = {"nope"}
+    with pytest.raises(RunAborted, match="404") as info:
+        run(server, ["a", "b"], model="nope", concurrency=1)
+    assert info.value.status == 404
+
+
+def test_flagged_answers_are_ok_but_reported(server):
+    results = run(server, ["cut [[finish:length]]", "fine"])
+    assert results[0].ok and results[0].flagged and results[0].finish_reason == "length"
+    assert "1 cut by length" in results.summary()
+
+
+def test_retries_are_logged_not_printed(server, caplog, capsys):
+    with caplog.at_level(logging.INFO, logger="chatmagic"):
+        run(server, ["flaky [[fail:503:1]]"])
+    assert any("retry 1" in m and "503" in m for m in caplog.messages)
+    assert capsys.readouterr().out == ""
+
+
+def test_api_key_is_sent_but_never_shown(server, monkeypatch, caplog):
+    key = "sk-test-very-secret"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with caplog.at_level(logging.DEBUG, logger="chatmagic"):
+        results = run(server, ["ok", "flaky [[fail:500:1]]", "bad [[fail:400]]"])
+    assert server.stats.auth_headers == {f"Bearer {key}"}
+    shown = repr(results) + repr(list(results)) + results.summary() + caplog.text
+    assert key not in shown
+
+
+def test_async_api_runs_on_the_callers_loop(server):
+    async def main():
+        return await chatmagic.achat_many(["a", "b"], base_url=server.base_url, progress=False)
+    assert asyncio.run(main()).texts() == ["echo: a", "echo: b"]
+
+
+def test_chat_many_works_inside_a_running_loop(server):
+    async def main():  # as in a notebook cell that calls the blocking API
+        return run(server, ["inside"])
+    assert asyncio.run(main()).texts() == ["echo: inside"]
+
+
+def test_cancel_keeps_finished_answers(server):
+    async def main():
+        run_ = chatmagic.engine.Run(["fast", "slow [[sleep:5]]"], chatmagic.config.resolve(
+            {"base_url": server.base_url, "progress": False}))
+        task = asyncio.ensure_future(run_.run())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return run_.results
+    started = time.perf_counter()
+    results = asyncio.run(main())
+    assert time.perf_counter() - started < 2
+    assert [r.status for r in results] == ["ok", "cancelled"]
+    assert results.texts() == ["echo: fast", None]
+
+
+@pytest.mark.parametrize("prompts, message", [
+    ([], "no prompts"), ("one string", "not one string"), (["a", 3], "must be a string")])
+def test_bad_prompts(prompts, message, server):
+    with pytest.raises(ConfigError, match=message):
+        run(server, prompts)
+    assert server.stats.requests == 0
+
+
+def test_connection_refused_is_retried_then_recorded():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = chatmagic.chat_many(["x"], base_url=f"http://127.0.0.1:{port}/v1", retries=1,
+                                  progress=False, max_retry_wait=0.1)
+    assert results[0].status == "error" and results[0].error.startswith("connection")
+    assert results[0].attempts == 2

@@ -1,0 +1,76 @@
+"""%%chatmany in real Jupyter kernels: the kernel's loop, Run All, the widget, interrupts."""
+
+import time
+
+import nbformat
+import pytest
+from jupyter_client.manager import start_new_kernel
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.kernel
+
+
+def run_notebook(cells, **kw):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    NotebookClient(nb, timeout=60, kernel_name="python3", **kw).execute()
+    return nb
+
+
+def text_of(cell):
+    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
+
+
+def test_run_all_next_cell_sees_the_variable_and_widget_completes(server):
+    server.latency = 0.05
+    nb = run_notebook([
+        "%load_ext chatmagic",
+        f"%%chatmany -o answers -c 4 --base-url {server.base_url}\n" + "\n".join(f"q{i}" for i in range(16)),
+        "print(answers == [f'echo: q{i}' for i in range(16)])",
+        "print(get_ipython().transform_cell('%%chatmany\\nx').startswith('await '))",
+    ])
+    assert "16/16 ok" in text_of(nb.cells[1])
+    assert text_of(nb.cells[2]).strip() == "True"
+    assert text_of(nb.cells[3]).strip() == "True"  # ran on the kernel's loop, not a thread
+    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    bars = [m["state"] for m in state.values() if m["model_name"] == "FloatProgressModel"]
+    assert bars and bars[0]["value"] == bars[0]["max"] == 16
+
+
+def test_errors_render_as_one_line_in_the_notebook(server):
+    nb = run_notebook(["%load_ext chatmagic", "%%chatmany -c 0\nx"], allow_errors=True)
+    error = [o for o in nb.cells[1].outputs if o.output_type == "error"][0]
+    assert error.traceback == ["ConfigError: concurrency must be at least 1, got 0"]
+    assert server.stats.requests == 0
+
+
+def test_interrupt_cancels_at_once_keeps_answers_and_kernel_answers(server):
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        kc.execute_interactive("%load_ext chatmagic", timeout=30)
+        prompts = "\n".join(["fast one", "fast two"] + [f"slow {i} [[sleep:8]]" for i in range(4)])
+        msg_id = kc.execute(f"%%chatmany -q -o answers -c 6 --base-url {server.base_url}\n{prompts}")
+        queued = kc.execute("print('queued cell ran')")
+        time.sleep(1.5)
+        interrupted_at = time.monotonic()
+        km.interrupt_kernel()
+        reply = _reply(kc, msg_id)
+        took = time.monotonic() - interrupted_at
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        assert took < 1.0, f"interrupt took {took:.2f}s"
+        assert _reply(kc, queued)["content"]["status"] == "aborted"
+        out = []
+        kc.execute_interactive("print(answers)", timeout=10,
+                               output_hook=lambda m: out.append(m["content"].get("text", "")))
+        assert "".join(out).strip() == str(["echo: fast one", "echo: fast two", None, None, None, None])
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _reply(kc, msg_id, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") == msg_id:
+            return msg

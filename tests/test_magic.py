@@ -1,0 +1,110 @@
+"""%%chatmany in terminal IPython (InteractiveShell): parsing, defaults, storage, errors."""
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+
+@pytest.fixture
+def ip(server):
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext chatmagic")
+    shell.run_cell(f"%config ChatMany.base_url = {server.base_url!r}")
+    shell.run_cell("%config ChatMany.quiet = True")
+    yield shell
+    shell.run_cell("%unload_ext chatmagic")
+    for name in ("base_url", "quiet", "model", "concurrency", "out", "params"):
+        shell.run_cell(f"%config ChatMany.{name} = {'None' if name in ('base_url', 'model', 'concurrency', 'params') else repr(False) if name == 'quiet' else repr('chatmany_results')}")
+    for name in ("answers", "chatmany_results", "df"):
+        shell.user_ns.pop(name, None)
+
+
+def cell(ip, text):
+    result = ip.run_cell(text)
+    return result
+
+
+def test_lines_become_prompts_in_order(ip, capsys):
+    r = cell(ip, "%%chatmany -o answers -c 4\n  What is 1+1?  \n\n{\"json\": true}\nlast\n")
+    assert r.success
+    assert ip.user_ns["answers"] == ["echo: What is 1+1?", 'echo: {"json": true}', "echo: last"]
+    out = capsys.readouterr().out
+    assert "3/3 ok" in out and "-> answers" in out and out.count("\n") == 1
+
+
+def test_default_variable_and_await_path(ip):
+    assert ip.transform_cell("%%chatmany\nx\n").startswith("await ")
+    assert cell(ip, "%%chatmany\nhello").success
+    assert ip.user_ns["chatmany_results"] == ["echo: hello"]
+
+
+def test_ordinary_cell_magic_path_when_autoawait_is_off(ip, server):
+    ip.run_cell("%autoawait off")
+    try:
+        assert not ip.transform_cell("%%chatmany\nx\n").startswith("await ")
+        assert cell(ip, "%%chatmany -o answers\none\ntwo").success
+        assert ip.user_ns["answers"] == ["echo: one", "echo: two"]
+    finally:
+        ip.run_cell("%autoawait on")
+
+
+def test_flags_reach_the_server(ip, server):
+    cell(ip, "%%chatmany -o answers -m m2 --system 'be kind' --temperature 0.3 --max-tokens 9 "
+             "-p seed=5 -p 'stop=[\"z\"]'\nhi")
+    assert ip.user_ns["answers"] == ["echo: [system=be kind] hi"]
+
+
+def test_config_defaults_and_flag_precedence(ip, server):
+    server.latency = 0.05
+    ip.run_cell("%config ChatMany.concurrency = 3")
+    cell(ip, "%%chatmany\n" + "\n".join(f"p{i}" for i in range(12)))
+    assert server.stats.peak_in_flight == 3
+    server.reset_stats()
+    cell(ip, "%%chatmany -c 5\n" + "\n".join(f"p{i}" for i in range(20)))
+    assert server.stats.peak_in_flight == 5
+
+
+def test_df_has_the_documented_columns(ip):
+    cell(ip, "%%chatmany --df -o df\na\nb [[fail:400]]")
+    df = ip.user_ns["df"]
+    assert list(df.columns) == ["prompt", "response", "status", "error", "attempts", "latency_s",
+                                "prompt_tokens", "completion_tokens", "finish_reason", "model"]
+    assert list(df["status"]) == ["ok", "error"] and df.loc[0, "response"] == "echo: a"
+    assert df.loc[1, "error"].startswith("400")
+
+
+def test_run_abort_stores_finished_answers_and_shows_one_line(ip, capsys):
+    r = cell(ip, "%%chatmany -o answers -c 1\nfirst\nbad [[fail:401]]\nnever")
+    assert not r.success and type(r.error_in_exec).__name__ == "RunAborted"
+    assert ip.user_ns["answers"] == ["echo: first", None, None]
+    captured = capsys.readouterr()
+    assert "RunAborted: 401" in captured.out + captured.err
+    assert "Traceback" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("text, message", [
+    ("%%chatmany\n\n   \n", "the cell has no prompts"),
+    ("%%chatmany -c 0\nx", "concurrency must be at least 1"),
+    ("%%chatmany -t -1\nx", "timeout must be positive"),
+    ("%%chatmany -r -1\nx", "retries must be at least 0"),
+    ("%%chatmany -o 2bad\nx", "is not a valid Python variable name"),
+    ("%%chatmany -o class\nx", "is not a valid Python variable name"),
+    ("%%chatmany -p seed\nx", "expected KEY=JSON"),
+    ("%%chatmany --base-url ftp://x\nx", "base URL must start with http"),
+    ("%%chatmany --bogus 1\nx", "unrecognized arguments: --bogus"),
+    ("%%chatmany -c many\nx", "invalid int value"),
+])
+def test_bad_input_is_one_line_and_sends_nothing(ip, server, capsys, text, message):
+    r = cell(ip, text)
+    assert not r.success
+    captured = capsys.readouterr()
+    shown = captured.out + captured.err
+    assert message in shown and "Traceback" not in shown
+    assert server.stats.requests == 0
+
+
+def test_help_documents_every_flag(ip):
+    doc = " ".join(ip.find_cell_magic("chatmany").__doc__.split())
+    for flag in ("--out", "--model", "--concurrency", "--timeout", "--retries", "--system", "--temperature",
+                 "--max-tokens", "--param", "--base-url", "--api-key-env", "--df", "--quiet", "--rpm", "--tpm"):
+        assert flag in doc
+    assert "default: 16" in doc and "default: 120" in doc and "default: 6" in doc
