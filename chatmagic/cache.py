@@ -25,7 +25,11 @@ drop the last commits, though it cannot corrupt the file.
 Failures never break a run. ``Cache.open`` returns None (with one ``CacheWarning``) when the
 file cannot be opened or is not a database. If a write fails later (disk full, file gone,
 locked beyond the busy timeout) the cache warns once, stops writing and keeps the answers of
-this session in memory, where ``get_many`` still finds them; a failed read is treated the same.
+this session in memory, where ``get_many`` still finds them; the file is still read. A failed
+read (corruption found later) also stops reading. Either way nothing raises.
+
+Every call blocks briefly (a write of 100 rows takes a few ms; ``busy_timeout`` bounds the
+wait for another process's write lock), so calling it from the event loop is fine.
 """
 
 from __future__ import annotations
@@ -89,8 +93,9 @@ class Cache:
         batch_rows: buffered rows that trigger a write (100).
         batch_seconds: a buffered row is written at most this long after the last write (0.5).
         busy_timeout: seconds to wait for another process's write lock (5.0).
-        disabled: None, or why the database is no longer used (a write or read failed); answers
-            put since then are kept in memory for this session only.
+        disabled: None, or why the database is no longer written (a write failed; or a read,
+            which also stops reading it). Answers put since then are kept in memory, for this
+            session only, where ``get_many`` finds them.
         closed: True after ``close()``.
     """
 
@@ -103,6 +108,7 @@ class Cache:
         (``Cache.open`` turns that into a warning and None)."""
         self.path = Path(path).expanduser() if path is not None else default_dir() / DB_NAME
         self.disabled: str | None = None
+        self._readable = True
         self.closed = False
         self._pending: dict[str, tuple] = {}   # key -> row without key, not yet written
         self._memory: dict[str, tuple] = {}    # rows that could not be written
@@ -164,14 +170,14 @@ class Cache:
         """key -> (text, finish_reason, prompt_tokens, completion_tokens, model) for the keys
         that have an answer (buffered and in-memory rows included). Never raises for a
         database failure: it warns once and answers from memory."""
-        keys = keys if isinstance(keys, list) else list(keys)
+        keys = list(keys)
         found: dict[str, tuple] = {}
         with self._lock:
-            if self._conn is not None and self.disabled is None:
+            if self._conn is not None and self._readable:
                 try:
                     self._select(keys, found)
                 except sqlite3.Error as e:
-                    self._disable(f"reading {self.path} failed ({_reason(e)})")
+                    self._disable(f"reading {self.path} failed ({_reason(e)})", readable=False)
             for extra in (self._memory, self._pending):
                 if extra:
                     for k in keys:
@@ -181,17 +187,19 @@ class Cache:
         return found
 
     def _select(self, keys: list[str], found: dict) -> None:
+        """Two passes, each in sorted order so both B-trees are walked forwards: keys -> rowids
+        on the key index alone, then the rows by rowid (stored in the order they were
+        answered). About 2x faster than fetching rows by key in prompt order."""
         conn = self._conn
-        sql = None
+        ids: dict[int, str] = {}
         conn.execute("BEGIN")  # one snapshot, one lock for all chunks
         try:
-            for i in range(0, len(keys), CHUNK):
-                chunk = keys[i:i + CHUNK]
-                if len(chunk) != CHUNK or sql is None:
-                    sql = ("SELECT key, text, finish_reason, prompt_tokens, completion_tokens, model "
-                           f"FROM answers WHERE key IN ({','.join('?' * len(chunk))})")
+            for sql, chunk in _chunks("SELECT rowid, key FROM answers WHERE key IN", sorted(set(keys))):
+                ids.update(conn.execute(sql, chunk))
+            for sql, chunk in _chunks("SELECT rowid, text, finish_reason, prompt_tokens, completion_tokens, "
+                                      "model FROM answers WHERE rowid IN", sorted(ids)):
                 for row in conn.execute(sql, chunk):
-                    found[row[0]] = row[1:]
+                    found[ids[row[0]]] = row[1:]
         finally:
             conn.execute("COMMIT")
 
@@ -258,7 +266,9 @@ class Cache:
             finally:
                 self._last_write = time.monotonic()
 
-    def _disable(self, reason: str) -> None:
+    def _disable(self, reason: str, *, readable: bool = True) -> None:
+        """Stop writing (and reading, unless ``readable``); warn the first time only."""
+        self._readable = self._readable and readable
         if self.disabled is None:
             self.disabled = reason
             warnings.warn(f"chatmagic cache: {reason}", CacheWarning, stacklevel=3)
@@ -280,6 +290,14 @@ class Cache:
                     except sqlite3.Error:
                         pass
 
+    def __del__(self):
+        # a cache dropped without close() still writes its buffer (atexit covers shutdown)
+        if getattr(self, "closed", True) is False and getattr(self, "_conn", None) is not None:
+            try:
+                self.close()
+            except Exception:
+                pass
+
     def __enter__(self) -> Cache:
         return self
 
@@ -291,13 +309,16 @@ class Cache:
     def entries(self) -> int:
         """Answers in the file (after writing the buffer), plus any kept in memory."""
         self.flush()
+        return self._count()
+
+    def _count(self) -> int:
         with self._lock:
             n = len(self._memory)
-            if self._conn is not None and self.disabled is None:
+            if self._conn is not None and self._readable:
                 try:
                     n += self._conn.execute("SELECT count(*) FROM answers").fetchone()[0]
                 except sqlite3.Error as e:
-                    self._disable(f"reading {self.path} failed ({_reason(e)})")
+                    self._disable(f"reading {self.path} failed ({_reason(e)})", readable=False)
             return n
 
     def size_bytes(self) -> int:
@@ -327,8 +348,9 @@ class Cache:
     def __repr__(self) -> str:
         if self.closed:
             return f"<Cache {self.path} (closed)>"
+        pending = f", {len(self._pending)} pending" if self._pending else ""
         state = f", disabled: {self.disabled}" if self.disabled else ""
-        return f"<Cache {self.path}: {self.entries():,} entries{state}>"
+        return f"<Cache {self.path}: {self._count():,} entries{pending}{state}>"
 
 
 def describe(cache: Cache | None) -> str:
@@ -339,6 +361,14 @@ def describe(cache: Cache | None) -> str:
         return f"cache closed, at {cache.path}"
     line = f"{cache.entries():,} entries, {cache.size_bytes() / 1e6:.1f} MB, at {cache.path}"
     return f"{line} ({cache.disabled})" if cache.disabled else line
+
+
+def _chunks(select: str, values: list):
+    """(sql, values) for ``select (?, ?, ...)`` over ``values`` in chunks of ``CHUNK``."""
+    full = f"{select} ({','.join('?' * CHUNK)})"
+    for i in range(0, len(values), CHUNK):
+        chunk = values[i:i + CHUNK]
+        yield (full if len(chunk) == CHUNK else f"{select} ({','.join('?' * len(chunk))})"), chunk
 
 
 def _reason(e: BaseException) -> str:

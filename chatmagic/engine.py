@@ -123,6 +123,7 @@ class Run:
             if self.abort:
                 raise _NotSent
             record.attempts += 1
+            self._throttle.sent += 1
             started = time.perf_counter()
             try:
                 done = await self._client.complete(body.encode())

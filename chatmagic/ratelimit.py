@@ -77,12 +77,19 @@ def server_rate(headers, kind: str) -> float | None:
     return rate
 
 
+def _advance(scheduled: float, now: float, interval: float) -> float:
+    """The next start: on schedule if we are late by less than an interval (so oversleeping
+    does not slow the pace), else a fresh start from now (so idle time is no burst credit)."""
+    return (scheduled if now - scheduled < interval else now) + interval
+
+
 class Throttle:
     """Paces request starts. All times come from ``clock`` and waits go through ``sleep``
     (tests pass a fake clock).
 
     Attributes: ``user_rpm``/``user_tpm`` (caps given by the user, or None), ``request_rate``
-    and ``token_rate`` (per second, INF when unknown), ``cooldown_until`` (clock time).
+    and ``token_rate`` (per second, INF when unknown), ``cooldown_until`` (clock time),
+    ``sent`` and ``rejected`` (requests sent, and answered 429).
     """
 
     def __init__(self, rpm=None, tpm=None, *, probe=True, clock=time.monotonic, sleep=asyncio.sleep):
@@ -93,12 +100,15 @@ class Throttle:
         self.clock, self.sleep = clock, sleep
         self._next_start = 0.0   # earliest start for the next request (request pacing)
         self._next_tokens = 0.0  # same for token pacing
+        self._lock = asyncio.Lock()
         self._probing: asyncio.Event | None = None
         self._probe = probe
         self._started = clock()
-        self._answered = 0
+        self.sent = 0      # requests sent (counted by the engine) and rejected with 429
+        self.rejected = 0
         self._server_rate = INF
         self._server_token_rate = INF
+        self._estimated = False  # request_rate was inferred from 429s, not given or announced
 
     @property
     def idle(self) -> bool:
@@ -107,24 +117,26 @@ class Throttle:
                 and self.cooldown_until <= self.clock() and not self._probe)
 
     async def acquire(self, tokens: int = 0) -> None:
-        """Wait until a request costing ``tokens`` may start, and reserve its place."""
+        """Wait until a request costing ``tokens`` may start.
+
+        One waiter at a time holds the lock and sleeps until its start, re-checking after each
+        sleep, so a cooldown or a new rate applies at once and no one is woken for nothing.
+        """
         if self._probe:
             await self._wait_for_probe()
-        while True:
-            now = self.clock()
-            start = max(now, self.cooldown_until, self._next_start)
-            if self.token_rate != INF:
-                start = max(start, self._next_tokens)
+        async with self._lock:
+            while True:
+                now = self.clock()
+                start = max(self.cooldown_until, self._next_start,
+                            self._next_tokens if self.token_rate != INF else 0.0)
+                if start <= now:
+                    break
+                await self.sleep(start - now)
             if self.request_rate != INF:
-                self._next_start = start + 1 / self.request_rate
+                self._next_start = _advance(self._next_start, now, 1 / self.request_rate)
             if self.token_rate != INF:
-                # a request that alone exceeds the budget still goes, then the rest wait
-                self._next_tokens = start + tokens / self.token_rate
-            if start <= now:
-                return
-            await self.sleep(start - now)
-            if self.cooldown_until <= self.clock():  # no 429 arrived while we slept
-                return
+                # a request that alone exceeds the budget still goes; the ones after it wait
+                self._next_tokens = _advance(self._next_tokens, now, tokens / self.token_rate)
 
     async def _wait_for_probe(self) -> None:
         if self._probing is None:  # this is the first request: it goes alone
@@ -146,10 +158,11 @@ class Throttle:
             self._end_probe()
         if headers is None:
             return
-        self._answered += 1
+        if self._estimated:
+            self.request_rate *= 1.005
         rate = server_rate(headers, "requests")
         if rate is not None and rate != self._server_rate:
-            self._server_rate = rate
+            self._server_rate, self._estimated = rate, False
             self.request_rate = min(rate * SAFETY, self.user_rpm / 60 if self.user_rpm else INF)
         rate = server_rate(headers, "tokens")
         if rate is not None and rate != self._server_token_rate:
@@ -164,11 +177,16 @@ class Throttle:
         if wait is None and headers is not None:
             resets = [parse_duration(headers.get(f"x-ratelimit-reset-{k}")) for k in ("requests", "tokens")]
             wait = max((r for r in resets if r is not None), default=None)
+        self.rejected += 1
+        first_of_wave = now >= self.cooldown_until  # the rest of a wave were sent at the old pace
         self.cooldown_until = max(self.cooldown_until, now + (1.0 if wait is None else wait))
-        if self.request_rate == INF:
-            # no headers and no cap: pace from what the server has been answering
-            elapsed = max(now - self._started, 1.0)
-            self.request_rate = max(self._answered / elapsed, 1.0)
-        else:
-            self.request_rate *= 0.9
         self._next_start = max(self._next_start, self.cooldown_until)
+        accepted = max((self.sent - self.rejected) / max(now - self._started, 1.0), 1.0)
+        if self.request_rate == INF:
+            # no headers and no cap: pace at the rate the server has been accepting (each 429 of
+            # the wave refines it), then speed up a little with each success
+            self.request_rate, self._estimated = accepted, True
+        elif first_of_wave:
+            self.request_rate *= 0.9
+        if self._estimated:
+            self.request_rate = min(self.request_rate, accepted)
