@@ -34,6 +34,8 @@ DEFAULTS = {
     "rpm": None,
     "tpm": None,
     "progress": True,
+    "cache": True,
+    "refresh": False,
 }
 
 #: Environment variables that supply a default when no flag or %config sets one.
@@ -63,6 +65,8 @@ class Settings:
     rpm: float | None
     tpm: float | None
     progress: bool
+    cache: bool
+    refresh: bool
     api_key: str | None = field(default=None, repr=False)
 
     @property
@@ -119,6 +123,9 @@ def _validate(v: dict) -> Settings:
     v["temperature"] = None if v["temperature"] is None else _number(v, "temperature", float, minimum=0)
     v["max_tokens"] = None if v["max_tokens"] is None else _number(v, "max_tokens", int, minimum=1)
     v["params"] = _params(v["params"])
+    for name in ("cache", "refresh"):
+        if not isinstance(v[name], bool):
+            raise ConfigError(f"{name} must be True or False, got {v[name]!r}")
     scheme = urlsplit(str(v["base_url"])).scheme
     if scheme not in ("http", "https") or not urlsplit(str(v["base_url"])).netloc:
         raise ConfigError(f"base URL must start with http:// or https://, got {v['base_url']!r}")

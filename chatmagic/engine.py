@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 
+from .cache import Cache, request_key
 from .client import Client, Completion
 from .errors import ConfigError, RequestError, RunAborted
 from .progress import make_progress
@@ -51,10 +52,11 @@ class Run:
             places.release()
 
         started = time.perf_counter()
-        self._progress.start(len(self.results))
+        todo = self._from_cache()
+        self._progress.start(len(self.results), len(self.results) - len(todo))
         try:
             async with Client(self.settings) as self._client:
-                for record in self.results:
+                for record in todo:
                     await places.acquire()
                     if self.abort:
                         break
@@ -72,6 +74,8 @@ class Run:
         finally:
             self.results.elapsed_s = time.perf_counter() - started
             self._progress.close()
+            if self._cache is not None:
+                self._cache.close()  # writes what is buffered, also after an interrupt
         if self.abort:
             for record in self.results:
                 if record.status == "cancelled" and record.error is None:
@@ -79,9 +83,30 @@ class Run:
             raise RunAborted(self.abort, self.results)
         return self.results
 
+    def _body(self, prompt: str) -> dict:
+        return {**self._head, "messages": [*self._head["messages"], {"role": "user", "content": prompt}]}
+
+    def _from_cache(self) -> list[Result]:
+        """Fill in cached answers; return the records still to send."""
+        self._cache = Cache.open() if self.settings.cache else None
+        if self._cache is None:
+            return list(self.results)
+        url = self.settings.url
+        self._keys = [request_key(url, self._body(r.prompt)) for r in self.results]
+        found = {} if self.settings.refresh else self._cache.get_many(self._keys)
+        todo = []
+        for record, key in zip(self.results, self._keys):
+            row = found.get(key)
+            if row is None:
+                todo.append(record)
+                continue
+            (record.text, record.finish_reason, record.prompt_tokens,
+             record.completion_tokens, record.model) = row
+            record.status, record.cached = "ok", True
+        return todo
+
     async def _one(self, record: Result) -> None:
-        body = json.dumps({**self._head, "messages": [*self._head["messages"],
-                                                      {"role": "user", "content": record.prompt}]})
+        body = json.dumps(self._body(record.prompt))
         cost = len(record.prompt) // 4 + self._fixed_tokens
         try:
             try:
@@ -101,6 +126,9 @@ class Run:
         record.text, record.status, record.finish_reason = done.text, "ok", done.finish_reason
         record.prompt_tokens, record.completion_tokens = done.prompt_tokens, done.completion_tokens
         record.model = done.model
+        if self._cache is not None:
+            self._cache.put(self._keys[record.index], done.text, done.finish_reason,
+                            done.prompt_tokens, done.completion_tokens, done.model)
         self._progress.advance(True)
 
     def _replay(self, first: RequestError, record: Result, body: str, cost: int):

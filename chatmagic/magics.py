@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Dict, Float, Integer, Unicode
 
@@ -44,6 +44,8 @@ class ChatMany(Magics):
     api_key_env = _opt(Unicode, "api_key_env", "Environment variable holding the API key")
     rpm = _opt(Float, "rpm", "Requests per minute at most")
     tpm = _opt(Float, "tpm", "Tokens per minute at most")
+    cache = Bool(None, allow_none=True, help="Reuse and store answers in the cache (default: True)").tag(config=True)
+    refresh = Bool(None, allow_none=True, help="Send everything again, replacing cached answers (default: False)").tag(config=True)
     out = Unicode("chatmany_results", help="Variable the results are stored in").tag(config=True)
     df = Bool(False, help="Store a pandas DataFrame instead of a list").tag(config=True)
     quiet = Bool(False, help="No progress bar").tag(config=True)
@@ -63,6 +65,10 @@ class ChatMany(Magics):
     @argument("--api-key-env", help="environment variable with the API key (default: OPENAI_API_KEY)")
     @argument("--rpm", type=float, help="requests per minute at most (default: learnt from the server)")
     @argument("--tpm", type=float, help="tokens per minute at most (default: learnt from the server)")
+    @argument("--refresh", action="store_true", default=None,
+              help="send every prompt again and replace its cached answer")
+    @argument("--no-cache", dest="cache", action="store_false", default=None,
+              help="neither read nor write the answer cache")
     @argument("--df", action="store_true", default=None, help="store a pandas DataFrame instead of a list")
     @argument("-q", "--quiet", action="store_true", default=None, help="no progress bar")
     @cell_magic
@@ -99,6 +105,22 @@ class ChatMany(Magics):
             results = run.results
             self.shell.user_ns[out] = results.to_pandas() if as_df else results.texts()
             print(f"{results.summary()} -> {out}")
+
+    @line_magic
+    def chatmany_cache(self, line: str):
+        """%chatmany_cache: entries, size and location of the answer cache; %chatmany_cache clear."""
+        from .cache import Cache, describe
+        action = line.strip()
+        if action not in ("", "clear"):
+            raise ConfigError(f"%chatmany_cache {action}: expected no argument or 'clear'")
+        cache = Cache.open()
+        try:
+            if action == "clear" and cache is not None:
+                cache.clear()
+            print(describe(cache))
+        finally:
+            if cache is not None:
+                cache.close()
 
     async def chatmany_async(self, line: str, cell: str):
         """The await path: the same run on the kernel's loop, with an immediate interrupt."""

@@ -30,6 +30,7 @@ class Result:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     model: str | None = None
+    cached: bool = False  # the answer came from the cache; nothing was sent
 
     @property
     def ok(self) -> bool:
@@ -66,7 +67,7 @@ class Results(Sequence):
         except ImportError:
             from .errors import ConfigError
             raise ConfigError("a DataFrame needs pandas: pip install 'chatmagic[pandas]'") from None
-        names = [f.name for f in fields(Result)]
+        names = [f.name for f in fields(Result) if f.name != "cached"]
         rows = [[getattr(r, n) for n in names] for r in self._records]
         df = pd.DataFrame(rows, columns=names).rename(columns={"text": "response"})
         return df.set_index("index").rename_axis(None)[list(COLUMNS)]
@@ -87,6 +88,9 @@ class Results(Sequence):
         tokens_in = sum(r.prompt_tokens or 0 for r in self._records)
         tokens_out = sum(r.completion_tokens or 0 for r in self._records)
         parts = [f"{ok}/{len(self)} ok"]
+        cached = sum(r.cached for r in self._records)
+        if cached:
+            parts[0] += f" ({cached} from cache)"
         if failed:
             parts.append(f"{sum(failed.values())} failed ("
                          + ", ".join(f"{n} {why}" for why, n in failed.most_common()) + ")")
