@@ -34,6 +34,7 @@ DEFAULTS = {
     "rpm": None,
     "tpm": None,
     "progress": True,
+    "json": False,
     "cache": True,
     "refresh": False,
 }
@@ -65,6 +66,7 @@ class Settings:
     rpm: float | None
     tpm: float | None
     progress: bool
+    json: bool
     cache: bool
     refresh: bool
     api_key: str | None = field(default=None, repr=False)
@@ -80,6 +82,8 @@ class Settings:
             body["temperature"] = self.temperature
         if self.max_tokens is not None:
             body["max_tokens"] = self.max_tokens
+        if self.json:
+            body["response_format"] = {"type": "json_object"}
         body.update(self.params)
         return body
 
@@ -123,7 +127,7 @@ def _validate(v: dict) -> Settings:
     v["temperature"] = None if v["temperature"] is None else _number(v, "temperature", float, minimum=0)
     v["max_tokens"] = None if v["max_tokens"] is None else _number(v, "max_tokens", int, minimum=1)
     v["params"] = _params(v["params"])
-    for name in ("cache", "refresh"):
+    for name in ("json", "cache", "refresh"):
         if not isinstance(v[name], bool):
             raise ConfigError(f"{name} must be True or False, got {v[name]!r}")
     scheme = urlsplit(str(v["base_url"])).scheme

@@ -103,6 +103,8 @@ class Run:
             (record.text, record.finish_reason, record.prompt_tokens,
              record.completion_tokens, record.model) = row
             record.status, record.cached = "ok", True
+            if self.settings.json:
+                record.data = json.loads(record.text)
         return todo
 
     async def _one(self, record: Result) -> None:
@@ -163,7 +165,18 @@ class Run:
                 raise
             record.latency_s = time.perf_counter() - started
             self._throttle.observe(done.headers)
+            if self.settings.json:
+                record.data = self._parse_json(record, done.text)
             return done
+
+    @staticmethod
+    def _parse_json(record: Result, text: str):
+        try:
+            return json.loads(text)
+        except ValueError:
+            record.text = text  # kept, so the user can see what came back
+            raise RequestError(f"not valid JSON: {text[:60]!r}", status=200, code="invalid_json",
+                               retryable=record.attempts < 2) from None
 
 
 def check_prompts(prompts) -> list[str]:

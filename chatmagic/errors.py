@@ -44,10 +44,11 @@ class RequestError(APIError):
     ``code`` is "timeout" or "connection". ``retry_after`` is the wait the server asked for."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 retry_after: float | None = None, headers=None):
+                 retry_after: float | None = None, headers=None, retryable: bool | None = None):
         super().__init__(message, status=status, code=code)
         self.retry_after = retry_after
         self.headers = headers
+        self.retryable = retryable  # None: decided by the status; False: never retried
 
 
 class RunAborted(APIError):

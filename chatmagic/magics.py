@@ -17,9 +17,9 @@ from traitlets import Bool, Dict, Float, Integer, Unicode
 
 from .bridge import interruptible, run_sync
 from .config import DEFAULTS, check_identifier, parse_param, resolve
-from .engine import Run
+from .cell import Plan, plan as cell_plan, value as cell_value
 from .errors import ConfigError, RunAborted
-from .prompts import split_lines
+from .templates import dry_run_report
 
 MAGIC = "%%chatmany"
 
@@ -46,13 +46,16 @@ class ChatMany(Magics):
     tpm = _opt(Float, "tpm", "Tokens per minute at most")
     cache = Bool(None, allow_none=True, help="Reuse and store answers in the cache (default: True)").tag(config=True)
     refresh = Bool(None, allow_none=True, help="Send everything again, replacing cached answers (default: False)").tag(config=True)
+    prices = Dict(None, allow_none=True,
+                  help='Prices per 1M tokens for cost estimates: {"model": [input, output]}').tag(config=True)
     out = Unicode("chatmany_results", help="Variable the results are stored in").tag(config=True)
     df = Bool(False, help="Store a pandas DataFrame instead of a list").tag(config=True)
     quiet = Bool(False, help="No progress bar").tag(config=True)
 
     @magic_arguments()
     @argument("-o", "--out", help="variable to store the results in (default: chatmany_results)")
-    @argument("-m", "--model", help="model name (default: $CHATMAGIC_MODEL, else gpt-4o-mini)")
+    @argument("-m", "--model", help="model name, or a,b,c to send every prompt to each "
+              "(default: $CHATMAGIC_MODEL, else gpt-4o-mini)")
     @argument("-c", "--concurrency", type=int, help="requests in flight at most (default: 16)")
     @argument("-t", "--timeout", type=float, help="seconds per attempt (default: 120)")
     @argument("-r", "--retries", type=int, help="retries after the first attempt; 0 for none (default: 6)")
@@ -69,6 +72,12 @@ class ChatMany(Magics):
               help="send every prompt again and replace its cached answer")
     @argument("--no-cache", dest="cache", action="store_false", default=None,
               help="neither read nor write the answer cache")
+    @argument("--over", metavar="NAME",
+              help="render the cell as one template per item of the list, Series or DataFrame NAME")
+    @argument("--sep", metavar="TEXT", help="prompts are separated by lines equal to TEXT (multi-line prompts)")
+    @argument("--json", action="store_true", default=None,
+              help="ask for a JSON object and parse each answer (dicts in the list, columns in --df)")
+    @argument("--dry-run", action="store_true", help="send nothing: show the requests, tokens and cost estimate")
     @argument("--df", action="store_true", default=None, help="store a pandas DataFrame instead of a list")
     @argument("-q", "--quiet", action="store_true", default=None, help="no progress bar")
     @cell_magic
@@ -78,33 +87,51 @@ class ChatMany(Magics):
         The variable holds a list of answers in prompt order (None where a prompt failed), or with
         --df a DataFrame with one row per prompt. Defaults: %config ChatMany.<name> = value.
         """
-        run, out, as_df = self.prepare(line, cell)
-        return self.finish(run, out, as_df, lambda: run_sync(run.run))
+        plan = self.prepare(line, cell)
+        if plan is None:
+            return
+        try:
+            failures = run_sync(lambda: run_all(plan))
+        except KeyboardInterrupt:
+            self.finish(plan, {})  # keep what finished
+            raise
+        self.finish(plan, failures)
 
-    def prepare(self, line: str, cell: str):
-        """Parse and validate everything; nothing is sent if this raises."""
+    def prepare(self, line: str, cell: str) -> Plan | None:
+        """Parse and validate everything; nothing is sent if this raises. None after a dry run."""
         try:  # POSIX quoting, so --system 'be brief' and -p 'stop=["."]' mean what they say
             args = self.chatmany.parser.parse_args(shlex.split(line))
         except ValueError as e:
             raise ConfigError(f"%%chatmany {line}: {e}") from None
-        flags = {k: v for k, v in vars(args).items() if k not in ("out", "df", "quiet", "param")}
+        own = ("out", "df", "quiet", "param", "over", "sep", "dry_run")
+        flags = {k: v for k, v in vars(args).items() if k not in own}
         if args.param:
             flags["params"] = {**(self.params or {}), **dict(parse_param(p) for p in args.param)}
         traits = {name: getattr(self, name) for name in DEFAULTS if self.has_trait(name)}
         quiet = self.quiet if args.quiet is None else args.quiet
         settings = resolve(flags, traits, {"progress": not quiet})
-        out = check_identifier(args.out or self.out)
-        as_df = self.df if args.df is None else args.df
-        return Run(split_lines(cell), settings), out, as_df
+        plan_ = cell_plan(settings, cell=cell, out=check_identifier(args.out or self.out),
+                          as_df=self.df if args.df is None else args.df, over=args.over, sep=args.sep,
+                          user_ns=self.shell.user_ns)
+        if args.dry_run:
+            print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system,
+                                 max_tokens=settings.max_tokens, prices=self.prices, labels=plan_.labels))
+            return None
+        return plan_
 
-    def finish(self, run: Run, out: str, as_df: bool, execute):
-        """Run, then store the results even when the run failed or was interrupted."""
-        try:
-            execute()
-        finally:
-            results = run.results
-            self.shell.user_ns[out] = results.to_pandas() if as_df else results.texts()
-            print(f"{results.summary()} -> {out}")
+    def finish(self, plan: Plan, failures: dict):
+        """Store the results (also of failed or interrupted runs), print one line per model,
+        then raise what stopped a run."""
+        self.shell.user_ns[plan.out] = cell_value(plan)
+        for model, run in plan.runs.items():
+            prefix = f"{model}: " if len(plan.runs) > 1 else ""
+            print(f"{prefix}{run.results.summary(self.prices)} -> {plan.out}")
+        if failures:
+            model, error = next(iter(failures.items()))
+            if len(plan.runs) > 1:
+                error.message = f"model {model} stopped ({error}); the other models finished"
+                error.status = error.code = None
+            raise error
 
     @line_magic
     def chatmany_cache(self, line: str):
@@ -123,27 +150,34 @@ class ChatMany(Magics):
                 cache.close()
 
     async def chatmany_async(self, line: str, cell: str):
-        """The await path: the same run on the kernel's loop, with an immediate interrupt."""
-        run, out, as_df = self.prepare(line, cell)
-        task = asyncio.ensure_future(run.run())
+        """The await path: the same runs on the kernel's loop, with an immediate interrupt."""
+        plan = self.prepare(line, cell)
+        if plan is None:
+            return
+        task = asyncio.ensure_future(run_all(plan))
         with interruptible(task) as interrupted:
             try:
-                await _finish_async(self, run, out, as_df, task)
+                failures = await task
             except asyncio.CancelledError:
+                self.finish(plan, {})
                 if interrupted:  # the cell's own coroutine raises, so queued cells abort
                     raise KeyboardInterrupt from None
                 raise
+        self.finish(plan, failures)
 
 
-async def _finish_async(magics: ChatMany, run: Run, out: str, as_df: bool, task: asyncio.Task):
-    outcome = {}
-    try:
-        await task
-    except (RunAborted, asyncio.CancelledError) as e:
-        outcome["error"] = e
-    magics.finish(run, out, as_df, lambda: None)
-    if "error" in outcome:
-        raise outcome["error"]
+async def run_all(plan: Plan) -> dict:
+    """Run every model's prompts at once; a model whose run stops does not stop the others.
+    Returns model -> RunAborted for the runs that stopped."""
+    models = list(plan.runs)
+    outcomes = await asyncio.gather(*(plan.runs[m].run() for m in models), return_exceptions=True)
+    failures = {}
+    for model, outcome in zip(models, outcomes):
+        if isinstance(outcome, RunAborted):
+            failures[model] = outcome
+        elif isinstance(outcome, BaseException):
+            raise outcome
+    return failures
 
 
 def transform(lines: list[str]) -> list[str]:

@@ -31,6 +31,7 @@ class Result:
     finish_reason: str | None = None
     model: str | None = None
     cached: bool = False  # the answer came from the cache; nothing was sent
+    data: object = None   # with json=True: the parsed answer
 
     @property
     def ok(self) -> bool:
@@ -58,7 +59,11 @@ class Results(Sequence):
 
     def texts(self) -> list[str | None]:
         """The answers in prompt order, None where a prompt did not succeed."""
-        return [r.text for r in self._records]
+        return [r.text if r.ok else None for r in self._records]
+
+    def values(self) -> list:
+        """With json=True: the parsed answers in prompt order, None where a prompt failed."""
+        return [r.data if r.ok else None for r in self._records]
 
     def to_pandas(self):
         """One row per prompt; columns as in ``COLUMNS``. Needs pandas."""
@@ -67,7 +72,7 @@ class Results(Sequence):
         except ImportError:
             from .errors import ConfigError
             raise ConfigError("a DataFrame needs pandas: pip install 'chatmagic[pandas]'") from None
-        names = [f.name for f in fields(Result) if f.name != "cached"]
+        names = [f.name for f in fields(Result) if f.name not in ("cached", "data")]
         rows = [[getattr(r, n) for n in names] for r in self._records]
         df = pd.DataFrame(rows, columns=names).rename(columns={"text": "response"})
         return df.set_index("index").rename_axis(None)[list(COLUMNS)]
@@ -79,8 +84,9 @@ class Results(Sequence):
             c[r.status if r.status != "error" else f"error: {_reason(r.error)}"] += 1
         return c
 
-    def summary(self) -> str:
-        """One line: ok, failed (by reason), cancelled, retried, tokens, elapsed."""
+    def summary(self, prices=None) -> str:
+        """One line: ok, failed (by reason), cancelled, retried, tokens, cost (with ``prices``,
+        {"model": [input_per_1M, output_per_1M]}), elapsed."""
         ok = sum(r.ok for r in self._records)
         failed = Counter(_reason(r.error) for r in self._records if r.status == "error")
         cancelled = sum(r.status == "cancelled" for r in self._records)
@@ -100,6 +106,12 @@ class Results(Sequence):
             parts.append(", ".join(f"{n} cut by {why}" for why, n in flagged.items()))
         parts.append(f"{self.retries} retries")
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
+        if prices:
+            from .templates import cost
+            spent = [cost(r.prompt_tokens, r.completion_tokens, r.model or "", prices)
+                     for r in self._records if r.ok and not r.cached]
+            if spent and None not in spent:
+                parts.append(f"${sum(spent):.4f}")
         parts.append(f"{self.elapsed_s:.1f}s")
         return ", ".join(parts)
 

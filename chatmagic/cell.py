@@ -1,0 +1,88 @@
+"""From a %%chatmany cell to runs, and from their results to the value stored in the notebook.
+
+No IPython here: the magic hands in the parsed flags and the user's namespace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .engine import Run
+from .errors import ConfigError
+from .prompts import split_lines
+from .templates import join_results, render_over, split_sep
+
+
+@dataclass
+class Plan:
+    """What one cell will do: the runs (one per model) and how to store their results."""
+
+    runs: dict  # model -> Run
+    out: str
+    as_df: bool = False
+    json: bool = False
+    data: object = None  # the --over object, when it was a DataFrame or Series
+    labels: list = field(default_factory=list)
+
+    @property
+    def prompts(self) -> list[str]:
+        return [r.prompt for r in next(iter(self.runs.values())).results]
+
+
+def models_of(names: str) -> list[str]:
+    """``-m a,b,c`` into its model names."""
+    models = [m.strip() for m in names.split(",")]
+    if not all(models):
+        raise ConfigError(f"-m {names!r}: a model name is empty")
+    return list(dict.fromkeys(models))
+
+
+def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict):
+    """The prompts, their labels and the --over data."""
+    if over is None:
+        prompts = split_sep(cell, sep) if sep is not None else split_lines(cell)
+        return prompts, list(range(len(prompts))), None
+    if over not in user_ns:
+        raise ConfigError(f"--over {over}: no variable of that name in the notebook")
+    if not cell.strip():
+        raise ConfigError(f"--over {over}: the cell is empty; write the prompt template below %%chatmany")
+    data = user_ns[over]
+    prompts, labels = render_over(cell, data, name=over)
+    return prompts, labels, data
+
+
+def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, user_ns=None) -> Plan:
+    prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {})
+    runs = {m: Run(prompts, replace(settings, model=m)) for m in models_of(settings.model)}
+    return Plan(runs, out, as_df, settings.json, data, labels)
+
+
+def value(plan: Plan):
+    """The list or DataFrame stored in the notebook variable."""
+    results = {m: r.results for m, r in plan.runs.items()}
+    answers = {m: (rs.values() if plan.json else rs.texts()) for m, rs in results.items()}
+    if not plan.as_df:
+        if len(results) == 1:
+            return next(iter(answers.values()))
+        return [dict(zip(answers, row)) for row in zip(*answers.values())]
+    return _frame(plan, results, answers)
+
+
+def _frame(plan: Plan, results: dict, answers: dict):
+    import pandas as pd
+    if len(results) == 1:
+        frame = next(iter(results.values())).to_pandas()
+        if plan.json:
+            parsed = [a if isinstance(a, dict) else {} for a in next(iter(answers.values()))]
+            keys = pd.DataFrame(parsed, index=frame.index)
+            frame = frame.join(keys.rename(columns=lambda c: f"{c}_json" if c in frame.columns else c))
+    else:
+        frame = pd.DataFrame({"prompt": plan.prompts})
+        for model, rs in results.items():
+            frame[f"response_{model}"] = answers[model]
+            frame[f"status_{model}"] = [r.status for r in rs]
+            frame[f"error_{model}"] = [r.error for r in rs]
+    if type(plan.data).__name__ == "DataFrame":
+        return join_results(plan.data, frame.drop(columns=["prompt"]))
+    frame.index = pd.Index(plan.labels)
+    return frame

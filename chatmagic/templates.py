@@ -1,0 +1,403 @@
+"""Prompts from a template over data, a dry-run report, costs, and joining answers back. Pure functions.
+
+``%%chatmany --over NAME`` treats the cell body as one template and renders it once per element
+of ``NAME``; ``--sep ---`` splits the cell into multi-line prompts instead of one per line.
+
+Template syntax (checked with ``string.Formatter().parse``, never evaluated with ``str.format``):
+
+    {name}        a field: a DataFrame column, or {item} / {index} for lists and Series.
+                  The text between the braces is the name, taken literally, so columns such as
+                  {product name}, {unit-price} or {price ($)} work; a column labelled 3 is {3}.
+    {{  }}        a literal brace, e.g. {{"label": {item}}} renders as {"label": 1}.
+    {x:>10}       rejected: format specs are not supported (this is also how a stray JSON brace
+                  such as {"a": 1} shows up, so the error says to double literal braces).
+    {x!r}         rejected: conversions are not supported.
+    {}            rejected: a field needs a name.
+
+``{a.b}`` and ``{a[0]}`` are not attribute access or indexing: they name a column literally
+called "a.b" or "a[0]" and fail with the list of columns if there is none. Values are rendered
+with ``str()``, as an f-string would, so a missing value shows as "nan" or "None".
+
+pandas is never imported at module import time; pandas objects are recognised by their type's
+module, and pandas itself is imported only by ``join_results``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections.abc import Mapping, Sequence
+
+from .errors import ConfigError
+
+#: Field names for a list, tuple or Series: the element and its label.
+ITEM, INDEX = "item", "index"
+
+_BRACES_HINT = "write {{ and }} for literal braces"
+_SHOW_COLUMNS = 30  # columns named in an error message at most
+_SHOW_CHARS = 200   # characters of each prompt shown by dry_run_report
+_SHOW_LINES = 6     # lines of each prompt shown by dry_run_report
+_NAME_LIKE = re.compile(r"[\w \-]+")
+
+
+# ----------------------------------------------------------------------------------------------
+# Cell text to prompts
+
+
+def split_sep(text: str, sep: str) -> list[str]:
+    """Prompts separated by lines equal to ``sep`` (both compared stripped), each prompt stripped.
+
+    Blank lines inside a prompt are kept; empty prompts (from leading, trailing or repeated
+    separators) are dropped. A blank ``sep`` makes blank lines the separators (one prompt per
+    paragraph). Raises ConfigError if there is no prompt.
+    """
+    marker = sep.strip()
+    prompts, current = [], []
+    for line in text.splitlines():
+        if line.strip() == marker:
+            prompts.append("\n".join(current).strip())
+            current = []
+        else:
+            current.append(line)
+    prompts.append("\n".join(current).strip())
+    prompts = [p for p in prompts if p]
+    if not prompts:
+        shown = f"lines of {marker!r}" if marker else "blank lines"
+        raise ConfigError(f"the cell has no prompts: write prompts separated by {shown} below %%chatmany")
+    return prompts
+
+
+# ----------------------------------------------------------------------------------------------
+# Templates
+
+
+class Template:
+    """A prompt template with ``{name}`` fields; see the module docstring for the syntax.
+
+    ``text`` is the body without its leading and trailing blank lines (indentation and blank
+    lines inside are kept); ``fields`` the names it uses, in order of first use, unique.
+    """
+
+    __slots__ = ("text", "fields", "_pattern", "_slots")
+
+    def __init__(self, text: str):
+        lines = text.splitlines()
+        while lines and not lines[0].strip():
+            lines.pop(0)
+        while lines and not lines[-1].strip():
+            lines.pop()
+        self.text = "\n".join(lines).rstrip()
+        if not self.text:
+            raise ConfigError("the template is empty: write the prompt below %%chatmany, "
+                              "with {item} or {column} where each value goes")
+        try:
+            parsed = list(string.Formatter().parse(self.text))
+        except ValueError as e:
+            raise ConfigError(f"bad template: {e}; {_BRACES_HINT}") from None
+        fields: list[str] = []
+        pieces: list[str] = []   # a %-pattern: literals with % doubled, %s for each field
+        slots: list[int] = []    # which entry of ``fields`` fills each %s, in order
+        for literal, name, spec, conversion in parsed:
+            pieces.append(literal.replace("%", "%%"))
+            if name is None:
+                continue
+            shown = "{" + name + ("!" + conversion if conversion else "") + (":" + spec if spec else "") + "}"
+            if conversion:
+                raise ConfigError(f"template field {shown}: conversions such as !r are not supported; "
+                                  f"{_BRACES_HINT}")
+            if spec:
+                raise ConfigError(f"template field {shown}: format specs are not supported; "
+                                  f"{_BRACES_HINT}")
+            if not name.strip():
+                raise ConfigError(f"template field {shown} has no name: write {{item}} or {{column}}; "
+                                  f"{_BRACES_HINT}")
+            if name not in fields:
+                fields.append(name)
+            pieces.append("%s")
+            slots.append(fields.index(name))
+        self.fields = fields
+        self._pattern = "".join(pieces)
+        self._slots = slots
+
+    def render(self, values: Mapping) -> str:
+        """One prompt: each field replaced by ``str(values[name])``. KeyError if one is missing."""
+        return self._pattern % tuple(values[self.fields[i]] for i in self._slots)
+
+    def render_columns(self, columns: Sequence[Sequence]) -> list[str]:
+        """Many prompts: ``columns[i]`` holds the values of ``fields[i]``, one per prompt."""
+        if not self.fields:
+            n = len(columns[0]) if columns else 0
+            return [self._pattern % ()] * n
+        pattern = self._pattern  # "%s" calls str() on each value: the fastest way in pure Python
+        return [pattern % row for row in zip(*[columns[i] for i in self._slots])]
+
+    def __repr__(self) -> str:
+        return f"Template({self.text!r})"
+
+
+def render_over(template_text: str, data, *, name: str | None = None) -> tuple[list[str], list]:
+    """Render ``template_text`` once per element of ``data``: returns (prompts, index_labels).
+
+    ``data`` and its fields:
+
+        list, tuple, range, 1-D numpy array   {item} the element, {index} its position (0, 1, ...)
+        pandas Series                         {item} the value, {index} its index label
+        pandas DataFrame                      {column} for each column (matched by ``str(label)``),
+                                              {index} the row's index label; a column named
+                                              "index" wins over the label (reset_index() makes one)
+
+    Labels are the positions for sequences and ``data.index.tolist()`` for pandas objects, in the
+    same order as the prompts. Every field is checked before anything is rendered. ``name`` is the
+    variable's name for error messages (``--over NAME``). Raises ConfigError for an empty template,
+    unknown fields, a dict, str, set, generator or other unsupported data, and empty data.
+    """
+    what = f"--over {name}" if name else "the data"
+    kind = _kind(data, what)
+    template = Template(template_text)
+    if kind == "frame":
+        labels_of = _column_positions(data)
+        missing = [f for f in template.fields if f not in labels_of and f != INDEX]
+        if missing:
+            raise ConfigError(_missing_column(missing[0], list(labels_of)))
+        for f in template.fields:
+            if len(labels_of.get(f, ())) > 1:
+                raise ConfigError(f"template field {{{f}}} is ambiguous: {len(labels_of[f])} columns "
+                                  f"of {what} are named {f!r}")
+        if len(data) == 0:
+            raise ConfigError(f"{what} is empty: no rows to render")
+        labels = data.index.tolist()
+        columns = [labels if f not in labels_of else data.iloc[:, labels_of[f][0]].tolist()
+                   for f in template.fields]
+    else:
+        missing = [f for f in template.fields if f not in (ITEM, INDEX)]
+        if missing:
+            noun = "Series" if kind == "series" else "list"
+            raise ConfigError(f"template field {{{missing[0]}}} does not exist for a {noun}: "
+                              f"use {{{ITEM}}} and {{{INDEX}}}{_braces_hint(missing[0])}")
+        if kind == "series":
+            items, labels = data.tolist(), data.index.tolist()
+        else:
+            items = data.tolist() if kind == "array" else list(data)
+            labels = list(range(len(items)))
+        if not items:
+            raise ConfigError(f"{what} is empty: nothing to render")
+        columns = [items if f == ITEM else labels for f in template.fields]
+    if not template.fields:  # the same prompt once per row: allowed (e.g. to sample it n times)
+        columns = [labels]
+    return template.render_columns(columns), labels
+
+
+def _kind(data, what: str) -> str:
+    """The kind of ``data``: "frame", "series", "array" or "sequence"; ConfigError otherwise."""
+    module = type(data).__module__ or ""
+    if module.startswith("pandas"):
+        if hasattr(data, "columns") and hasattr(data, "iloc"):
+            return "frame"
+        if hasattr(data, "index") and hasattr(data, "tolist") and getattr(data, "ndim", 1) == 1:
+            return "series"
+    elif module.startswith("numpy") and hasattr(data, "tolist") and hasattr(data, "ndim"):
+        if data.ndim == 1:
+            return "array"
+        raise ConfigError(f"{what} must be one-dimensional, got a {data.ndim}-D array: "
+                          "use a DataFrame for rows with several values")
+    elif isinstance(data, (list, tuple, range)):
+        return "sequence"
+    got = type(data).__name__
+    hint = ""
+    if isinstance(data, Mapping):
+        hint = ": use list(d.values()), or pd.Series(d) to keep the keys as {index}"
+    elif isinstance(data, (set, frozenset)):
+        hint = ": a set has no order; use sorted(s) or list(s)"
+    elif isinstance(data, (str, bytes)):
+        hint = ": for one prompt per line of a string, use s.splitlines()"
+    elif hasattr(data, "__iter__"):
+        hint = f": use list({'...' if not what.startswith('--over ') else what[7:]})"
+    raise ConfigError(f"{what} must be a list, tuple, Series or DataFrame, got {got}{hint}")
+
+
+def _column_positions(frame) -> dict[str, list[int]]:
+    """``str(label)`` of each column -> its positions (more than one if labels repeat)."""
+    positions: dict[str, list[int]] = {}
+    for i, label in enumerate(frame.columns):
+        positions.setdefault(str(label), []).append(i)
+    return positions
+
+
+def _missing_column(field: str, columns: list[str]) -> str:
+    shown = ", ".join(columns[:_SHOW_COLUMNS]) or "(none)"
+    if len(columns) > _SHOW_COLUMNS:
+        shown += f", ... ({len(columns) - _SHOW_COLUMNS} more)"
+    hint = ""
+    if field.strip() in columns:
+        hint = f"; did you mean {{{field.strip()}}} (no spaces inside the braces)?"
+    elif any(c in field for c in ".["):
+        hint = "; attribute access and indexing are not supported, name a column"
+    return (f"template field {{{field}}} is not a column; columns: {shown} "
+            f"(and {{{INDEX}}} for the row label){hint}{_braces_hint(field)}")
+
+
+def _braces_hint(field: str) -> str:
+    """The literal-braces hint, for a field that does not look like a name (JSON, code)."""
+    return "" if _NAME_LIKE.fullmatch(field) else f"; {_BRACES_HINT}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Estimates, costs, dry run
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count: ``ceil(len(text) / 4)``, at least 1. An estimate, not a tokenizer:
+    real counts differ by model and language (often more for code and non-English text)."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+_DATED = re.compile(r"-\d{4}(-\d{2}-\d{2})?$")  # gpt-4o-mini-2024-07-18, gpt-3.5-turbo-0125
+
+
+def _price(model: str, prices: Mapping | None) -> tuple[float, float] | None:
+    """(input, output) dollars per 1M tokens for ``model``, or None if not priced.
+
+    A dated name the server reports back (``gpt-4o-mini-2024-07-18``) uses the price of its
+    undated name (``gpt-4o-mini``) when it has none of its own; nothing else is matched loosely.
+    """
+    if not prices or not model:
+        return None
+    entry = prices.get(model)
+    if entry is None:
+        m = _DATED.search(model)
+        if m:
+            entry = prices.get(model[:m.start()])
+    if entry is None:
+        return None
+    try:
+        p_in, p_out = (float(x) for x in entry)
+    except (TypeError, ValueError):
+        raise ConfigError(f"prices[{model!r}] must be [input_per_1M, output_per_1M] in dollars, "
+                          f"got {entry!r}") from None
+    if p_in < 0 or p_out < 0 or math.isnan(p_in) or math.isnan(p_out):
+        raise ConfigError(f"prices[{model!r}] must not be negative, got {entry!r}")
+    return p_in, p_out
+
+
+def cost(prompt_tokens: int | None, completion_tokens: int | None, model: str,
+         prices: Mapping | None) -> float | None:
+    """Dollars for one request, from ``prices = {"model": [input_per_1M, output_per_1M]}``.
+
+    None when ``prices`` has no entry for ``model``; a token count of None counts as 0.
+    """
+    p = _price(model, prices)
+    if p is None:
+        return None
+    return ((prompt_tokens or 0) * p[0] + (completion_tokens or 0) * p[1]) / 1_000_000
+
+
+def _money(x: float) -> str:
+    if x >= 1:
+        return f"${x:,.2f}"
+    if x == 0 or x >= 0.0001:
+        return f"${x:.4f}"
+    return "<$0.0001"
+
+
+def _preview(prompt: str, indent: str = "      ") -> str:
+    """At most ~200 characters and 6 lines of ``prompt``, later lines indented."""
+    text = prompt[:_SHOW_CHARS]
+    lines = text.splitlines()
+    cut = len(prompt) > _SHOW_CHARS or len(lines) > _SHOW_LINES
+    text = "\n".join(lines[:_SHOW_LINES]).rstrip()
+    return (text + " …" if cut else text).replace("\n", "\n" + indent)
+
+
+def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str | None = None,
+                   max_tokens: int | None = None, prices: Mapping | None = None, show: int = 3,
+                   labels: Sequence | None = None) -> str:
+    """What a run would send, as a few lines of text (nothing is sent or printed).
+
+    Requests (prompts × models), the first ``show`` prompts (at most ~200 characters each, shown
+    with ``labels`` if given, else their positions), estimated prompt tokens (see
+    ``estimate_tokens``; the system prompt counts once per request), and with ``prices`` an
+    estimated cost per priced model and in total: from input only up to input plus ``max_tokens``
+    per answer, or input only (output not counted) when ``max_tokens`` is None.
+    """
+    models = list(models)
+    n = len(prompts)
+    requests = n * len(models)
+    lines = [f"dry run, nothing sent: {n:,} prompt{'s' * (n != 1)} × {len(models)} "
+             f"model{'s' * (len(models) != 1)} = {requests:,} request{'s' * (requests != 1)}"
+             f" ({', '.join(models)})"]
+    if system:
+        lines.append(f"system: {_preview(system)}")
+    if show > 0 and n:
+        for i in range(min(show, n)):
+            label = labels[i] if labels is not None else i
+            lines.append(f"  [{label}] {_preview(prompts[i])}")
+        if n > show:
+            lines.append(f"  ... and {n - show:,} more")
+    system_tokens = estimate_tokens(system) if system else 0
+    tokens_in = sum(estimate_tokens(p) for p in prompts) + n * system_tokens
+    tokens_out = n * max_tokens if max_tokens else 0
+    tokens = f"tokens (estimate, ~4 characters each): ~{tokens_in:,} in per model, ~{tokens_in * len(models):,} in total"
+    if max_tokens:
+        tokens += f"; up to {tokens_out * len(models):,} out ({max_tokens:,} per answer)"
+    else:
+        tokens += "; output not counted (no max_tokens)"
+    lines.append(tokens)
+    priced = [(m, cost(tokens_in, 0, m, prices), cost(tokens_in, tokens_out, m, prices)) for m in models]
+    known = [(m, low, high) for m, low, high in priced if low is not None]
+    if known:
+        parts = []
+        for m, low, high in known:
+            parts.append(f"{m} {_money(low)}–{_money(high)}" if max_tokens else f"{m} {_money(low)}")
+        low_total = sum(low for _, low, _ in known)
+        high_total = sum(high for _, _, high in known)
+        total = f"{_money(low_total)}–{_money(high_total)}" if max_tokens else _money(low_total)
+        note = "" if max_tokens else " (input only; output not counted without max_tokens)"
+        unpriced = [m for m, low, _ in priced if low is None]
+        missing = f"; no price for {', '.join(unpriced)}" if unpriced else ""
+        lines.append(f"cost (estimate): {total}{note}" + (f" = {', '.join(parts)}" if len(models) > 1 else "")
+                     + missing)
+    elif prices:
+        lines.append(f"cost: no price for {', '.join(models)}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Answers back onto the data
+
+#: Added to an answer column whose name is already an input column (then _llm2, _llm3, ...).
+SUFFIX = "_llm"
+
+
+def join_results(frame, results_frame):
+    """A new DataFrame: ``frame`` (same index, same row order, unchanged) with the columns of
+    ``results_frame`` appended, matched by position (row i of ``results_frame`` is row i of
+    ``frame``; its own index is ignored).
+
+    Input columns keep their names; an answer column whose name is taken gets ``_llm`` appended
+    (``_llm2``, ``_llm3``, ... if that is taken too). A Series is joined as a one-column frame named
+    after the Series, or "item" if it has no name. Neither argument is modified.
+    """
+    import pandas as pd
+
+    if isinstance(frame, pd.Series):
+        frame = frame.to_frame(ITEM if frame.name is None else frame.name)
+    if not isinstance(frame, pd.DataFrame) or not isinstance(results_frame, pd.DataFrame):
+        raise ConfigError("join_results needs a DataFrame (or Series) and a DataFrame of answers, got "
+                          f"{type(frame).__name__} and {type(results_frame).__name__}")
+    if len(frame) != len(results_frame):
+        raise ConfigError(f"cannot join {len(results_frame):,} answers onto {len(frame):,} rows")
+    taken = {str(c) for c in frame.columns}
+    names = []
+    for col in results_frame.columns:
+        new = str(col)
+        if new in taken:
+            base, k = new + SUFFIX, 1
+            new = base
+            while new in taken:
+                k += 1
+                new = f"{base}{k}"
+        taken.add(new)
+        names.append(new)
+    # by position, as arrays: no index alignment, so a frame with repeated labels joins too
+    return frame.assign(**{new: results_frame.iloc[:, i].array for i, new in enumerate(names)})
