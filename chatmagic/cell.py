@@ -53,7 +53,9 @@ def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict):
 
 def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, user_ns=None) -> Plan:
     prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {})
-    runs = {m: Run(prompts, replace(settings, model=m)) for m in models_of(settings.model)}
+    models = models_of(settings.model)
+    runs = {m: Run(prompts, replace(settings, model=m), desc=m if len(models) > 1 else "chatmany")
+            for m in models}
     return Plan(runs, out, as_df, settings.json, data, labels)
 
 

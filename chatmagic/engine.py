@@ -30,13 +30,13 @@ class _NotSent(Exception):
 class Run:
     """One run of prompts with resolved ``settings``; ``results`` fills in as answers arrive."""
 
-    def __init__(self, prompts, settings, *, progress=None, sleep=None):
+    def __init__(self, prompts, settings, *, progress=None, sleep=None, desc: str = "chatmany"):
         self.settings = settings
         self.results = Results([Result(i, p) for i, p in enumerate(check_prompts(prompts))])
         self.abort: RequestError | None = None
         self._policy = policy(settings.retries, settings.max_retry_wait, sleep)
         self._throttle = Throttle(settings.rpm, settings.tpm)
-        self._progress = make_progress(settings.progress if progress is None else progress)
+        self._progress = make_progress(settings.progress if progress is None else progress, desc)
         system = [{"role": "system", "content": settings.system}] if settings.system else []
         self._head = {**settings.body_params(), "messages": system}
         self._fixed_tokens = len(settings.system or "") // 4 + (settings.max_tokens or DEFAULT_OUTPUT_TOKENS)

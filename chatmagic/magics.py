@@ -46,6 +46,7 @@ class ChatMany(Magics):
     tpm = _opt(Float, "tpm", "Tokens per minute at most")
     cache = Bool(None, allow_none=True, help="Reuse and store answers in the cache (default: True)").tag(config=True)
     refresh = Bool(None, allow_none=True, help="Send everything again, replacing cached answers (default: False)").tag(config=True)
+    json = Bool(None, allow_none=True, help="Ask for JSON objects and parse them (default: False)").tag(config=True)
     prices = Dict(None, allow_none=True,
                   help='Prices per 1M tokens for cost estimates: {"model": [input, output]}').tag(config=True)
     out = Unicode("chatmany_results", help="Variable the results are stored in").tag(config=True)

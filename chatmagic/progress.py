@@ -69,10 +69,10 @@ def _tqdm_class():
     return tqdm
 
 
-def make_progress(enabled) -> NullProgress:
+def make_progress(enabled, desc: str = "chatmany") -> NullProgress:
     """``True`` for a tqdm bar, ``False``/None for none, or any object with the same methods."""
     if enabled is True:
-        return TqdmProgress()
+        return TqdmProgress(desc)
     if not enabled:
         return NullProgress()
     return enabled
