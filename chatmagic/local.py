@@ -33,6 +33,7 @@ import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
+from .cache import default_dir
 from .errors import ConfigError
 
 MODEL_NAME = "gemma3-270m"  # what the server calls the model; any name is accepted in requests
@@ -51,18 +52,11 @@ _started: list[LocalServer] = []  # every server this process launched, for atex
 # --- the model file ---------------------------------------------------------------------
 
 
-def _user_cache_dir() -> Path:
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "chatmagic"
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches" / "chatmagic"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chatmagic"
-
-
 def model_path(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the GGUF lives (whether or not it has been assembled yet)."""
-    base = cache_dir or os.environ.get("CHATMAGIC_CACHE_DIR") or _user_cache_dir()
-    return Path(base).expanduser() / "models" / MODEL_FILE
+    """Where the GGUF lives (whether or not it has been assembled yet): ``models/`` in the
+    cache dir shared with the answer cache (``$CHATMAGIC_CACHE_DIR`` or ~/.cache/chatmagic)."""
+    base = Path(cache_dir).expanduser() if cache_dir else default_dir()
+    return base / "models" / MODEL_FILE
 
 
 def ensure_model(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -195,11 +189,14 @@ def _launch(path: Path, port: int, *, parallel: int, threads: int, ctx_size: int
     fd, log_name = tempfile.mkstemp(prefix=f"chatmagic-local-{port}-", suffix=".log")
     cmd = [sys.executable, "-m", "chatmagic.local", "_serve", "--model", str(path),
            "--port", str(port), "--parallel", str(parallel), "--threads", str(threads),
-           "--ctx-size", str(ctx_size), "--parent-pid", str(os.getpid())]
+           "--ctx-size", str(ctx_size), "--parent-pid", str(os.getpid()), "--log", log_name]
     # The child must find this very package even if it is not installed (e.g. a checkout).
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    # The wheels use OpenMP, whose threads spin while waiting: when anything else wants the
+    # CPU (the kernel, the client, a test run) that makes a burst 3-10x slower. Sleep instead.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     with os.fdopen(fd, "wb") as log:
         # Output goes to a file, not a pipe: nobody reads a pipe, and a full one would hang
         # the server. A new session keeps the kernel's Ctrl-C / interrupt (jupyter signals
@@ -284,7 +281,7 @@ def _close_quietly(stream) -> None:
 def _serve(args: argparse.Namespace) -> None:
     """Run in the child: load the model, serve HTTP on background threads, wait for the end."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # only the parent decides when we stop
-    _exit_with_parent(args.parent_pid)
+    _exit_with_parent(args.parent_pid, Path(args.log))
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -299,7 +296,8 @@ def _serve(args: argparse.Namespace) -> None:
     params.cpuparams_batch.n_threads = args.threads
     params.fit_params = False  # sizing to free GPU memory: a 270M model always fits; saves ~1 s
     params.chat_template = CHAT_TEMPLATE
-    params.use_jinja = False  # with jinja on, this GGUF gives empty or junk answers
+    # With jinja on, llama.cpp falls back to ChatML, whose markers Gemma does not know.
+    params.use_jinja = False
     # Enough HTTP threads that idle keep-alive connections of a big client pool
     # cannot starve the slots of requests.
     params.n_threads_http = max(32, 2 * args.parallel)
@@ -312,20 +310,26 @@ def _serve(args: argparse.Namespace) -> None:
     threading.Event().wait()  # the watcher threads end the process
 
 
-def _exit_with_parent(parent_pid: int) -> None:
+def _exit_with_parent(parent_pid: int, log_path: Path) -> None:
     """End this process as soon as the parent is gone, however it went."""
+
+    def leave() -> None:
+        try:  # nobody will read our log now; a parent killed by SIGKILL cannot delete it
+            log_path.unlink(missing_ok=True)
+        finally:
+            os._exit(0)  # _exit: skip native destructors, which may wait on server threads
 
     def on_stdin_eof() -> None:  # the parent closed our stdin, or died and the OS closed it
         try:
             while os.read(0, 4096):  # raw fd: a buffered stdin can deadlock at shutdown
                 pass
         finally:
-            os._exit(0)  # _exit: skip native destructors, which may wait on server threads
+            leave()
 
     def on_reparent() -> None:  # backup, e.g. if a forked grandchild still holds the pipe
         while os.getppid() == parent_pid:
             time.sleep(0.5)
-        os._exit(0)
+        leave()
 
     for target in (on_stdin_eof, on_reparent):
         threading.Thread(target=target, daemon=True).start()
@@ -335,7 +339,7 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``chatmagic-local start|path``: run the local server in the foreground, or show the model path."""
+    """``chatmagic-local start|path``: run the server in the foreground, or show the model path."""
     parser = argparse.ArgumentParser(prog="chatmagic-local", description="A local, key-free "
                                      "OpenAI-compatible server with a small Gemma 3 model.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{start,path}")
@@ -347,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("path", help="print where the model file is (or will be) kept")
     serve = commands.add_parser("_serve")  # internal: the child process
     for flag, kind in (("--model", str), ("--port", int), ("--parallel", int),
-                       ("--threads", int), ("--ctx-size", int), ("--parent-pid", int)):
+                       ("--threads", int), ("--ctx-size", int), ("--parent-pid", int),
+                       ("--log", str)):
         serve.add_argument(flag, type=kind, required=True)
     args = parser.parse_args(argv)
 

