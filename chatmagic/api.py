@@ -1,10 +1,12 @@
-"""The plain-Python API: the same engine as the magic, no IPython needed."""
+"""The plain-Python API: the same engine as the magic, no IPython needed.
+
+The engine (and with it aiohttp and tenacity) is imported on the first call, not on
+``import chatmagic``, so ``%load_ext chatmagic`` stays fast.
+"""
 
 from __future__ import annotations
 
-from .bridge import run_sync
 from .config import resolve
-from .engine import Run
 from .results import Results
 
 
@@ -12,14 +14,17 @@ async def achat_many(prompts, **options) -> Results:
     """Send ``prompts`` concurrently and return their results in order.
 
     Options are the magic's flags in snake_case: model, concurrency, timeout, retries, system,
-    temperature, max_tokens, params, base_url, api_key or api_key_env, rpm, tpm, progress.
-    Raises ``ConfigError`` before sending anything if an option is invalid, and ``RunAborted``
-    (with ``.results``) if the server refuses the whole run.
+    temperature, max_tokens, params, base_url, api_key or api_key_env, rpm, tpm, json, cache,
+    refresh, progress. Raises ``ConfigError`` before sending anything if an option is invalid,
+    and ``RunAborted`` (with ``.results``) if the server refuses the whole run.
     """
+    from .engine import Run
     return await Run(prompts, resolve(options)).run()
 
 
 def chat_many(prompts, **options) -> Results:
     """Blocking ``achat_many``: works in scripts, and in notebooks (on a worker thread)."""
+    from .bridge import run_sync
+    from .engine import Run
     run = Run(prompts, resolve(options))  # bad input fails here, before any thread starts
     return run_sync(run.run)

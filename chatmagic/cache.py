@@ -12,11 +12,11 @@ of the user: WAL journal plus a busy timeout let several processes read and writ
 Only successful answers are stored, keyed by a hash of the URL and the full request body; the
 database holds neither prompts nor URLs nor API keys, only the hash and the answer.
 
-Durability. ``put`` buffers rows and writes them in one transaction when 100 have gathered or
+Durability. ``put`` buffers rows and writes them in one transaction when 500 have gathered or
 0.5 s have passed since the last write. When ``put`` is called on a running asyncio loop it
 also arms a one-shot ``loop.call_later`` timer, so a buffered row is written within 0.5 s of
 its arrival even if no other answer follows. A SIGKILL of the kernel therefore loses at most
-the answers of the last 0.5 s (never more than 100 rows); everything written before survives
+the answers of the last 0.5 s (never more than 500 rows); everything written before survives
 and the file stays intact (SQLite's WAL is crash-safe). Without a running loop (plain sync
 code) rows wait for the next ``put``, ``flush()`` or ``close()`` -- also run at interpreter
 exit. ``synchronous=NORMAL``: a commit reaches the OS, not the disk, so a *power loss* may
@@ -28,7 +28,7 @@ locked beyond the busy timeout) the cache warns once, stops writing and keeps th
 this session in memory, where ``get_many`` still finds them; the file is still read. A failed
 read (corruption found later) also stops reading. Either way nothing raises.
 
-Every call blocks briefly (a write of 100 rows takes a few ms; ``busy_timeout`` bounds the
+Every call blocks briefly (a write of 500 rows takes a few ms; ``busy_timeout`` bounds the
 wait for another process's write lock), so calling it from the event loop is fine.
 """
 
@@ -85,12 +85,30 @@ def request_key(url: str, body: dict) -> str:
     return _sha256(KEY_VERSION + data).hexdigest()
 
 
+def request_keys(url: str, head: dict, prompts) -> list[str]:
+    """``request_key`` of each body ``head`` + one user message per prompt, computed fast:
+    the canonical JSON around the prompt is hashed once and the hash state copied per prompt."""
+    marker = "\x00chatmagic-prompt\x00"
+    body = {**head, "messages": [*head["messages"], {"role": "user", "content": marker}]}
+    before, after = _dumps([url, body]).split(_dumps(marker))
+    start = _sha256(KEY_VERSION + before.encode("utf-8", "surrogatepass"))
+    after = after.encode("utf-8", "surrogatepass")
+    keys = []
+    for prompt in prompts:
+        h = start.copy()
+        h.update(_dumps(prompt).encode("utf-8", "surrogatepass"))
+        h.update(after)
+        keys.append(h.hexdigest())
+    return keys
+
+
 class Cache:
     """Finished answers in SQLite, shared by processes. See the module docstring.
 
     Attributes:
         path: the database file.
-        batch_rows: buffered rows that trigger a write (100).
+        batch_rows: buffered rows that trigger a write (500: fewer, larger transactions cost
+            less CPU per answer; the 0.5 s timer bounds what a crash can lose).
         batch_seconds: a buffered row is written at most this long after the last write (0.5).
         busy_timeout: seconds to wait for another process's write lock (5.0).
         disabled: None, or why the database is no longer written (a write failed; or a read,
@@ -99,7 +117,7 @@ class Cache:
         closed: True after ``close()``.
     """
 
-    batch_rows = 100
+    batch_rows = 500
     batch_seconds = 0.5
     busy_timeout = 5.0
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from .engine import Run
 from .errors import ConfigError
 from .prompts import split_lines
 from .templates import join_results, render_over, split_sep
@@ -52,6 +51,7 @@ def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict):
 
 
 def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, user_ns=None) -> Plan:
+    from .engine import Run  # here, so that %load_ext does not import aiohttp
     prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {})
     models = models_of(settings.model)
     runs = {m: Run(prompts, replace(settings, model=m), desc=m if len(models) > 1 else "chatmany")

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 
-from .cache import Cache, request_key
+from .cache import Cache, request_keys
 from .client import Client, Completion
 from .errors import ConfigError, RequestError, RunAborted
 from .progress import make_progress
@@ -35,7 +35,7 @@ class Run:
         self.results = Results([Result(i, p) for i, p in enumerate(check_prompts(prompts))])
         self.abort: RequestError | None = None
         self._policy = policy(settings.retries, settings.max_retry_wait, sleep)
-        self._throttle = Throttle(settings.rpm, settings.tpm)
+        self._throttle = Throttle(settings.rpm, settings.tpm, url=settings.url)
         self._progress = make_progress(settings.progress if progress is None else progress, desc)
         system = [{"role": "system", "content": settings.system}] if settings.system else []
         self._head = {**settings.body_params(), "messages": system}
@@ -92,7 +92,7 @@ class Run:
         if self._cache is None:
             return list(self.results)
         url = self.settings.url
-        self._keys = [request_key(url, self._body(r.prompt)) for r in self.results]
+        self._keys = request_keys(url, self._head, [r.prompt for r in self.results])
         found = {} if self.settings.refresh else self._cache.get_many(self._keys)
         todo = []
         for record, key in zip(self.results, self._keys):

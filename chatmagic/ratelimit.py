@@ -77,6 +77,11 @@ def server_rate(headers, kind: str) -> float | None:
     return rate
 
 
+#: What each server announced in earlier runs of this process, url -> (requests/s, tokens/s),
+#: so that later runs pace from their first request and skip the probe.
+_known: dict[str, tuple[float, float]] = {}
+
+
 def _advance(scheduled: float, now: float, interval: float) -> float:
     """The next start: on schedule if we are late by less than an interval (so oversleeping
     does not slow the pace), else a fresh start from now (so idle time is no burst credit)."""
@@ -92,7 +97,8 @@ class Throttle:
     ``sent`` and ``rejected`` (requests sent, and answered 429).
     """
 
-    def __init__(self, rpm=None, tpm=None, *, probe=True, clock=time.monotonic, sleep=asyncio.sleep):
+    def __init__(self, rpm=None, tpm=None, *, url=None, probe=True, clock=time.monotonic,
+                 sleep=asyncio.sleep):
         self.user_rpm, self.user_tpm = rpm, tpm
         self.request_rate = rpm / 60 if rpm else INF
         self.token_rate = tpm / 60 if tpm else INF
@@ -109,6 +115,11 @@ class Throttle:
         self._server_rate = INF
         self._server_token_rate = INF
         self._estimated = False  # request_rate was inferred from 429s, not given or announced
+        self.url = url
+        self._remembered = url in _known  # paced from an earlier run until this one hears back
+        if self._remembered:
+            self._probe = False
+            self._learn(*_known[url])
 
     @property
     def idle(self) -> bool:
@@ -160,14 +171,22 @@ class Throttle:
             return
         if self._estimated:
             self.request_rate *= 1.005
-        rate = server_rate(headers, "requests")
-        if rate is not None and rate != self._server_rate:
-            self._server_rate, self._estimated = rate, False
-            self.request_rate = min(rate * SAFETY, self.user_rpm / 60 if self.user_rpm else INF)
-        rate = server_rate(headers, "tokens")
-        if rate is not None and rate != self._server_token_rate:
-            self._server_token_rate = rate
-            self.token_rate = min(rate * SAFETY, self.user_tpm / 60 if self.user_tpm else INF)
+        requests, tokens = server_rate(headers, "requests"), server_rate(headers, "tokens")
+        if requests is not None or tokens is not None:
+            self._learn(requests or self._server_rate, tokens or self._server_token_rate)
+        elif self._remembered:  # the server no longer announces a limit: forget the old one
+            self._learn(INF, INF)
+        self._remembered = False
+        if self.url is not None:
+            _known[self.url] = (self._server_rate, self._server_token_rate)
+
+    def _learn(self, requests: float, tokens: float) -> None:
+        if requests != self._server_rate:
+            self._server_rate, self._estimated = requests, False
+            self.request_rate = min(requests * SAFETY, self.user_rpm / 60 if self.user_rpm else INF)
+        if tokens != self._server_token_rate:
+            self._server_token_rate = tokens
+            self.token_rate = min(tokens * SAFETY, self.user_tpm / 60 if self.user_tpm else INF)
 
     def rate_limited(self, wait: float | None, headers=None) -> None:
         """A 429: every request waits out one shared cooldown, and the pace slows a little."""

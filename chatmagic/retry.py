@@ -7,6 +7,7 @@ wins over our backoff, up to ``max_retry_wait``.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from email.utils import parsedate_to_datetime
 
@@ -82,7 +83,11 @@ class ServerOrBackoff:
     def __call__(self, state) -> float:
         err = state.outcome.exception()
         asked = getattr(err, "retry_after", None)
-        return min(asked, self.cap) if asked is not None else self.backoff(state)
+        if asked is not None:
+            return min(asked, self.cap)
+        if getattr(err, "code", None) == "timeout":
+            return random.uniform(0, 0.5)  # the timeout itself was the wait; don't add a long one
+        return self.backoff(state)
 
 
 def policy(retries: int, max_retry_wait: float, sleep=None) -> AsyncRetrying:

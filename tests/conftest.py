@@ -6,6 +6,8 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 from fakeserver import FakeOpenAI  # noqa: E402
 
+from chatmagic import ratelimit  # noqa: E402
+
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
@@ -28,4 +30,5 @@ def server(_server):
                             stall_rate=0.0, stall_s=30.0, unknown_models=set()).items():
         setattr(_server, name, value)
     _server.reset_stats()
+    ratelimit._known.clear()  # no test inherits a pace learnt by another
     return _server

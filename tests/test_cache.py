@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chatmagic.cache import DB_NAME, Cache, CacheWarning, default_dir, describe, request_key
+from chatmagic.cache import DB_NAME, Cache, CacheWarning, default_dir, describe, request_key, request_keys
 
 URL = "https://api.openai.com/v1/chat/completions"
 SECRET = "sk-test-DO-NOT-STORE-0123456789abcdef"
@@ -276,7 +276,7 @@ def test_sigkill_loses_only_the_unflushed_rows(tmp_path):
         import os, signal, sys
         from chatmagic.cache import Cache
         c = Cache(sys.argv[1])
-        c.batch_seconds = 3600  # flush by count only: 2 x 100 written, 50 buffered
+        c.batch_rows, c.batch_seconds = 100, 3600  # flush by count only: 2 x 100 written, 50 buffered
         for i in range(250):
             c.put(f"k{i}", f"answer {i}", "stop", 1, 2, "m")
         os.kill(os.getpid(), signal.SIGKILL)
@@ -512,3 +512,13 @@ def test_module_imports_are_light():
     ms, loaded = out.stdout.split("\n", 1)
     print(f"\nimporting chatmagic/cache.py alone: {ms} ms")
     assert loaded.strip() == "[]"
+
+
+@pytest.mark.parametrize("system", [None, "Be brief."])
+def test_request_keys_equal_request_key_of_each_body(system):
+    head = {"model": "m", "temperature": 0.5, "seed": 3,
+            "messages": [{"role": "system", "content": system}] if system else []}
+    prompts = ["a", "What is 2+2?", 'quotes " and \\ and \n', "héllo ✓ 日本", "broken \ud800 text", ""]
+    expected = [request_key(URL, {**head, "messages": [*head["messages"], {"role": "user", "content": p}]})
+                for p in prompts]
+    assert request_keys(URL, head, prompts) == expected

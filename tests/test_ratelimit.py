@@ -180,3 +180,22 @@ def test_user_rpm_cap_without_server_headers(server):
     assert [r.status for r in results] == ["ok"] * 30
     assert server.stats.by_status[429] == 0
     assert results.elapsed_s >= 29 / 9 * 0.95  # 9 per second
+
+
+def test_a_later_run_paces_from_the_first_request_and_forgets_a_limit_no_longer_announced(server):
+    server.rpm, server.latency = 1200, 0.0
+    run(server, 5, concurrency=5)
+    again = Throttle(url=server.base_url + "/chat/completions")
+    assert not again._probe and again.request_rate == pytest.approx(20 * 0.97)
+    again.observe({})  # the server says nothing now
+    assert again.request_rate == INF and Throttle(url=again.url).idle
+
+
+def test_timeouts_do_not_grow_the_backoff():
+    from chatmagic.errors import RequestError
+    from chatmagic.retry import ServerOrBackoff
+
+    class State:
+        attempt_number = 6
+        outcome = type("O", (), {"exception": lambda self: RequestError("t", code="timeout")})()
+    assert all(0 <= ServerOrBackoff(cap=60)(State()) <= 0.5 for _ in range(20))
