@@ -16,8 +16,10 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Dict, Float, Integer, Unicode
 
 from .bridge import interruptible, run_sync
+from .cell import Plan
+from .cell import plan as cell_plan
+from .cell import value as cell_value
 from .config import DEFAULTS, check_identifier, parse_param, resolve
-from .cell import Plan, plan as cell_plan, value as cell_value
 from .errors import ConfigError, RunAborted
 from .templates import dry_run_report
 

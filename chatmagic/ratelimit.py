@@ -77,8 +77,8 @@ def server_rate(headers, kind: str) -> float | None:
     return rate
 
 
-#: What each server announced in earlier runs of this process, url -> (requests/s, tokens/s),
-#: so that later runs pace from their first request and skip the probe.
+#: The limits each server announced in earlier runs of this process, url -> (requests/s,
+#: tokens/s), so that later runs pace from their first request and skip the probe.
 _known: dict[str, tuple[float, float]] = {}
 
 
@@ -178,7 +178,11 @@ class Throttle:
             self._learn(INF, INF)
         self._remembered = False
         if self.url is not None:
-            _known[self.url] = (self._server_rate, self._server_token_rate)
+            if self._server_rate == self._server_token_rate == INF:
+                # nothing announced: probe again next time, in case a limit appears
+                _known.pop(self.url, None)
+            else:
+                _known[self.url] = (self._server_rate, self._server_token_rate)
 
     def _learn(self, requests: float, tokens: float) -> None:
         if requests != self._server_rate:

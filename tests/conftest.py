@@ -1,12 +1,7 @@
-import os
-import sys
-
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from fakeserver import FakeOpenAI  # noqa: E402
-
-from chatmagic import ratelimit  # noqa: E402
+from chatmagic import ratelimit
+from chatmagic.fakeserver import FakeOpenAI
 
 
 @pytest.fixture(autouse=True)

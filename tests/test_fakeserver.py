@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,8 +15,7 @@ import urllib.request
 import aiohttp
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from fakeserver import FakeOpenAI, go_duration  # noqa: E402
+from chatmagic.fakeserver import FakeOpenAI, go_duration  # noqa: E402
 
 
 @pytest.fixture
@@ -336,8 +334,7 @@ def test_astart_on_callers_loop_is_fast():
 
 
 def test_main_runs_in_foreground():
-    script = os.path.join(os.path.dirname(__file__), "fakeserver.py")
-    proc = subprocess.Popen([sys.executable, script, "--port", "0", "--rpm", "1200"],
+    proc = subprocess.Popen([sys.executable, "-m", "chatmagic.fakeserver", "--port", "0", "--rpm", "1200"],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

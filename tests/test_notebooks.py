@@ -44,3 +44,13 @@ def test_quickstart_notebook_runs_with_no_key_and_no_network():
     assert any("10/10 ok" in t and "-> answers" in t for t in texts)
     assert any("10/10 ok (10 from cache)" in t for t in texts)
     assert "local model stopped" in texts[-1]
+
+
+def test_teaching_notebook_shows_each_lesson():
+    nb = execute("teaching.ipynb")
+    texts = [outputs(c) for c in nb.cells if c.cell_type == "code"]
+    joined = "\n".join(texts)
+    assert "10/10 ok" in joined and "40/40 ok" in joined
+    assert "8" in texts[texts.index(next(t for t in texts if "capped" in t)) + 1]  # the cap held
+    assert "retry 1" in joined  # retries visible in the log
+    assert "1/3 ok, 2 failed" in joined and "stopped: 401" in joined

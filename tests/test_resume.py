@@ -2,7 +2,6 @@
 killed kernel. (The store itself is tested in test_cache.py.)"""
 
 import os
-import sqlite3
 import time
 
 import pytest

@@ -1,4 +1,11 @@
-"""A real OpenAI-compatible chat-completions server for tests and benchmarks.
+"""A practice OpenAI-compatible chat-completions server, for lessons, tests and benchmarks.
+
+    from chatmagic.fakeserver import FakeOpenAI
+    server = FakeOpenAI(latency=0.5, rpm=600, fail_rate=0.1).start()   # server.base_url
+    python -m chatmagic.fakeserver --port 8000 --latency 0.05 --rpm 1200
+
+Not used by the engine (which never imports aiohttp.web); it is here so that a classroom
+demo, like notebooks/teaching.ipynb, can show rate limits, failures and stalls offline.
 
 It echoes the last user message back and can simulate latency, rate limits
 (with OpenAI / Azure style headers), random failures and stalls.  Individual
