@@ -108,7 +108,7 @@ class Run:
         return todo
 
     async def _one(self, record: Result) -> None:
-        body = json.dumps(self._body(record.prompt))
+        body = json.dumps(self._body(record.prompt)).encode()
         cost = len(record.prompt) // 4 + self._fixed_tokens
         try:
             try:
@@ -133,7 +133,7 @@ class Run:
                             done.prompt_tokens, done.completion_tokens, done.model)
         self._progress.advance(True)
 
-    def _replay(self, first: RequestError, record: Result, body: str, cost: int):
+    def _replay(self, first: RequestError, record: Result, body: bytes, cost: int):
         """An attempt function for tenacity whose first call replays the failure already seen,
         so tenacity counts it and waits before the second request."""
         pending = [first]
@@ -146,7 +146,7 @@ class Run:
             return await self._attempt(record, body, cost)
         return attempt
 
-    async def _attempt(self, record: Result, body: str, cost: int) -> Completion:
+    async def _attempt(self, record: Result, body: bytes, cost: int) -> Completion:
         async with self._slots:
             if not self._throttle.idle:
                 await self._throttle.acquire(cost)
@@ -156,7 +156,7 @@ class Run:
             self._throttle.sent += 1
             started = time.perf_counter()
             try:
-                done = await self._client.complete(body.encode())
+                done = await self._client.complete(body)
             except RequestError as e:
                 if e.status == 429 and classify(e) == RETRY:
                     self._throttle.rate_limited(e.retry_after, e.headers)
@@ -180,6 +180,7 @@ class Run:
 
 
 def check_prompts(prompts) -> list[str]:
+    """A list of strings, or one clear ConfigError."""
     if isinstance(prompts, str):
         raise ConfigError("prompts must be a list of strings, not one string")
     prompts = list(prompts)

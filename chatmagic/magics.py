@@ -57,6 +57,8 @@ class ChatMany(Magics):
     df = Bool(False, help="Store a pandas DataFrame instead of a list").tag(config=True)
     quiet = Bool(False, help="No progress bar").tag(config=True)
 
+    _local_cap = False  # max_tokens was set by %chatmany_local, and goes with it
+
     @magic_arguments()
     @argument("-o", "--out", help="variable to store the results in (default: chatmany_results)")
     @argument("-m", "--model", help="model name, or a,b,c to send every prompt to each "
@@ -165,12 +167,14 @@ class ChatMany(Magics):
         if action == "stop":
             local.stop()
             self.base_url = self.model = None
+            if self._local_cap:
+                self.max_tokens, self._local_cap = None, False
             print("local model stopped; defaults are back to the environment's")
             return
         server = local.get_or_start()
         self.base_url, self.model = server.base_url, server.model
         if self.max_tokens is None:
-            self.max_tokens = LOCAL_MAX_TOKENS
+            self.max_tokens, self._local_cap = LOCAL_MAX_TOKENS, True
         print(f"local model {server.model} at {server.base_url} is this session's default "
               f"(max tokens {self.max_tokens}); %chatmany_local stop to stop it")
 

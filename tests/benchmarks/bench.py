@@ -147,6 +147,8 @@ class Server:
 
 def client_chatmagic(cfg: dict):
     import chatmagic
+    import chatmagic.engine  # noqa: F401  imported on first use; untimed, like the others' imports
+    import tqdm.std  # noqa: F401
     from chatmagic.config import DEFAULTS
 
     options = dict(model="fake-model", concurrency=cfg["concurrency"], timeout=cfg["timeout"],
