@@ -27,3 +27,24 @@ def server(_server):
     _server.reset_stats()
     ratelimit._known.clear()  # no test inherits a pace learnt by another
     return _server
+
+
+@pytest.fixture
+def cancelled_run(server):
+    """Run prompts on a fresh loop, cancel the run after ``after`` seconds, return its results."""
+    def cancel(prompts, after=0.3):
+        import asyncio
+
+        from chatmagic.config import resolve
+        from chatmagic.engine import Run
+
+        async def main():
+            run = Run(prompts, resolve({"base_url": server.base_url, "progress": False}))
+            task = asyncio.ensure_future(run.run())
+            await asyncio.sleep(after)
+            task.cancel()
+            outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+            assert isinstance(outcome, asyncio.CancelledError)
+            return run.results
+        return asyncio.run(main())
+    return cancel
