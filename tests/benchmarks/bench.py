@@ -576,6 +576,51 @@ def scenario_memory(q: bool) -> None:
     print()
 
 
+_CACHE_RERUN = """
+import json, sys, time
+import chatmagic, chatmagic.engine
+url, n = sys.argv[1], int(sys.argv[2])
+prompts = [f"cached prompt {i}" for i in range(n)]
+out = {}
+for run in ("first", "rerun"):
+    t0, c0 = time.perf_counter(), time.process_time()
+    results = chatmagic.chat_many(prompts, base_url=url, model="fake-model", concurrency=100, progress=False)
+    out[run] = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                "cached": sum(r.cached for r in results), "ok": sum(r.ok for r in results)}
+print(json.dumps(out))
+"""
+
+
+def scenario_cache(q: bool) -> None:
+    n = 10_000 if q else 100_000
+    print(f"## cache\n\nserver: no limit, latency 0; {n:,} prompts, concurrency 100, progress off, in "
+          "a fresh process with an empty cache folder: a first run fills the answer cache, then the "
+          "same cell is run again. (The cache's CPU cost per prompt is the cpu scenario's two "
+          "chatmagic rows.)\n")
+    with Server(latency=0.0) as s, tempfile.TemporaryDirectory() as folder:
+        s.reset()
+        env = {**os.environ, "CHATMAGIC_CACHE_DIR": folder}
+        done = subprocess.run([PY, "-c", _CACHE_RERUN, s.base_url, str(n)], env=env, capture_output=True,
+                              text=True, timeout=600)
+        sent = s.stats()["requests"]
+    if done.returncode != 0:
+        print(f"error: {done.stderr[-500:]}")
+        target("cache", f"a re-run of {n:,} cached prompts takes < 2 s and sends nothing", False, "error")
+        return
+    runs = json.loads(done.stdout)
+    print("| run | wall s | CPU s | from cache | ok | requests sent |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| first | {runs['first']['wall']:.2f} | {runs['first']['cpu']:.2f} | {runs['first']['cached']:,} "
+          f"| {runs['first']['ok']:,} | {sent:,} (both runs) |")
+    print(f"| re-run | {runs['rerun']['wall']:.2f} | {runs['rerun']['cpu']:.2f} | {runs['rerun']['cached']:,} "
+          f"| {runs['rerun']['ok']:,} | {sent - n:,} |")
+    print()
+    rerun = runs["rerun"]
+    target("cache", f"a re-run of {n:,} cached prompts takes < 2 s and sends nothing",
+           rerun["wall"] < 2 and sent == n and rerun["cached"] == n, f"{rerun['wall']:.2f} s, {sent - n} sent")
+    print()
+
+
 def scenario_import(q: bool) -> None:
     reps = 5
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -610,7 +655,7 @@ def scenario_import(q: bool) -> None:
     print()
 
 
-SCENARIOS = ["ratelimit", "cpu", "throughput", "faults", "memory", "import"]
+SCENARIOS = ["ratelimit", "cpu", "throughput", "faults", "memory", "cache", "import"]
 
 
 def main(argv=None) -> int:
