@@ -106,3 +106,10 @@ def test_summary_reports_cost_when_prices_are_set(ip, capsys):
     capsys.readouterr()
     ip.run_cell("%%chatmany -o a\nhello")
     assert "$" in capsys.readouterr().out
+
+
+def test_json_with_a_server_that_refuses_response_format_fails_with_its_message(ip, server):
+    ip.run_cell("%%chatmany --json --df -o df\nq [[fail:400]]")
+    df = ip.user_ns["df"]
+    assert df.loc[0, "status"] == "error" and df.loc[0, "error"].startswith("400 invalid_request_error: ")
+    assert server.stats.requests == 1  # a 400 is not retried
