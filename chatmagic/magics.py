@@ -20,8 +20,8 @@ from .cell import Plan
 from .cell import plan as cell_plan
 from .cell import value as cell_value
 from .config import DEFAULTS, check_identifier, parse_param, resolve
+from .dryrun import dry_run_report
 from .errors import ConfigError, RunAborted
-from .templates import dry_run_report
 
 MAGIC = "%%chatmany"
 #: Answer length while the local model is the default: a tiny model on 2 cores is slow past this.

@@ -107,7 +107,7 @@ class Results(Sequence):
         parts.append(f"{self.retries} retries")
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
         if prices:
-            from .templates import cost
+            from .dryrun import cost
             spent = [cost(r.prompt_tokens, r.completion_tokens, r.model or "", prices)
                      for r in self._records if r.ok and not r.cached]
             if spent and None not in spent:

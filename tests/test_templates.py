@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from chatmagic.errors import ConfigError
-from chatmagic.templates import Template, cost, dry_run_report, estimate_tokens, join_results, render_over, split_sep
+from chatmagic.dryrun import cost, dry_run_report, estimate_tokens
+from chatmagic.templates import Template, join_results, render_over, split_sep
 
 
 def one_line(info) -> str:

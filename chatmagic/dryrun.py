@@ -1,0 +1,127 @@
+"""What a run would cost: token estimates, prices, and the --dry-run report. Pure functions."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+
+from .errors import ConfigError
+
+_SHOW_CHARS = 200   # characters of each prompt shown by dry_run_report
+_SHOW_LINES = 6     # lines of each prompt shown by dry_run_report
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count: ``ceil(len(text) / 4)``, at least 1. An estimate, not a tokenizer:
+    real counts differ by model and language (often more for code and non-English text)."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+_DATED = re.compile(r"-\d{4}(-\d{2}-\d{2})?$")  # gpt-4o-mini-2024-07-18, gpt-3.5-turbo-0125
+
+
+def _price(model: str, prices: Mapping | None) -> tuple[float, float] | None:
+    """(input, output) dollars per 1M tokens for ``model``, or None if not priced.
+
+    A dated name the server reports back (``gpt-4o-mini-2024-07-18``) uses the price of its
+    undated name (``gpt-4o-mini``) when it has none of its own; nothing else is matched loosely.
+    """
+    if not prices or not model:
+        return None
+    entry = prices.get(model)
+    if entry is None:
+        m = _DATED.search(model)
+        if m:
+            entry = prices.get(model[:m.start()])
+    if entry is None:
+        return None
+    try:
+        p_in, p_out = (float(x) for x in entry)
+    except (TypeError, ValueError):
+        raise ConfigError(f"prices[{model!r}] must be [input_per_1M, output_per_1M] in dollars, "
+                          f"got {entry!r}") from None
+    if p_in < 0 or p_out < 0 or math.isnan(p_in) or math.isnan(p_out):
+        raise ConfigError(f"prices[{model!r}] must not be negative, got {entry!r}")
+    return p_in, p_out
+
+
+def cost(prompt_tokens: int | None, completion_tokens: int | None, model: str,
+         prices: Mapping | None) -> float | None:
+    """Dollars for one request, from ``prices = {"model": [input_per_1M, output_per_1M]}``.
+
+    None when ``prices`` has no entry for ``model``; a token count of None counts as 0.
+    """
+    p = _price(model, prices)
+    if p is None:
+        return None
+    return ((prompt_tokens or 0) * p[0] + (completion_tokens or 0) * p[1]) / 1_000_000
+
+
+def _money(x: float) -> str:
+    if x >= 1:
+        return f"${x:,.2f}"
+    if x == 0 or x >= 0.0001:
+        return f"${x:.4f}"
+    return "<$0.0001"
+
+
+def _preview(prompt: str, indent: str = "      ") -> str:
+    """At most ~200 characters and 6 lines of ``prompt``, later lines indented."""
+    text = prompt[:_SHOW_CHARS]
+    lines = text.splitlines()
+    cut = len(prompt) > _SHOW_CHARS or len(lines) > _SHOW_LINES
+    text = "\n".join(lines[:_SHOW_LINES]).rstrip()
+    return (text + " …" if cut else text).replace("\n", "\n" + indent)
+
+
+def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str | None = None,
+                   max_tokens: int | None = None, prices: Mapping | None = None, show: int = 3,
+                   labels: Sequence | None = None) -> str:
+    """What a run would send, as a few lines of text (nothing is sent or printed).
+
+    Requests (prompts × models), the first ``show`` prompts (at most ~200 characters each, shown
+    with ``labels`` if given, else their positions), estimated prompt tokens (see
+    ``estimate_tokens``; the system prompt counts once per request), and with ``prices`` an
+    estimated cost per priced model and in total: from input only up to input plus ``max_tokens``
+    per answer, or input only (output not counted) when ``max_tokens`` is None.
+    """
+    models = list(models)
+    n = len(prompts)
+    requests = n * len(models)
+    lines = [f"dry run, nothing sent: {n:,} prompt{'s' * (n != 1)} × {len(models)} "
+             f"model{'s' * (len(models) != 1)} = {requests:,} request{'s' * (requests != 1)}"
+             f" ({', '.join(models)})"]
+    if system:
+        lines.append(f"system: {_preview(system)}")
+    if show > 0 and n:
+        for i in range(min(show, n)):
+            label = labels[i] if labels is not None else i
+            lines.append(f"  [{label}] {_preview(prompts[i])}")
+        if n > show:
+            lines.append(f"  ... and {n - show:,} more")
+    system_tokens = estimate_tokens(system) if system else 0
+    tokens_in = sum(estimate_tokens(p) for p in prompts) + n * system_tokens
+    tokens_out = n * max_tokens if max_tokens else 0
+    tokens = f"tokens (estimate, ~4 characters each): ~{tokens_in:,} in per model, ~{tokens_in * len(models):,} in total"
+    if max_tokens:
+        tokens += f"; up to {tokens_out * len(models):,} out ({max_tokens:,} per answer)"
+    else:
+        tokens += "; output not counted (no max_tokens)"
+    lines.append(tokens)
+    priced = [(m, cost(tokens_in, 0, m, prices), cost(tokens_in, tokens_out, m, prices)) for m in models]
+    known = [(m, low, high) for m, low, high in priced if low is not None]
+    if known:
+        parts = []
+        for m, low, high in known:
+            parts.append(f"{m} {_money(low)}–{_money(high)}" if max_tokens else f"{m} {_money(low)}")
+        low_total = sum(low for _, low, _ in known)
+        high_total = sum(high for _, _, high in known)
+        total = f"{_money(low_total)}–{_money(high_total)}" if max_tokens else _money(low_total)
+        note = "" if max_tokens else " (input only; output not counted without max_tokens)"
+        unpriced = [m for m, low, _ in priced if low is None]
+        missing = f"; no price for {', '.join(unpriced)}" if unpriced else ""
+        lines.append(f"cost (estimate): {total}{note}" + (f" = {', '.join(parts)}" if len(models) > 1 else "")
+                     + missing)
+    elif prices:
+        lines.append(f"cost: no price for {', '.join(models)}")
+    return "\n".join(lines)
