@@ -59,7 +59,7 @@ class ChatMany(Magics):
 
     _local_cap = False  # max_tokens was set by %chatmany_local, and goes with it
 
-    @magic_arguments()
+    @magic_arguments(name="%chatmany")
     @argument("-o", "--out", help="variable to store the results in (default: chatmany_results)")
     @argument("-m", "--model", help="model name, or a,b,c to send every prompt to each "
               "(default: $CHATMAGIC_MODEL, else gpt-4o-mini)")
