@@ -44,10 +44,11 @@ def test_errors_render_as_one_line_in_the_notebook(server):
     assert server.stats.requests == 0
 
 
-def test_interrupt_cancels_at_once_keeps_answers_and_kernel_answers(server):
+@pytest.mark.parametrize("autoawait", ["on", "off"])  # the await path, and the worker-thread fallback
+def test_interrupt_cancels_at_once_keeps_answers_and_kernel_answers(server, autoawait):
     km, kc = start_new_kernel(kernel_name="python3")
     try:
-        kc.execute_interactive("%load_ext chatmagic", timeout=30)
+        kc.execute_interactive(f"%load_ext chatmagic\n%autoawait {autoawait}", timeout=30)
         prompts = "\n".join(["fast one", "fast two"] + [f"slow {i} [[sleep:8]]" for i in range(4)])
         msg_id = kc.execute(f"%%chatmany -q -o answers -c 6 --base-url {server.base_url}\n{prompts}")
         queued = kc.execute("print('queued cell ran')")
