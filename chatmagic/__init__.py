@@ -35,5 +35,6 @@ def load_ipython_extension(ip) -> None:
 
 
 def unload_ipython_extension(ip) -> None:
+    """``%unload_ext chatmagic``: removes the await path (the magics stay until restart)."""
     from .magics import unload
     unload(ip)
