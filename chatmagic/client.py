@@ -82,8 +82,10 @@ class Client:
             message, code = raw[:200].decode("utf-8", "replace") or "empty answer", None
         if status == 200:
             message, code = f"not a completion: {message}", code or "bad_response"
+        should = headers.get("x-should-retry") if headers is not None else None  # as openai-python
         return RequestError(self._scrub(message), status=status, code=None if code is None else str(code),
-                            retry_after=parse_retry_after(headers), headers=headers)
+                            retry_after=parse_retry_after(headers), headers=headers,
+                            retryable={"true": True, "false": False}.get(should))
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text

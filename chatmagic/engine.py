@@ -13,9 +13,10 @@ import time
 
 from .cache import Cache, request_keys
 from .client import Client, Completion
+from .config import is_loopback
 from .errors import ConfigError, RequestError, RunAborted
 from .progress import make_progress
-from .ratelimit import Throttle
+from .ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Throttle
 from .results import Result, Results
 from .retry import ABORT, RETRY, classify, policy
 
@@ -35,7 +36,8 @@ class Run:
         self.results = Results([Result(i, p) for i, p in enumerate(check_prompts(prompts))])
         self.abort: RequestError | None = None
         self._policy = policy(settings.retries, settings.max_retry_wait, sleep)
-        self._throttle = Throttle(settings.rpm, settings.tpm, url=settings.url)
+        self._throttle = Throttle(settings.rpm, settings.tpm, url=settings.url, probe_wait=(
+            PROBE_WAIT_LOCAL if is_loopback(settings.base_url) else PROBE_WAIT))
         self._progress = make_progress(settings.progress if progress is None else progress, desc)
         system = [{"role": "system", "content": settings.system}] if settings.system else []
         self._head = {**settings.body_params(), "messages": system}

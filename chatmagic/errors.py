@@ -48,7 +48,7 @@ class RequestError(APIError):
         super().__init__(message, status=status, code=code)
         self.retry_after = retry_after
         self.headers = headers
-        self.retryable = retryable  # None: decided by the status; False: never retried
+        self.retryable = retryable  # None: decided by the status; else the server's or ours
 
 
 class RunAborted(APIError):

@@ -21,8 +21,11 @@ INF = math.inf
 
 #: Pace at this fraction of the server's rate: room for clock drift between us and it.
 SAFETY = 0.97
-#: Longest the other requests wait for the first response before going anyway.
+#: Longest the other requests wait for the first response before going anyway: long enough
+#: for a hosted API's first answer; short for a server on this machine (llama.cpp, vLLM,
+#: Ollama), which announces no limits and would only make every run wait a generation.
 PROBE_WAIT = 2.0
+PROBE_WAIT_LOCAL = 0.25
 
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -97,8 +100,8 @@ class Throttle:
     ``sent`` and ``rejected`` (requests sent, and answered 429).
     """
 
-    def __init__(self, rpm=None, tpm=None, *, url=None, probe=True, clock=time.monotonic,
-                 sleep=asyncio.sleep):
+    def __init__(self, rpm=None, tpm=None, *, url=None, probe=True, probe_wait=PROBE_WAIT,
+                 clock=time.monotonic, sleep=asyncio.sleep):
         self.user_rpm, self.user_tpm = rpm, tpm
         self.request_rate = rpm / 60 if rpm else INF
         self.token_rate = tpm / 60 if tpm else INF
@@ -109,6 +112,7 @@ class Throttle:
         self._lock = asyncio.Lock()
         self._probing: asyncio.Event | None = None
         self._probe = probe
+        self.probe_wait = probe_wait
         self._started = clock()
         self.sent = 0      # requests sent (counted by the engine) and rejected with 429
         self.rejected = 0
@@ -154,7 +158,7 @@ class Throttle:
             self._probing = asyncio.Event()
             return
         try:
-            await asyncio.wait_for(self._probing.wait(), PROBE_WAIT)
+            await asyncio.wait_for(self._probing.wait(), self.probe_wait)
         except asyncio.TimeoutError:
             self._end_probe()
 

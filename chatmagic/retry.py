@@ -27,8 +27,8 @@ ABORT_STATUSES = {401: "bad API key", 402: "out of credits", 403: "forbidden",
 def classify(err: RequestError) -> str:
     """RETRY (transient), FAIL (this prompt only) or ABORT (the whole run)."""
     status = err.status
-    if err.retryable is False:
-        return FAIL
+    if err.retryable is not None and err.status not in ABORT_STATUSES and err.code != "insufficient_quota":
+        return RETRY if err.retryable else FAIL  # x-should-retry, or our own say
     if status is None or status == 200:  # timeout, connection error, or a 200 that is no completion
         return RETRY
     if status == 429:

@@ -18,6 +18,14 @@ def test_classify(status, code, action):
     assert classify(RequestError("x", status=status, code=code)) == action
 
 
+@pytest.mark.parametrize("status, code, retryable, action", [
+    (500, None, False, FAIL), (400, None, True, RETRY), (409, None, False, FAIL),
+    (401, None, True, ABORT), (429, "insufficient_quota", True, ABORT),  # hopeless whatever is said
+])
+def test_server_says_whether_to_retry(status, code, retryable, action):
+    assert classify(RequestError("x", status=status, code=code, retryable=retryable)) == action
+
+
 NOW = 1_700_000_000.0
 
 
