@@ -30,7 +30,7 @@ def test_in_flight_never_exceeds_the_cap(server):
 
 
 def test_concurrency_above_aiohttp_default_pool_of_100(server):
-    server.latency = 0.2
+    server.latency = 0.5  # long enough for all 150 connections to open, even on a busy machine
     run(server, [f"p{i}" for i in range(400)], concurrency=150)
     assert server.stats.peak_in_flight == 150
 
