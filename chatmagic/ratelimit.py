@@ -54,9 +54,12 @@ def parse_duration(text) -> float | None:
 
 
 def _int(headers, name):
+    value = headers.get(name)  # most responses have none: no exception on the hot path
+    if value is None:
+        return None
     try:
-        return int(float(headers[name]))
-    except (KeyError, TypeError, ValueError):
+        return int(float(value))
+    except ValueError:
         return None
 
 
