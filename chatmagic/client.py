@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from . import hints
 from .errors import RequestError
-from .retry import parse_retry_after
 
 
 @dataclass(slots=True)
@@ -23,7 +23,7 @@ class Completion:
     prompt_tokens: int | None
     completion_tokens: int | None
     model: str | None
-    headers: object  # the response headers, for the throttle
+    hints: hints.Hints  # what the server said about rate limits, for the throttle
 
 
 class Client:
@@ -55,25 +55,25 @@ class Client:
         try:
             async with self._session.post(self.url, data=body) as resp:
                 raw = await resp.read()
-                status, headers = resp.status, resp.headers
+                status, said = resp.status, hints.parse(resp.headers)
         except asyncio.TimeoutError:
             raise RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout") from None
         except aiohttp.ClientError as e:
             raise RequestError(self._scrub(f"{type(e).__name__}: {e}"), code="connection") from None
         data = _json(raw)
         if status != 200:
-            raise self._error(status, data, raw, headers)
+            raise self._error(status, data, raw, said)
         try:
             choice = data["choices"][0]
             usage = data.get("usage") or {}
             return Completion(choice["message"].get("content") or "", choice.get("finish_reason"),
                               usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                              data.get("model"), headers)
+                              data.get("model"), said)
         except (KeyError, IndexError, TypeError, AttributeError):
             # some gateways send errors in a 200 body
-            raise self._error(200, data, raw, headers) from None
+            raise self._error(200, data, raw, said) from None
 
-    def _error(self, status: int, data, raw: bytes, headers) -> RequestError:
+    def _error(self, status: int, data, raw: bytes, said: hints.Hints) -> RequestError:
         err = data.get("error", data) if isinstance(data, dict) else None
         if isinstance(err, dict):
             message = str(err.get("message") or err)
@@ -82,10 +82,9 @@ class Client:
             message, code = raw[:200].decode("utf-8", "replace") or "empty answer", None
         if status == 200:
             message, code = f"not a completion: {message}", code or "bad_response"
-        should = headers.get("x-should-retry") if headers is not None else None  # as openai-python
         return RequestError(self._scrub(message), status=status, code=None if code is None else str(code),
-                            retry_after=parse_retry_after(headers), headers=headers,
-                            retryable={"true": True, "false": False}.get(should))
+                            retry_after=said.retry_after, hints=said,
+                            retryable=said.should_retry)  # x-should-retry, as openai-python
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text

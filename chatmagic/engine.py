@@ -161,12 +161,12 @@ class Run:
                 done = await self._client.complete(body)
             except RequestError as e:
                 if e.status == 429 and classify(e) == RETRY:
-                    self._throttle.rate_limited(e.retry_after, e.headers)
+                    self._throttle.rate_limited(e.retry_after, e.hints)
                 else:
-                    self._throttle.observe(e.headers)
+                    self._throttle.observe(e.hints)
                 raise
             record.latency_s = time.perf_counter() - started
-            self._throttle.observe(done.headers)
+            self._throttle.observe(done.hints)
             if self.settings.json:
                 record.data = self._parse_json(record, done.text)
             return done

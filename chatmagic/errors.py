@@ -13,6 +13,8 @@ only a failure of the whole run raises. Real bugs keep their tracebacks.
 
 from __future__ import annotations
 
+from .hints import NONE, Hints
+
 
 class ChatmagicError(Exception):
     """Base class. IPython shows ``_render_traceback_`` instead of a traceback."""
@@ -41,13 +43,14 @@ class APIError(ChatmagicError):
 
 class RequestError(APIError):
     """One attempt failed. ``status`` is None for timeouts and connection errors, whose
-    ``code`` is "timeout" or "connection". ``retry_after`` is the wait the server asked for."""
+    ``code`` is "timeout" or "connection". ``retry_after`` is the wait the server asked for;
+    ``hints`` everything it said about waiting (see hints.py)."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 retry_after: float | None = None, headers=None, retryable: bool | None = None):
+                 retry_after: float | None = None, hints: Hints = NONE, retryable: bool | None = None):
         super().__init__(message, status=status, code=code)
         self.retry_after = retry_after
-        self.headers = headers
+        self.hints = hints
         self.retryable = retryable  # None: decided by the status; else the server's or ours
 
 

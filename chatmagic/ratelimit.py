@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 import time
+
+from .hints import Budget, Hints
 
 INF = math.inf
 
@@ -27,55 +28,17 @@ SAFETY = 0.97
 PROBE_WAIT = 2.0
 PROBE_WAIT_LOCAL = 0.25
 
-_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text) -> float | None:
-    """Seconds in a Go duration ("1s", "6m0s", "20ms", "1m26.4s"), or a bare number of seconds.
-
-    None when unreadable. ("20ms" is 0.02 s, not 20 minutes.)
-    """
-    if text is None:
-        return None
-    text = str(text).strip()
-    try:
-        value = float(text)
-        return value if 0 <= value < INF else None
-    except ValueError:
-        pass
-    total, pos = 0.0, 0
-    for match in _GO_PART.finditer(text):
-        if match.start() != pos:
-            return None
-        total += float(match.group(1)) * _GO_UNIT[match.group(2)]
-        pos = match.end()
-    return total if pos == len(text) and pos > 0 else None
-
-
-def _int(headers, name):
-    value = headers.get(name)  # most responses have none: no exception on the hot path
-    if value is None:
-        return None
-    try:
-        return int(float(value))
-    except ValueError:
-        return None
-
-
-def server_rate(headers, kind: str) -> float | None:
-    """Requests (or tokens) per second that ``x-ratelimit-*-{kind}`` headers allow, or None.
+def server_rate(budget: Budget | None) -> float | None:
+    """Requests (or tokens) per second that an announced budget allows, or None.
 
     The limit is per minute at OpenAI; at Groq ``limit-requests`` is per day. The refill seen
     so far, (limit - remaining) / reset, tells them apart: when it is far below limit/60,
     it is the real rate.
     """
-    limit = _int(headers, f"x-ratelimit-limit-{kind}")
-    if not limit or limit <= 0:
+    if budget is None or not budget.limit:
         return None
+    limit, remaining, reset = budget.limit, budget.remaining, budget.reset
     rate = limit / 60
-    remaining = _int(headers, f"x-ratelimit-remaining-{kind}")
-    reset = parse_duration(headers.get(f"x-ratelimit-reset-{kind}"))
     if remaining is not None and reset and limit - remaining >= 1:
         refill = (limit - remaining) / reset
         if refill < rate / 2:
@@ -170,15 +133,13 @@ class Throttle:
         if self._probing is not None:
             self._probing.set()
 
-    def observe(self, headers) -> None:
-        """Learn from a response's headers (any status)."""
+    def observe(self, hints: Hints) -> None:
+        """Learn from what a response said (any status)."""
         if self._probe:
             self._end_probe()
-        if headers is None:
-            return
         if self._estimated:
             self.request_rate *= 1.005
-        requests, tokens = server_rate(headers, "requests"), server_rate(headers, "tokens")
+        requests, tokens = server_rate(hints.requests), server_rate(hints.tokens)
         if requests is not None or tokens is not None:
             self._learn(requests or self._server_rate, tokens or self._server_token_rate)
         elif self._remembered:  # the server no longer announces a limit: forget the old one
@@ -199,13 +160,13 @@ class Throttle:
             self._server_token_rate = tokens
             self.token_rate = min(tokens * SAFETY, self.user_tpm / 60 if self.user_tpm else INF)
 
-    def rate_limited(self, wait: float | None, headers=None) -> None:
+    def rate_limited(self, wait: float | None, hints: Hints | None = None) -> None:
         """A 429: every request waits out one shared cooldown, and the pace slows a little."""
         if self._probe:
             self._end_probe()
         now = self.clock()
-        if wait is None and headers is not None:
-            resets = [parse_duration(headers.get(f"x-ratelimit-reset-{k}")) for k in ("requests", "tokens")]
+        if wait is None and hints is not None:
+            resets = [b.reset for b in (hints.requests, hints.tokens) if b is not None]
             wait = max((r for r in resets if r is not None), default=None)
         self.rejected += 1
         first_of_wave = now >= self.cooldown_until  # the rest of a wave were sent at the old pace

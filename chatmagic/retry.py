@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from email.utils import parsedate_to_datetime
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -38,39 +36,6 @@ def classify(err: RequestError) -> str:
     if status in (408, 409) or status >= 500:
         return RETRY
     return FAIL  # 400 (context_length_exceeded and the like), 413, 422
-
-
-def parse_retry_after(headers, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms``, then ``retry-after`` (seconds or an HTTP date).
-
-    None when absent, negative or unreadable; a date in the past is 0.
-    """
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        seconds = _float(ms)
-        if seconds is not None:
-            return seconds / 1000
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    seconds = _float(value)
-    if seconds is not None:
-        return seconds
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    return max(0.0, when - (time.time() if now is None else now))
-
-
-def _float(text) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if 0 <= value < float("inf") else None
 
 
 class ServerOrBackoff:

@@ -1,9 +1,7 @@
-import email.utils
-
 import pytest
 
 from chatmagic.errors import RequestError
-from chatmagic.retry import ABORT, FAIL, RETRY, classify, parse_retry_after
+from chatmagic.retry import ABORT, FAIL, RETRY, classify
 
 
 @pytest.mark.parametrize("status, code, action", [
@@ -24,30 +22,6 @@ def test_classify(status, code, action):
 ])
 def test_server_says_whether_to_retry(status, code, retryable, action):
     assert classify(RequestError("x", status=status, code=code, retryable=retryable)) == action
-
-
-NOW = 1_700_000_000.0
-
-
-@pytest.mark.parametrize("headers, expected", [
-    ({}, None),
-    ({"retry-after": "3"}, 3.0),
-    ({"retry-after": "0.5"}, 0.5),
-    ({"retry-after-ms": "250"}, 0.25),
-    ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),      # ms wins
-    ({"retry-after-ms": "junk", "retry-after": "2"}, 2.0),      # unreadable ms falls through
-    ({"retry-after": email.utils.formatdate(NOW + 7, usegmt=True)}, 7.0),
-    ({"retry-after": email.utils.formatdate(NOW - 100, usegmt=True)}, 0.0),  # past date
-    ({"retry-after": "-5"}, None),
-    ({"retry-after": "soon"}, None),
-    ({"retry-after": ""}, None),
-    ({"retry-after": "inf"}, None),
-    ({"retry-after": "nan"}, None),
-    ({"retry-after": "1e12"}, 1e12),   # enormous: parsed; the policy caps it
-])
-def test_parse_retry_after(headers, expected):
-    got = parse_retry_after(headers, now=NOW)
-    assert got == (pytest.approx(expected, abs=1) if expected else expected)
 
 
 def test_enormous_retry_after_is_capped_by_policy():

@@ -1,0 +1,140 @@
+"""What a server's answer says about waiting: read from its headers once, handed up as data.
+
+    retry-after-ms, retry-after (seconds or an HTTP date)   -> Hints.retry_after (seconds)
+    x-should-retry: true/false                              -> Hints.should_retry
+    x-ratelimit-{limit,remaining,reset}-{requests,tokens}   -> Hints.requests / Hints.tokens
+
+client.py calls ``parse`` on every answer; the retry policy and the throttle read the result.
+Nothing here knows aiohttp: ``headers`` is any mapping with case-insensitive ``get``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+_GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """One ``x-ratelimit-*-{requests,tokens}`` triple; any part may be missing (Azure sends
+    only ``remaining``). ``reset`` is seconds until the budget is whole again."""
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Hints:
+    """Everything an answer said about waiting; all None when it said nothing."""
+
+    retry_after: float | None = None
+    should_retry: bool | None = None
+    requests: Budget | None = None
+    tokens: Budget | None = None
+
+    @property
+    def budgets(self) -> bool:
+        """The answer announced a rate limit."""
+        return self.requests is not None or self.tokens is not None
+
+
+NONE = Hints()
+
+
+def parse(headers, now: float | None = None) -> Hints:
+    """The hints in ``headers`` (NONE, shared, when there are none: the common case)."""
+    if not headers:
+        return NONE
+    retry_after = parse_retry_after(headers, now)
+    should = headers.get("x-should-retry")
+    requests, tokens = _budget(headers, "requests"), _budget(headers, "tokens")
+    if retry_after is None and should is None and requests is None and tokens is None:
+        return NONE
+    return Hints(retry_after, {"true": True, "false": False}.get(should), requests, tokens)
+
+
+def _budget(headers, kind: str) -> Budget | None:
+    remaining = headers.get(f"x-ratelimit-remaining-{kind}")  # absent on most answers: cheap
+    limit = headers.get(f"x-ratelimit-limit-{kind}")
+    if remaining is None and limit is None:
+        return None
+    budget = Budget(_count(limit), _count(remaining),
+                    parse_duration(headers.get(f"x-ratelimit-reset-{kind}")))
+    return None if budget.limit is None and budget.remaining is None else budget
+
+
+def _count(text) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if 0 <= value < math.inf else None
+
+
+def parse_duration(text) -> float | None:
+    """Seconds in a Go duration ("1s", "6m0s", "20ms", "1m26.4s"), or a bare number of seconds.
+
+    None when unreadable. ("20ms" is 0.02 s, not 20 minutes.)
+    """
+    if text is None:
+        return None
+    text = str(text).strip()
+    seconds = _seconds(text)
+    if seconds is not None or not text:
+        return seconds
+    total, pos = 0.0, 0
+    for match in _GO_PART.finditer(text):
+        if match.start() != pos:
+            return None
+        total += float(match.group(1)) * _GO_UNIT[match.group(2)]
+        pos = match.end()
+    return total if pos == len(text) else None
+
+
+def parse_retry_after(headers, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms``, then ``retry-after`` (seconds or an HTTP date).
+
+    None when absent, negative or unreadable; a date in the past is 0.
+    """
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        seconds = _seconds(ms)
+        if seconds is not None:
+            return seconds / 1000
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def _seconds(text) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if 0 <= value < math.inf else None
+
+
+def say(seconds: float) -> str:
+    """A wait for people: "45 s", "10 min", "1h", "2.5h"."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g}h"
+    if seconds >= 120:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds:.3g} s"
