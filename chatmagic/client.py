@@ -93,6 +93,63 @@ class Client:
         return f"<Client {self.url}>"
 
 
+class FilesClient(Client):
+    """The Files and Batches endpoints of the same server, for ``--batch``: JSON in, JSON out
+    (or the lines of a file), errors as ``RequestError``. Uploads and downloads may be large,
+    so only connecting and each read are timed, not the whole transfer."""
+
+    async def __aenter__(self) -> "FilesClient":
+        s = self._settings
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        self.base = s.base_url.rstrip("/")
+        self._session = aiohttp.ClientSession(
+            headers=headers, trust_env=False, connector=aiohttp.TCPConnector(limit=8),
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=s.timeout, sock_connect=s.connect_timeout))
+        return self
+
+    async def upload(self, path, filename: str) -> dict:
+        """``POST /files`` (multipart, ``purpose=batch``), streaming the file from disk."""
+        with open(path, "rb") as f:
+            form = aiohttp.FormData()
+            form.add_field("purpose", "batch")
+            form.add_field("file", f, filename=filename, content_type="application/jsonl")
+            return await self.call("POST", "/files", data=form)
+
+    async def call(self, method: str, path: str, **kw) -> dict:
+        """One JSON request (``json=`` or ``data=``) to ``base_url + path``; the answer's JSON."""
+        try:
+            async with self._session.request(method, self.base + path, **kw) as resp:
+                raw = await resp.read()
+                status, headers = resp.status, resp.headers
+        except asyncio.TimeoutError:
+            raise RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout") from None
+        except aiohttp.ClientError as e:
+            raise RequestError(self._scrub(f"{type(e).__name__}: {e}"), code="connection") from None
+        data = _json(raw)
+        if status != 200 or not isinstance(data, dict):
+            raise self._error(status, data, raw, headers)
+        return data
+
+    async def lines(self, file_id: str):
+        """The lines of a file's content (``GET /files/{id}/content``), as bytes, streamed."""
+        try:
+            async with self._session.get(f"{self.base}/files/{file_id}/content") as resp:
+                if resp.status != 200:
+                    raw = await resp.read()
+                    raise self._error(resp.status, _json(raw), raw, resp.headers)
+                rest = b""
+                async for chunk in resp.content.iter_chunked(1 << 16):
+                    *complete, rest = (rest + chunk).split(b"\n")
+                    for line in complete:
+                        yield line
+                if rest.strip():
+                    yield rest
+        except asyncio.TimeoutError:
+            raise RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout") from None
+        except aiohttp.ClientError as e:
+            raise RequestError(self._scrub(f"{type(e).__name__}: {e}"), code="connection") from None
+
+
 def _json(raw: bytes):
     try:
         return json.loads(raw)

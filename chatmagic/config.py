@@ -37,6 +37,8 @@ DEFAULTS = {
     "json": False,
     "cache": True,
     "refresh": False,
+    "batch": False,
+    "wait": True,
 }
 
 #: Environment variables that supply a default when no flag or %config sets one.
@@ -69,6 +71,8 @@ class Settings:
     json: bool
     cache: bool
     refresh: bool
+    batch: bool
+    wait: bool
     api_key: str | None = field(default=None, repr=False)
 
     @property
@@ -127,7 +131,7 @@ def _validate(v: dict) -> Settings:
     v["temperature"] = None if v["temperature"] is None else _number(v, "temperature", float, minimum=0)
     v["max_tokens"] = None if v["max_tokens"] is None else _number(v, "max_tokens", int, minimum=1)
     v["params"] = _params(v["params"])
-    for name in ("json", "cache", "refresh"):
+    for name in ("json", "cache", "refresh", "batch", "wait"):
         if not isinstance(v[name], bool):
             raise ConfigError(f"{name} must be True or False, got {v[name]!r}")
     scheme = urlsplit(str(v["base_url"])).scheme

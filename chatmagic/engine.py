@@ -45,6 +45,9 @@ class Run:
 
     async def run(self) -> Results:
         """Send every prompt; raise ``RunAborted`` (with the results) if the run had to stop."""
+        if self.settings.batch:  # through the provider's Batch API instead
+            from .batch import BatchRun
+            return await BatchRun(self).run_batch()
         c = self.settings.concurrency
         self._slots, places = asyncio.Semaphore(c), asyncio.Semaphore(2 * c)
         tasks: set[asyncio.Task] = set()

@@ -109,7 +109,9 @@ class FakeOpenAI:
     def __init__(self, *, latency: float = 0.0, rpm: int | None = None, tpm: int | None = None,
                  headers: str = "openai", fail_rate: float = 0.0, stall_rate: float = 0.0,
                  stall_s: float = 30.0, seed: int = 0, model: str = "fake-model",
-                 unknown_models: set | None = None, record_times: bool = False, port: int = 0):
+                 unknown_models: set | None = None, record_times: bool = False, port: int = 0,
+                 batch_pace: float = 0.0, batch_invalid: str | None = None,
+                 batch_expire_after: int | None = None):
         self.latency, self.headers = latency, headers
         self.fail_rate, self.stall_rate, self.stall_s = fail_rate, stall_rate, stall_s
         self.seed, self.model = seed, model
@@ -120,6 +122,8 @@ class FakeOpenAI:
         self.stats = Stats(record_times=record_times)
         self._ids = 0
         self._runner = self._loop = self._thread = None
+        from .fakebatch import BatchAPI  # Files + Batches endpoints (the Batch API lane)
+        self.batch = BatchAPI(self, pace=batch_pace, invalid=batch_invalid, expire_after=batch_expire_after)
 
     # Setting rpm/tpm between tests starts a fresh, full bucket.
     rpm = property(lambda self: self._rpm, lambda self, v: self._set_limit("rpm", v))
@@ -295,6 +299,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
+        self.batch.register(app.router)
         # handler_cancellation: a client that gives up on a stall frees its slot;
         # short shutdown_timeout: stop() doesn't wait for stalled handlers.
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
@@ -305,6 +310,7 @@ class FakeOpenAI:
         return self
 
     async def astop(self) -> None:
+        await self.batch.aclose()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -51,6 +51,8 @@ class ChatMany(Magics):
     cache = Bool(None, allow_none=True, help="Reuse and store answers in the cache (default: True)").tag(config=True)
     refresh = Bool(None, allow_none=True, help="Send everything again, replacing cached answers (default: False)").tag(config=True)
     json = Bool(None, allow_none=True, help="Ask for JSON objects and parse them (default: False)").tag(config=True)
+    batch = Bool(None, allow_none=True, help="Send through the provider's Batch API (default: False)").tag(config=True)
+    wait = Bool(None, allow_none=True, help="With batch: wait for the results (default: True)").tag(config=True)
     prices = Dict(None, allow_none=True,
                   help='Prices per 1M tokens for cost estimates: {"model": [input, output]}').tag(config=True)
     out = Unicode("chatmany_results", help="Variable the results are stored in").tag(config=True)
@@ -84,6 +86,10 @@ class ChatMany(Magics):
     @argument("--sep", metavar="TEXT", help="prompts are separated by lines equal to TEXT (multi-line prompts)")
     @argument("--json", action="store_true", default=None,
               help="ask for a JSON object and parse each answer (dicts in the list, columns in --df)")
+    @argument("--batch", action="store_true", default=None,
+              help="send through the provider's Batch API (half price, within 24h); a re-run re-attaches")
+    @argument("--no-wait", dest="wait", action="store_false", default=None,
+              help="with --batch: submit and return at once; the answers are pending until a re-run collects them")
     @argument("--dry-run", action="store_true", help="send nothing: show the requests, tokens and cost estimate")
     @argument("--df", action="store_true", default=None, help="store a pandas DataFrame instead of a list")
     @argument("-q", "--quiet", action="store_true", default=None, help="no progress bar")
@@ -114,7 +120,7 @@ class ChatMany(Magics):
         flags = {k: v for k, v in vars(args).items() if k not in own}
         if args.param:
             flags["params"] = {**(self.params or {}), **dict(parse_param(p) for p in args.param)}
-        traits = {name: getattr(self, name) for name in DEFAULTS if self.has_trait(name)}
+        traits = self._trait_defaults()
         quiet = self.quiet if args.quiet is None else args.quiet
         settings = resolve(flags, traits, {"progress": not quiet})
         plan_ = cell_plan(settings, cell=cell, out=check_identifier(args.out or self.out),
@@ -155,6 +161,26 @@ class ChatMany(Magics):
         finally:
             if cache is not None:
                 cache.close()
+
+    @line_magic
+    def chatmany_batches(self, line: str):
+        """%chatmany_batches: this cache's batches (id, status, counts, age), their statuses
+        fetched from the default server; %chatmany_batches cancel ID cancels one."""
+        from .batch import cancel_batch, list_batches
+        words = line.split()
+        if words[:1] == ["cancel"] and len(words) == 2:
+            print(cancel_batch(self._settings(), words[1]))
+        elif not words:
+            print(list_batches(self._settings()))
+        else:
+            raise ConfigError(f"%chatmany_batches {line.strip()}: expected no argument or 'cancel ID'")
+
+    def _settings(self):
+        """The session's settings from the %config defaults alone."""
+        return resolve(self._trait_defaults())
+
+    def _trait_defaults(self) -> dict:
+        return {name: getattr(self, name) for name in DEFAULTS if self.has_trait(name)}
 
     @line_magic
     def chatmany_local(self, line: str):

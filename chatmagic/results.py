@@ -17,7 +17,8 @@ COLUMNS = ("prompt", "response", "status", "error", "attempts", "latency_s",
 
 @dataclass(slots=True)
 class Result:
-    """One prompt's outcome. ``status`` is "ok", "error" or "cancelled"; ``text`` is None unless ok."""
+    """One prompt's outcome. ``status`` is "ok", "error", "cancelled" or (a batch still running)
+    "pending"; ``text`` is None unless ok."""
 
     index: int
     prompt: str
@@ -50,6 +51,8 @@ class Results(Sequence):
         self._records = records
         self.elapsed_s = elapsed_s
         self.retries = retries  # attempts beyond the first, over all prompts
+        self.batch = False      # sent through the Batch API (priced as such)
+        self.batch_ids: list[str] = []  # batches still running, holding the pending records
 
     def __getitem__(self, i):
         return self._records[i]
@@ -102,16 +105,24 @@ class Results(Sequence):
                          + ", ".join(f"{n} {why}" for why, n in failed.most_common()) + ")")
         if cancelled:
             parts.append(f"{cancelled} cancelled")
+        pending = sum(r.status == "pending" for r in self._records)
+        if pending:
+            ids = ", ".join(self.batch_ids)
+            parts.append(f"{pending} pending in batch {ids} (run again to collect, or "
+                         f"%chatmany_batches cancel {self.batch_ids[0] if self.batch_ids else 'ID'})")
         if flagged:
             parts.append(", ".join(f"{n} cut by {why}" for why, n in flagged.items()))
         parts.append(f"{self.retries} retries")
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
         if prices:
             from .dryrun import cost
-            spent = [cost(r.prompt_tokens, r.completion_tokens, r.model or "", prices)
+            if self.batch:
+                from .batch import cost as batch_cost
+            spent = [batch_cost(r, prices) if self.batch else
+                     cost(r.prompt_tokens, r.completion_tokens, r.model or "", prices)
                      for r in self._records if r.ok and not r.cached]
             if spent and None not in spent:
-                parts.append(f"${sum(spent):.4f}")
+                parts.append(f"${sum(spent):.4f}" + (" (batch price)" if self.batch else ""))
         parts.append(f"{self.elapsed_s:.1f}s")
         return ", ".join(parts)
 

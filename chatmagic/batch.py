@@ -1,0 +1,349 @@
+"""``--batch``: the same prompts sent through the provider's Batch API, at half the price.
+
+    todo  = prompts without a cached answer
+    wait  = those already in a submitted, uncollected batch (found in ``batchstore``)
+    fresh = the rest -> JSONL files (split at MAX_REQUESTS / MAX_BYTES) -> POST /files
+            -> POST /batches -> stored at once, so a re-run re-attaches instead of paying twice
+    then poll GET /batches/{id} (POLL_FIRST s, growing to POLL_MAX), download the output and
+    error files, fill the records in prompt order and put the answers into the cache.
+
+Each JSONL line's ``custom_id`` is ``<prompt position>-<first 40 hex of the request key>``;
+the key (the answer cache's) is what results are matched by, so a batch submitted by one run
+can be collected by another, and a prompt that appears twice is paid once.
+
+With ``wait=False``, or after an interrupt, the records still in a batch are ``pending`` and
+the batch keeps running; re-running the same prompts collects them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import tempfile
+import time
+import warnings
+
+from .batchstore import BatchStore
+from .cache import CacheWarning, request_keys
+from .errors import APIError, RunAborted
+from .results import Result, Results
+
+ENDPOINT = "/v1/chat/completions"
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+#: Provider limits per input file (OpenAI: 50,000 requests, 200 MB); tests lower them.
+MAX_REQUESTS = 50_000
+MAX_BYTES = 200 * 1024 * 1024
+#: Seconds before the first status check; each wait is 1.5x the last, up to POLL_MAX.
+POLL_FIRST = 3.0
+POLL_MAX = 60.0
+#: Price of a batch request relative to an interactive one, unless ``prices`` has a
+#: ``"<model>@batch"`` entry.
+BATCH_DISCOUNT = 0.5
+ID_HEX = 40  # hex digits of the request key in a custom_id (160 bits: no collisions)
+
+
+class BatchRun:
+    """One batch run of an engine ``Run`` (its records, settings, cache and request body)."""
+
+    def __init__(self, run):
+        self.run, self.settings, self.results = run, run.settings, run.results
+        self.results.batch = True
+        self.wanted: dict[str, list[Result]] = {}  # request key -> records waiting for it
+        self.batches: dict[str, dict] = {}         # batch id -> last Batch object seen
+        self.batch_keys: dict[str, list[str]] = {}  # batch id -> every request key in it
+        self.failures: list[str] = []
+        self.store: BatchStore | None = None
+
+    async def run_batch(self) -> Results:
+        started = time.perf_counter()
+        try:
+            todo = self.run._from_cache()
+            cache = self.run._cache
+            keys = self.run._keys if cache is not None else request_keys(
+                self.settings.url, self.run._head, [r.prompt for r in self.results])
+            for record in todo:
+                self.wanted.setdefault(keys[record.index], []).append(record)
+            if self.wanted:
+                await self._submit_and_wait()
+        finally:
+            self.results.elapsed_s = time.perf_counter() - started
+            if self.run._cache is not None:
+                self.run._cache.close()
+            if self.store is not None:
+                self.store.close()
+        if self.failures:
+            raise RunAborted(APIError("; ".join(self.failures), code="batch_failed"), self.results)
+        return self.results
+
+    async def _submit_and_wait(self) -> None:
+        from .client import FilesClient  # aiohttp only once a batch run starts
+        self.store = _open_store()
+        attached = self._attach()
+        fresh = [k for k in self.wanted if k not in attached]
+        async with FilesClient(self.settings) as self.client:
+            if fresh:
+                await self._submit(fresh)
+            if not self.settings.wait:
+                self._mark_pending()
+                return
+            try:
+                await self._wait()
+            except BaseException:
+                self._mark_pending()  # the batches keep running; a re-run collects them
+                raise
+
+    def _attach(self) -> set[str]:
+        """Keys already in this server's open batches: those are waited for, not submitted."""
+        found: set[str] = set()
+        if self.store is None or self.settings.refresh:
+            return found
+        for batch_id, keys in self.store.open_batches(self.settings.url).items():
+            mine = [k for k in keys if k in self.wanted and k not in found]
+            if mine:
+                found.update(mine)
+                self.batches[batch_id] = {"id": batch_id, "status": "validating"}
+                self.batch_keys[batch_id] = keys
+        return found
+
+    # ---- submitting ------------------------------------------------------------
+
+    async def _submit(self, fresh: list[str]) -> None:
+        """Write the JSONL of ``fresh`` to temporary files, one per batch, and submit each."""
+        part: list[str] = []
+        size = 0
+        fd, path = tempfile.mkstemp(prefix="chatmagic-batch-", suffix=".jsonl")
+        out = os.fdopen(fd, "wb")
+        try:
+            for key in fresh:
+                record = self.wanted[key][0]
+                line = json.dumps({"custom_id": f"{record.index}-{key[:ID_HEX]}", "method": "POST",
+                                   "url": ENDPOINT, "body": self.run._body(record.prompt)},
+                                  ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
+                if part and (len(part) >= MAX_REQUESTS or size + len(line) > MAX_BYTES):
+                    out.close()
+                    await self._create(path, part)
+                    out, part, size = open(path, "wb"), [], 0
+                out.write(line)
+                part.append(key)
+                size += len(line)
+            out.close()
+            await self._create(path, part)
+        finally:
+            out.close()
+            os.unlink(path)
+
+    async def _create(self, path: str, keys: list[str]) -> None:
+        n = len(self.batches) + 1
+        uploaded = await self.client.upload(path, f"chatmagic-{n}.jsonl")
+        batch = await self.client.call("POST", "/batches", json={
+            "input_file_id": uploaded["id"], "endpoint": ENDPOINT, "completion_window": "24h",
+            "metadata": {"created_by": "chatmagic"}})
+        self.batches[batch["id"]], self.batch_keys[batch["id"]] = batch, keys
+        if self.store is not None:
+            self.store.add(batch["id"], self.settings.url, self.settings.model, keys, len(keys))
+
+    # ---- waiting and collecting ----------------------------------------------------
+
+    async def _wait(self) -> None:
+        progress = BatchProgress(self.settings.progress, sum(len(v) for v in self.wanted.values()))
+        delay = POLL_FIRST
+        cap = min(POLL_MAX, max(POLL_FIRST, 20 * POLL_FIRST))
+        open_ids = list(self.batches)
+        try:
+            while open_ids:
+                for batch_id in list(open_ids):
+                    batch = self.batches[batch_id] = await self.client.call("GET", f"/batches/{batch_id}")
+                    if self.store is not None:
+                        self.store.update(batch_id, batch["status"], batch.get("request_counts"))
+                    if batch["status"] in TERMINAL:
+                        await self._collect(batch)
+                        open_ids.remove(batch_id)
+                progress.show(self.batches.values())
+                if open_ids:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 1.5, cap)
+        finally:
+            progress.close()
+
+    async def _collect(self, batch: dict) -> None:
+        """Fill the records of one finished batch from its output and error files."""
+        keys = self.batch_keys[batch["id"]]
+        by_id = {k[:ID_HEX]: k for k in keys}
+        seen: set[str] = set()
+        for file_id in (batch.get("output_file_id"), batch.get("error_file_id")):
+            if file_id:
+                async for raw in self.client.lines(file_id):
+                    if raw.strip():
+                        self._take(json.loads(raw), by_id, seen)
+        why = _unfinished(batch)
+        for key in keys:
+            if key not in seen:
+                for record in self.wanted.get(key, ()):
+                    record.status, record.error = "error", why
+        if batch["status"] == "failed":
+            self.failures.append(f"batch {batch['id']} failed: {why.split(': ', 1)[1]}")
+        if self.store is not None:
+            self.store.update(batch["id"], batch["status"], batch.get("request_counts"), collected=True)
+
+    def _take(self, line: dict, by_id: dict, seen: set) -> None:
+        key = by_id.get(str(line.get("custom_id", "")).partition("-")[2])
+        if key is None:
+            return  # not ours (a line we cannot match is never guessed)
+        seen.add(key)
+        response = line.get("response") or {}
+        body = response.get("body") or {}
+        done = _completion(body) if response.get("status_code") == 200 else None
+        if done is not None and self.run._cache is not None:
+            self.run._cache.put(key, *done)
+        for record in self.wanted.get(key, ()):
+            record.attempts = 1
+            if done is None:
+                record.status, record.error = "error", _line_error(line, response, body)
+                continue
+            (record.text, record.finish_reason, record.prompt_tokens,
+             record.completion_tokens, record.model) = done
+            record.status = "ok"
+            if self.settings.json:
+                self._parse_json(record)
+
+    def _parse_json(self, record: Result) -> None:
+        try:
+            record.data = json.loads(record.text)
+        except ValueError:
+            record.status, record.error = "error", f"200 invalid_json: not valid JSON: {record.text[:60]!r}"
+
+    def _mark_pending(self) -> None:
+        for records in self.wanted.values():
+            for record in records:
+                if record.status == "cancelled":  # not filled in yet
+                    record.status = "pending"
+        self.results.batch_ids = [b for b, v in self.batches.items() if v.get("status") not in TERMINAL]
+
+
+def _completion(body: dict) -> tuple | None:
+    """(text, finish_reason, prompt_tokens, completion_tokens, model) of a chat completion."""
+    try:
+        choice = body["choices"][0]
+        usage = body.get("usage") or {}
+        return (choice["message"].get("content") or "", choice.get("finish_reason"),
+                usage.get("prompt_tokens"), usage.get("completion_tokens"), body.get("model"))
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def _line_error(line: dict, response: dict, body: dict) -> str:
+    """A per-request failure as in interactive runs: "<status> <code>: <message>"."""
+    error = line.get("error") or body.get("error") or {}
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    where = " ".join(str(p) for p in (response.get("status_code"), error.get("code") or error.get("type")) if p)
+    return f"{where or 'batch_error'}: {error.get('message') or 'no answer'}"
+
+
+def _unfinished(batch: dict) -> str:
+    """Why a request of a finished batch has no line in its output or error file."""
+    status = batch["status"]
+    if status == "failed":
+        errors = (batch.get("errors") or {}).get("data") or []
+        shown = "; ".join(f"line {e['line']}: {e.get('message')}" if e.get("line") else str(e.get("message"))
+                          for e in errors[:3]) or "no reason given"
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        return f"batch_failed: {shown}{more}"
+    return f"batch_{status}: not run (batch {batch['id']} {status})"
+
+
+def _open_store() -> BatchStore | None:
+    try:
+        return BatchStore()
+    except (sqlite3.Error, OSError) as e:
+        warnings.warn(f"chatmagic: batch ids cannot be stored ({e}); an interrupted batch run "
+                      "cannot be re-attached", CacheWarning, stacklevel=3)
+        return None
+
+
+class BatchProgress:
+    """The bar of a batch run: the batches' own request_counts and status."""
+
+    def __init__(self, enabled, total: int):
+        self.bar = None
+        if enabled is True:
+            from .progress import _tqdm_class
+            self.bar = _tqdm_class()(total=total, desc="batch", unit="request")
+
+    def show(self, batches) -> None:
+        if self.bar is None:
+            return
+        batches = list(batches)
+        counts = [b.get("request_counts") or {} for b in batches]
+        self.bar.total = max(self.bar.total, sum(c.get("total", 0) for c in counts))
+        self.bar.n = sum(c.get("completed", 0) + c.get("failed", 0) for c in counts)
+        statuses = sorted({b.get("status", "?") for b in batches})
+        failed = sum(c.get("failed", 0) for c in counts)
+        self.bar.set_postfix_str(", ".join(statuses) + (f" failed={failed}" if failed else ""), refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cost(record: Result, prices) -> float | None:
+    """Dollars for one batch request: the ``"<model>@batch"`` price, else half the model's."""
+    from .dryrun import cost as interactive
+    model = record.model or ""
+    own = interactive(record.prompt_tokens, record.completion_tokens, f"{model}@batch", prices)
+    if own is not None:
+        return own
+    full = interactive(record.prompt_tokens, record.completion_tokens, model, prices)
+    return None if full is None else full * BATCH_DISCOUNT
+
+
+# ---- looking after the stored batches (%chatmany_batches) -------------------------------
+
+async def _refresh(settings, store: BatchStore) -> None:
+    """Update the stored status of this server's uncollected batches from the server."""
+    from .client import FilesClient
+    from .errors import RequestError
+    async with FilesClient(settings) as client:
+        for batch_id in store.open_batches(settings.url):
+            try:
+                batch = await client.call("GET", f"/batches/{batch_id}")
+            except RequestError:
+                continue  # unreachable or unknown here: the stored status stays
+            store.update(batch_id, batch["status"], batch.get("request_counts"))
+
+
+def list_batches(settings=None) -> str:
+    """The cache's batches, one per line: id, status, counts, age (oldest first). With
+    ``settings``, the statuses of that server's open batches are fetched first."""
+    from .bridge import run_sync
+    with BatchStore() as store:
+        if settings is not None:
+            run_sync(lambda: _refresh(settings, store))
+        rows = store.listing()
+    if not rows:
+        return "no batches"
+    lines = [f"{'id':<32} {'status':<11} {'done/failed/total':>18}  {'age':>4}  model"]
+    for b in rows:
+        counts = f"{b.completed}/{b.failed}/{b.total}"
+        note = "" if b.collected else "  (not collected yet: run the cell again)"
+        lines.append(f"{b.id:<32} {b.status:<11} {counts:>18}  {b.age():>4}  {b.model}{note}")
+    return "\n".join(lines)
+
+
+def cancel_batch(settings, batch_id: str) -> str:
+    """Ask the server to cancel ``batch_id``; one line saying what it answered."""
+    from .bridge import run_sync
+    from .client import FilesClient
+
+    async def cancel() -> dict:
+        async with FilesClient(settings) as client:
+            return await client.call("POST", f"/batches/{batch_id}/cancel")
+    batch = run_sync(cancel)
+    with BatchStore() as store:
+        if store.get(batch_id) is not None:
+            store.update(batch_id, batch["status"], batch.get("request_counts"))
+    return (f"batch {batch_id}: {batch['status']}; finished requests are kept, run the cell "
+            "again to collect them (the rest are recorded as batch_cancelled)")

@@ -1,0 +1,100 @@
+"""Where submitted batches are remembered, so a re-run re-attaches instead of paying twice.
+
+A ``batches`` table in the answer cache's SQLite file (its own connection; the answer table
+is untouched). Each row: the batch id, a hash of the server's URL, the model, when it was
+submitted, its last seen status and counts, whether its results were collected, and the
+request keys (the answer cache's keys) it holds, packed as 32-byte digests. Like the cache it
+holds no prompt text, URL or API key.
+
+A run looks up the keys it still needs among the batches of its server that are not yet
+collected: those it waits for; only the rest are submitted. A row is written right after
+the server accepts the batch, so a kernel killed while waiting loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cache import DB_NAME, default_dir
+
+SCHEMA = ("CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, server TEXT, model TEXT, "
+          "created REAL, status TEXT, total INTEGER, completed INTEGER, failed INTEGER, "
+          "collected INTEGER, keys BLOB)")
+
+
+def server_hash(url: str) -> str:
+    """The stored stand-in for a server's URL."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+@dataclass
+class StoredBatch:
+    id: str
+    server: str
+    model: str
+    created: float
+    status: str
+    total: int
+    completed: int
+    failed: int
+    collected: bool
+
+    def age(self, now: float | None = None) -> str:
+        seconds = max(0, int((now or time.time()) - self.created))
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds >= size:
+                return f"{seconds // size}{unit}"
+        return f"{seconds}s"
+
+
+class BatchStore:
+    """The ``batches`` table; every call commits at once (rows are few and precious)."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else default_dir() / DB_NAME
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # owner-only, as the cache
+        self._conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(SCHEMA)
+
+    def add(self, batch_id: str, url: str, model: str, keys: list[str], total: int) -> None:
+        packed = b"".join(bytes.fromhex(k) for k in keys)
+        self._conn.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, ?)",
+                           (batch_id, server_hash(url), model, time.time(), "validating", total, packed))
+
+    def update(self, batch_id: str, status: str, counts: dict | None, *, collected: bool = False) -> None:
+        counts = counts or {}
+        self._conn.execute("UPDATE batches SET status=?, total=coalesce(?, total), completed=?, failed=?, "
+                           "collected=max(collected, ?) WHERE id=?",
+                           (status, counts.get("total") or None, counts.get("completed", 0),
+                            counts.get("failed", 0), int(collected), batch_id))
+
+    def open_batches(self, url: str) -> dict[str, list[str]]:
+        """Batch id -> request keys, for this server's batches not yet collected (oldest first)."""
+        rows = self._conn.execute("SELECT id, keys FROM batches WHERE server=? AND collected=0 "
+                                  "ORDER BY created", (server_hash(url),))
+        return {batch_id: [packed[i:i + 32].hex() for i in range(0, len(packed), 32)]
+                for batch_id, packed in rows}
+
+    def listing(self) -> list[StoredBatch]:
+        rows = self._conn.execute("SELECT id, server, model, created, status, total, completed, failed, "
+                                  "collected FROM batches ORDER BY created")
+        return [StoredBatch(*row[:8], bool(row[8])) for row in rows]
+
+    def get(self, batch_id: str) -> StoredBatch | None:
+        return next((b for b in self.listing() if b.id == batch_id), None)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> BatchStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
