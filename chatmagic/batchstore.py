@@ -59,7 +59,7 @@ class BatchStore:
         self.path = Path(path) if path is not None else default_dir() / DB_NAME
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))  # owner-only, as the cache
-        self._conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None)
+        self._conn = sqlite3.connect(self.path, timeout=5.0, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(SCHEMA)
 

@@ -47,6 +47,14 @@ class BatchAPI:
         self.stats: Counter = Counter()
         self._tasks: set[asyncio.Task] = set()
 
+    def reset(self, *, pace: float = 0.0, invalid: str | None = None, expire_after: int | None = None) -> None:
+        """Forget every file and batch, zero the counts, and set the modes."""
+        self.pace, self.invalid, self.expire_after = pace, invalid, expire_after
+        self.files.clear()
+        self.contents.clear()
+        self.batches.clear()
+        self.stats.clear()
+
     def register(self, router) -> None:
         router.add_post("/v1/files", self._upload)
         router.add_get("/v1/files/{id}", self._file)
@@ -162,17 +170,17 @@ class BatchAPI:
             batch.update(status="in_progress", in_progress_at=int(time.time()))
         out, err = [], []
         started, done = time.monotonic(), 0
-        while done < len(requests) and batch["status"] == "in_progress":
-            if self.expire_after is not None and done >= self.expire_after:
-                batch["status"] = "expired"
-                break
-            due = len(requests) if not self.pace else int((time.monotonic() - started) / self.pace) + 1
-            for line in requests[done:min(due, done + CHUNK)]:
+        stop = len(requests) if self.expire_after is None else min(len(requests), self.expire_after)
+        while done < stop and batch["status"] == "in_progress":
+            due = stop if not self.pace else int((time.monotonic() - started) / self.pace) + 1
+            for line in requests[done:min(due, stop, done + CHUNK)]:
                 ok, record = self._answer(line)
                 (out if ok else err).append(record)
                 counts["completed" if ok else "failed"] += 1
                 done += 1
             await asyncio.sleep(0 if not self.pace else min(self.pace, 0.05))
+        if done < len(requests) and batch["status"] == "in_progress":
+            batch["status"] = "expired"
         self._finish(batch, requests[done:], out, err)
 
     def _answer(self, line: dict) -> tuple[bool, bytes]:

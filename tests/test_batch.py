@@ -1,0 +1,188 @@
+"""--batch through the practice server's Files and Batches endpoints, in this process.
+
+The same scenarios in real kernels are in test_batch_kernel.py.
+"""
+
+import asyncio
+import json
+import sqlite3
+
+import pytest
+
+import chatmagic
+from chatmagic import batch as batchmod
+from chatmagic.batchstore import BatchStore
+from chatmagic.cache import request_keys
+from chatmagic.config import resolve
+from chatmagic.engine import Run
+from chatmagic.errors import RunAborted
+
+
+@pytest.fixture
+def bserver(server, monkeypatch):
+    """The practice server with its batch modes off and counts at zero; polls 10 ms apart."""
+    server.batch.reset()
+    monkeypatch.setattr(batchmod, "POLL_FIRST", 0.01)
+    return server
+
+
+def run(server, prompts, **options):
+    return chatmagic.chat_many(prompts, base_url=server.base_url, batch=True, progress=False, **options)
+
+
+def test_round_trip_in_order_with_duplicates_and_a_failed_line(bserver):
+    prompts = [f"q{i}" for i in range(6)] + ["bad [[fail:400]]", "q2"]
+    results = run(bserver, prompts)
+    assert results.texts() == [f"echo: q{i}" for i in range(6)] + [None, "echo: q2"]
+    assert results[6].status == "error" and results[6].error.startswith("400 invalid_request_error: Scripted")
+    assert results[0].prompt_tokens and results[0].model == "gpt-4o-mini" and results[0].finish_reason == "stop"
+    assert dict(bserver.batch.stats) == {"files": 1, "batches": 1, "requests": 7, "answered": 7}  # q2 paid once
+    sent = [json.loads(line) for line in bserver.batch.contents["file-fake1"].splitlines()]
+    keys = request_keys(resolve({"base_url": bserver.base_url}).url,
+                        {"model": "gpt-4o-mini", "messages": []}, prompts)
+    assert sent[2] == {"custom_id": f"2-{keys[2][:40]}", "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "q2"}]}}
+    assert "1 failed (1 400 invalid_request_error)" in results.summary()
+
+
+def test_cached_prompts_are_not_submitted(bserver):
+    run(bserver, ["a", "b"])
+    results = run(bserver, ["a", "b", "c"])
+    assert results.texts() == ["echo: a", "echo: b", "echo: c"]
+    assert bserver.batch.stats["requests"] == 3 and bserver.batch.stats["batches"] == 2
+    assert "(2 from cache)" in results.summary()
+    run(bserver, ["a", "b", "c"])
+    assert bserver.batch.stats["batches"] == 2  # all cached: nothing uploaded at all
+    assert bserver.batch.stats["files"] == 2
+
+
+@pytest.mark.parametrize("limit", ["requests", "bytes"])
+def test_split_over_the_file_limits(bserver, monkeypatch, limit):
+    if limit == "requests":
+        monkeypatch.setattr(batchmod, "MAX_REQUESTS", 3)
+    else:
+        monkeypatch.setattr(batchmod, "MAX_BYTES", 400)  # a line here is ~190 bytes: 2 per file
+    prompts = [f"p{i}" for i in range(7)]
+    results = run(bserver, prompts)
+    assert results.texts() == [f"echo: {p}" for p in prompts]
+    sizes = [b["request_counts"]["total"] for b in bserver.batch.batches.values()]
+    assert sizes == ([3, 3, 1] if limit == "requests" else [2, 2, 2, 1])
+    inputs = [bserver.batch.contents[b["input_file_id"]] for b in bserver.batch.batches.values()]
+    assert b"".join(inputs).count(b"\n") == 7
+    if limit == "bytes":
+        assert max(len(c) for c in inputs) <= 400
+
+
+def test_no_wait_then_collect(bserver):
+    bserver.batch.pace = 0.05
+    results = run(bserver, ["x", "y", "z"], wait=False)
+    assert [r.status for r in results] == ["pending"] * 3 and results.texts() == [None] * 3
+    assert "3 pending in batch batch_fake1 (run again to collect" in results.summary()
+    results = run(bserver, ["x", "y", "z"])
+    assert results.texts() == ["echo: x", "echo: y", "echo: z"]
+    assert bserver.batch.stats["batches"] == 1  # re-attached, not submitted again
+
+
+def test_interrupt_leaves_the_batch_running_and_a_rerun_collects(bserver):
+    bserver.batch.pace = 0.2
+
+    async def interrupted():
+        r = Run(["i1", "i2", "i3"], resolve({"base_url": bserver.base_url, "batch": True, "progress": False}))
+        task = asyncio.ensure_future(r.run())
+        while not bserver.batch.batches:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        task.cancel()
+        assert isinstance((await asyncio.gather(task, return_exceptions=True))[0], asyncio.CancelledError)
+        return r.results
+    results = asyncio.run(interrupted())
+    assert [r.status for r in results] == ["pending"] * 3 and results.batch_ids == ["batch_fake1"]
+    assert bserver.batch.batches["batch_fake1"]["status"] in ("validating", "in_progress")
+    assert "%chatmany_batches cancel batch_fake1" in results.summary()
+    results = run(bserver, ["i1", "i2", "i3"])
+    assert results.texts() == ["echo: i1", "echo: i2", "echo: i3"]
+    assert bserver.batch.stats["batches"] == 1
+
+
+def test_expired_batch_keeps_what_finished_and_a_rerun_sends_only_the_rest(bserver):
+    bserver.batch.expire_after = 2
+    prompts = [f"e{i}" for i in range(5)]
+    results = run(bserver, prompts)
+    assert results.texts()[:2] == ["echo: e0", "echo: e1"] and results.texts()[2:] == [None] * 3
+    assert all(r.error.startswith("batch_expired: ") for r in results[2:])
+    assert "3 failed (3 batch_expired)" in results.summary()
+    bserver.batch.expire_after = None
+    results = run(bserver, prompts)
+    assert results.texts() == [f"echo: {p}" for p in prompts]
+    assert bserver.batch.stats["requests"] == 5 + 3  # only the three that had not run
+
+
+def test_validation_failure_is_one_line_and_nothing_is_lost(bserver):
+    bserver.batch.invalid = "model gpt-x is not supported by the Batch API"
+    with pytest.raises(RunAborted) as caught:
+        run(bserver, ["v1", "v2"])
+    message = str(caught.value)
+    assert "\n" not in message and "batch batch_fake1 failed: line 1: model gpt-x is not supported" in message
+    assert [r.status for r in caught.value.results] == ["error", "error"]
+    assert caught.value.results[0].error.startswith("batch_failed: line 1: model gpt-x")
+
+
+def test_cancel_keeps_finished_answers_and_rerun_sends_the_rest(bserver):
+    bserver.batch.pace = 0.3
+    settings = resolve({"base_url": bserver.base_url})
+    run(bserver, ["c1", "c2", "c3", "c4"], wait=False)
+    while bserver.batch.batches["batch_fake1"]["request_counts"]["completed"] < 1:
+        asyncio.run(asyncio.sleep(0.02))
+    line = batchmod.cancel_batch(settings, "batch_fake1")
+    assert line.startswith("batch batch_fake1: cancelling")
+    results = run(bserver, ["c1", "c2", "c3", "c4"])
+    assert results.texts()[0] == "echo: c1" and results[3].error.startswith("batch_cancelled")
+    done = sum(r.ok for r in results)
+    bserver.batch.pace = 0.0
+    results = run(bserver, ["c1", "c2", "c3", "c4"])
+    assert results.texts() == ["echo: c1", "echo: c2", "echo: c3", "echo: c4"]
+    assert bserver.batch.stats["requests"] == 4 + (4 - done)
+    listing = batchmod.list_batches(settings)
+    assert "batch_fake1" in listing and "cancelled" in listing and "batch_fake2" in listing
+
+
+def test_json_and_system_go_into_each_line(bserver):
+    results = run(bserver, ["j [[json]]"], json=True, system="be brief")
+    assert results.values() == [{"echo": "j"}]
+    body = json.loads(bserver.batch.contents["file-fake1"])["body"]
+    assert body["response_format"] == {"type": "json_object"} and body["messages"][0]["role"] == "system"
+
+
+def test_summary_shows_the_batch_price(bserver):
+    results = run(bserver, ["price me"])
+    tokens = results[0].prompt_tokens * 1.0 + results[0].completion_tokens * 2.0
+    assert f"${tokens / 1e6 / 2:.4f} (batch price)" in results.summary({"gpt-4o-mini": [1.0, 2.0]})
+    own = {"gpt-4o-mini": [1.0, 2.0], "gpt-4o-mini@batch": [0.1, 0.2]}
+    assert f"${tokens / 1e7:.4f} (batch price)" in results.summary(own)
+
+
+def test_store_holds_ids_and_hashes_not_prompts(bserver, tmp_path):
+    run(bserver, ["a secret prompt"])
+    path = tmp_path / "cache" / "answers.sqlite3"
+    assert bserver.base_url.encode() not in path.read_bytes()
+    rows = sqlite3.connect(path).execute("SELECT * FROM batches").fetchall()
+    assert len(rows) == 1 and not any(b"secret" in (v if isinstance(v, bytes) else str(v).encode()) for v in rows[0])
+    with BatchStore(path) as store:
+        [row] = store.listing()
+    assert (row.id, row.status, row.completed, row.total, row.collected) == ("batch_fake1", "completed", 1, 1, True)
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM answers").fetchone()[0] == 1
+
+
+def test_progress_shows_the_batch_status_and_counts(bserver, capsys, monkeypatch):
+    from tqdm.std import tqdm
+
+    from chatmagic import progress
+    monkeypatch.setattr(progress, "_tqdm_class", lambda: tqdm)  # text even if ipykernel was imported
+    chatmagic.chat_many(["p1", "p2"], base_url=bserver.base_url, batch=True)
+    err = capsys.readouterr().err
+    assert "2/2" in err and "completed" in err
+
+
+def test_no_wait_or_batch_must_be_booleans():
+    with pytest.raises(chatmagic.ConfigError, match="wait must be True or False"):
+        resolve({"base_url": "http://127.0.0.1:1/v1", "wait": "no"})
