@@ -121,14 +121,17 @@ class FilesClient(Client):
             async with self._session.request(method, self.base + path, **kw) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
-        except asyncio.TimeoutError:
-            raise RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout") from None
-        except aiohttp.ClientError as e:
-            raise RequestError(self._scrub(f"{type(e).__name__}: {e}"), code="connection") from None
+        except (asyncio.TimeoutError, aiohttp.ClientError) as e:
+            raise self._failed(e) from None
         data = _json(raw)
         if status != 200 or not isinstance(data, dict):
             raise self._error(status, data, raw, headers)
         return data
+
+    def _failed(self, e: BaseException) -> RequestError:
+        if isinstance(e, asyncio.TimeoutError):
+            return RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout")
+        return RequestError(self._scrub(f"{type(e).__name__}: {e}"), code="connection")
 
     async def lines(self, file_id: str):
         """The lines of a file's content (``GET /files/{id}/content``), as bytes, streamed."""
@@ -144,10 +147,8 @@ class FilesClient(Client):
                         yield line
                 if rest.strip():
                     yield rest
-        except asyncio.TimeoutError:
-            raise RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout") from None
-        except aiohttp.ClientError as e:
-            raise RequestError(self._scrub(f"{type(e).__name__}: {e}"), code="connection") from None
+        except (asyncio.TimeoutError, aiohttp.ClientError) as e:
+            raise self._failed(e) from None
 
 
 def _json(raw: bytes):
