@@ -125,7 +125,7 @@ class FilesClient(Client):
             raise self._failed(e) from None
         data = _json(raw)
         if status != 200 or not isinstance(data, dict):
-            raise self._error(status, data, raw, headers)
+            raise self._error(status, data, raw, hints.parse(headers))
         return data
 
     def _failed(self, e: BaseException) -> RequestError:
@@ -139,7 +139,7 @@ class FilesClient(Client):
             async with self._session.get(f"{self.base}/files/{file_id}/content") as resp:
                 if resp.status != 200:
                     raw = await resp.read()
-                    raise self._error(resp.status, _json(raw), raw, resp.headers)
+                    raise self._error(resp.status, _json(raw), raw, hints.parse(resp.headers))
                 rest = b""
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     *complete, rest = (rest + chunk).split(b"\n")

@@ -186,3 +186,10 @@ def test_progress_shows_the_batch_status_and_counts(bserver, capsys, monkeypatch
 def test_no_wait_or_batch_must_be_booleans():
     with pytest.raises(chatmagic.ConfigError, match="wait must be True or False"):
         resolve({"base_url": "http://127.0.0.1:1/v1", "wait": "no"})
+
+
+def test_cancelling_an_unknown_batch_is_one_line_from_the_server(bserver):
+    settings = resolve({"base_url": bserver.base_url, "api_key": "sk-secret-key"})
+    with pytest.raises(chatmagic.RequestError) as caught:
+        batchmod.cancel_batch(settings, "batch_nope")
+    assert str(caught.value) == "404: No such batch: batch_nope"
