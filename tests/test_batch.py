@@ -192,4 +192,4 @@ def test_cancelling_an_unknown_batch_is_one_line_from_the_server(bserver):
     settings = resolve({"base_url": bserver.base_url, "api_key": "sk-secret-key"})
     with pytest.raises(chatmagic.RequestError) as caught:
         batchmod.cancel_batch(settings, "batch_nope")
-    assert str(caught.value) == "404: No such batch: batch_nope"
+    assert str(caught.value) == "404 invalid_request_error: No such batch: batch_nope"
