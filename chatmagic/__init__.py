@@ -7,7 +7,7 @@
 
 from .api import achat_many, chat_many
 from .config import Settings
-from .errors import APIError, ChatmagicError, ConfigError, RequestError, RunAborted
+from .errors import APIError, ChatmagicError, ConfigError, RequestError, RunAborted, RunInterrupted
 from .results import Result, Results
 
 __version__ = "0.1.0"
@@ -20,6 +20,7 @@ __all__ = [
     "Result",
     "Results",
     "RunAborted",
+    "RunInterrupted",
     "Settings",
     "achat_many",
     "chat_many",

@@ -23,8 +23,16 @@ async def achat_many(prompts, **options) -> Results:
 
 
 def chat_many(prompts, **options) -> Results:
-    """Blocking ``achat_many``: works in scripts, and in notebooks (on a worker thread)."""
+    """Blocking ``achat_many``: works in scripts, and in notebooks (on a worker thread).
+
+    Ctrl-C (or a kernel interrupt) raises ``RunInterrupted``, a KeyboardInterrupt whose
+    ``.results`` holds every answer that came back; the rest have status "cancelled"."""
     from .bridge import run_sync
     from .engine import Run
     run = Run(prompts, resolve(options))  # bad input fails here, before any thread starts
-    return run_sync(run.run)
+    try:
+        return run_sync(run.run)
+    except KeyboardInterrupt:
+        from .errors import interrupted
+        raise interrupted({run.settings.model: run.results}, where=".results", again="calling again",
+                          cache=run.settings.cache) from None

@@ -61,21 +61,23 @@ class Run:
         self._progress.start(len(self.results), len(self.results) - len(todo))
         try:
             async with Client(self.settings) as self._client:
-                for record in todo:
-                    await places.acquire()
-                    if self.abort:
-                        break
-                    task = asyncio.create_task(self._one(record))
-                    tasks.add(task)
-                    task.add_done_callback(finished)
-                while tasks:
-                    await asyncio.gather(*tasks)
-        except BaseException:
-            # interrupted: stop the requests in flight and keep what finished
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+                try:
+                    for record in todo:
+                        await places.acquire()
+                        if self.abort:
+                            break
+                        task = asyncio.create_task(self._one(record))
+                        tasks.add(task)
+                        task.add_done_callback(finished)
+                    while tasks:
+                        await asyncio.gather(*tasks)
+                except BaseException:
+                    # interrupted: stop every task before the session closes; a task still
+                    # waiting for a slot would otherwise send on a closed session
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    raise
         finally:
             self.results.elapsed_s = time.perf_counter() - started
             self._progress.close()

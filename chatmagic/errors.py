@@ -6,6 +6,9 @@
         ├── RequestError           one attempt failed; recorded in the results, retried or not
         └── RunAborted             the run stopped early (bad key, no credit, unknown model);
                                    carries the results that finished
+    KeyboardInterrupt
+    └── RunInterrupted             Ctrl-C or a kernel interrupt stopped the run; carries the
+                                   results that finished; one line in IPython
 
 A prompt that fails is data in the results (status "error" and a reason), never an exception:
 only a failure of the whole run raises. Real bugs keep their tracebacks.
@@ -61,3 +64,33 @@ class RunAborted(APIError):
     def __init__(self, cause: APIError, results=None):
         super().__init__(cause.message, status=cause.status, code=cause.code)
         self.results = results
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or a kernel interrupt stopped the run. ``results`` holds what finished (those
+    answers are also in the cache, so running again sends only the rest).
+
+    A KeyboardInterrupt, so that ``except Exception`` does not swallow Ctrl-C, a script still
+    stops, and a notebook aborts the cells queued after this one."""
+
+    def __init__(self, message: str, results=None):
+        super().__init__(message)
+        self.results = results
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
+
+
+def interrupted(results_by_model: dict, *, where: str, again: str, cache: bool) -> RunInterrupted:
+    """The one line an interrupt leaves: what was kept, where, and what running again sends."""
+    runs = list(results_by_model.values())
+    kept = sum(r.ok for rs in runs for r in rs)
+    total = sum(len(rs) for rs in runs)
+    if not cache:
+        rest = f"the cache is off, so {again} sends all {total} again"
+    elif kept == total:
+        rest = f"{again} sends nothing"
+    else:
+        rest = f"{again} sends only the other {total - kept}"
+    results = runs[0] if len(runs) == 1 else dict(results_by_model)
+    return RunInterrupted(f"{kept} of {total} answers kept in {where}; {rest}", results)

@@ -21,7 +21,7 @@ from .cell import plan as cell_plan
 from .cell import value as cell_value
 from .config import DEFAULTS, check_identifier, parse_param, resolve
 from .dryrun import dry_run_report
-from .errors import ConfigError, RunAborted
+from .errors import ConfigError, RunAborted, interrupted
 
 MAGIC = "%%chatmany"
 #: Answer length while the local model is the default: a tiny model on 2 cores is slow past this.
@@ -106,8 +106,7 @@ class ChatMany(Magics):
         try:
             failures = run_sync(lambda: run_all(plan))
         except KeyboardInterrupt:
-            self.finish(plan, {})  # keep what finished
-            raise
+            raise self.interrupted(plan) from None
         self.finish(plan, failures)
 
     def prepare(self, line: str, cell: str) -> Plan | None:
@@ -210,15 +209,22 @@ class ChatMany(Magics):
         if plan is None:
             return
         task = asyncio.ensure_future(run_all(plan))
-        with interruptible(task) as interrupted:
+        with interruptible(task) as by_user:
             try:
                 failures = await task
             except asyncio.CancelledError:
+                if by_user:  # the cell's own coroutine raises, so queued cells abort
+                    raise self.interrupted(plan) from None
                 self.finish(plan, {})
-                if interrupted:  # the cell's own coroutine raises, so queued cells abort
-                    raise KeyboardInterrupt from None
                 raise
         self.finish(plan, failures)
+
+    def interrupted(self, plan: Plan):
+        """Keep what finished; the one-line exception that ends an interrupted cell."""
+        self.finish(plan, {})
+        first = next(iter(plan.runs.values()))
+        return interrupted({m: r.results for m, r in plan.runs.items()}, where=f"`{plan.out}`",
+                           again="running the cell again", cache=first.settings.cache)
 
 
 async def run_all(plan: Plan) -> dict:

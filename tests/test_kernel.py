@@ -45,28 +45,51 @@ def test_errors_render_as_one_line_in_the_notebook(server):
 
 
 @pytest.mark.parametrize("autoawait", ["on", "off"])  # the await path, and the worker-thread fallback
-def test_interrupt_cancels_at_once_keeps_answers_and_kernel_answers(server, autoawait):
+def test_interrupt_of_a_large_run_cancels_at_once_keeps_answers_and_says_one_line(server, autoawait):
+    """200 prompts at -c 16: 16 in flight and 182 waiting for a slot when the interrupt comes."""
     km, kc = start_new_kernel(kernel_name="python3")
     try:
         kc.execute_interactive(f"%load_ext chatmagic\n%autoawait {autoawait}", timeout=30)
-        prompts = "\n".join(["fast one", "fast two"] + [f"slow {i} [[sleep:8]]" for i in range(4)])
-        msg_id = kc.execute(f"%%chatmany -q -o answers -c 6 --base-url {server.base_url}\n{prompts}")
+        prompts = "\n".join(["fast one", "fast two"] + [f"slow {i} [[sleep:8]]" for i in range(198)])
+        msg_id = kc.execute(f"%%chatmany -o answers -c 16 --base-url {server.base_url}\n{prompts}")
         queued = kc.execute("print('queued cell ran')")
         time.sleep(1.5)
         interrupted_at = time.monotonic()
         km.interrupt_kernel()
         reply = _reply(kc, msg_id)
         took = time.monotonic() - interrupted_at
-        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "KeyboardInterrupt"
+        assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "RunInterrupted"
         assert took < 1.0, f"interrupt took {took:.2f}s"
         assert _reply(kc, queued)["content"]["status"] == "aborted"
+        streams, errors = _outputs(kc, msg_id)
+        assert "2/200 ok, 198 cancelled" in streams["stdout"] and "-> answers" in streams["stdout"]
+        assert "Traceback" not in streams["stderr"] and "exception" not in streams["stderr"]
+        assert errors == [["RunInterrupted: 2 of 200 answers kept in `answers`; "
+                           "running the cell again sends only the other 198"]]
         out = []
-        kc.execute_interactive("print(answers)", timeout=10,
+        kc.execute_interactive("print(answers[:3], answers.count(None))", timeout=10,
                                output_hook=lambda m: out.append(m["content"].get("text", "")))
-        assert "".join(out).strip() == str(["echo: fast one", "echo: fast two", None, None, None, None])
+        assert "".join(out).strip() == "['echo: fast one', 'echo: fast two', None] 198"
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def _outputs(kc, msg_id, timeout=10):
+    """The cell's stream text by name and its error tracebacks, up to the kernel going idle."""
+    streams, errors = {"stdout": "", "stderr": ""}, []
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            streams[content["name"]] += content["text"]
+        elif kind == "error":
+            errors.append(content["traceback"])
+        elif kind == "status" and content["execution_state"] == "idle":
+            return streams, errors
 
 
 def _reply(kc, msg_id, timeout=10):
