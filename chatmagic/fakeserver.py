@@ -295,7 +295,7 @@ class FakeOpenAI:
 
     async def astart(self) -> "FakeOpenAI":
         """Serve on the running loop (same process/loop as a benchmark)."""
-        app = web.Application()
+        app = web.Application(client_max_size=512 * 1024 * 1024)  # batch input files, as OpenAI
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
