@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sqlite3
 import tempfile
@@ -27,8 +28,11 @@ import warnings
 
 from .batchstore import BatchStore
 from .cache import CacheWarning, request_keys
-from .errors import APIError, RunAborted
+from .errors import APIError, RequestError, RunAborted
 from .results import Result, Results
+from .retry import RETRY, classify
+
+log = logging.getLogger("chatmagic")
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -83,16 +87,16 @@ class BatchRun:
         attached = self._attach()
         fresh = [k for k in self.wanted if k not in attached]
         async with FilesClient(self.settings) as self.client:
-            if fresh:
-                await self._submit(fresh)
-            if not self.settings.wait:
-                self._mark_pending()
-                return
             try:
-                await self._wait()
-            except BaseException:
-                self._mark_pending()  # the batches keep running; a re-run collects them
-                raise
+                if fresh:
+                    await self._submit(fresh)
+                if self.settings.wait:
+                    await self._wait()
+            except RequestError as e:  # what was submitted keeps running; a re-run collects it
+                self._mark_pending(f"not submitted: {e}")
+                raise RunAborted(e, self.results) from None
+            finally:
+                self._mark_pending("not submitted: the run was interrupted")
 
     def _attach(self) -> set[str]:
         """Keys already in this server's open batches: those are waited for, not submitted."""
@@ -154,7 +158,7 @@ class BatchRun:
         try:
             while open_ids:
                 for batch_id in list(open_ids):
-                    batch = self.batches[batch_id] = await self.client.call("GET", f"/batches/{batch_id}")
+                    batch = self.batches[batch_id] = await self._poll(batch_id)
                     if self.store is not None:
                         self.store.update(batch_id, batch["status"], batch.get("request_counts"))
                     if batch["status"] in TERMINAL:
@@ -166,6 +170,16 @@ class BatchRun:
                     delay = min(delay * 1.5, cap)
         finally:
             progress.close()
+
+    async def _poll(self, batch_id: str) -> dict:
+        """The batch's state; a transient failure (timeout, 5xx, 429) keeps the last one seen."""
+        try:
+            return await self.client.call("GET", f"/batches/{batch_id}")
+        except RequestError as e:
+            if classify(e) != RETRY:
+                raise
+            log.info("checking batch %s failed (%s); trying again later", batch_id, e)
+            return self.batches[batch_id]
 
     async def _collect(self, batch: dict) -> None:
         """Fill the records of one finished batch from its output and error files."""
@@ -214,12 +228,20 @@ class BatchRun:
         except ValueError:
             record.status, record.error = "error", f"200 invalid_json: not valid JSON: {record.text[:60]!r}"
 
-    def _mark_pending(self) -> None:
+    def _mark_pending(self, unsent: str) -> None:
+        """Records still in a running batch become ``pending``; those never submitted keep
+        status ``cancelled`` with ``unsent`` as the reason."""
+        running = [b for b, v in self.batches.items() if v.get("status") not in TERMINAL]
+        for batch_id in running:
+            for key in self.batch_keys[batch_id]:
+                for record in self.wanted.get(key, ()):
+                    if record.status == "cancelled":  # not filled in yet
+                        record.status = "pending"
         for records in self.wanted.values():
             for record in records:
-                if record.status == "cancelled":  # not filled in yet
-                    record.status = "pending"
-        self.results.batch_ids = [b for b, v in self.batches.items() if v.get("status") not in TERMINAL]
+                if record.status == "cancelled" and record.error is None:
+                    record.error = unsent
+        self.results.batch_ids = running
 
 
 def _completion(body: dict) -> tuple | None:

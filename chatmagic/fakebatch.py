@@ -56,13 +56,17 @@ class BatchAPI:
         self.stats.clear()
 
     def register(self, router) -> None:
-        router.add_post("/v1/files", self._upload)
-        router.add_get("/v1/files/{id}", self._file)
-        router.add_get("/v1/files/{id}/content", self._content)
-        router.add_post("/v1/batches", self._create)
-        router.add_get("/v1/batches", self._list)
-        router.add_get("/v1/batches/{id}", self._get)
-        router.add_post("/v1/batches/{id}/cancel", self._cancel)
+        for method, path, name in (("POST", "/v1/files", "_upload"), ("GET", "/v1/files/{id}", "_file"),
+                                   ("GET", "/v1/files/{id}/content", "_content"),
+                                   ("POST", "/v1/batches", "_create"), ("GET", "/v1/batches", "_list"),
+                                   ("GET", "/v1/batches/{id}", "_get"),
+                                   ("POST", "/v1/batches/{id}/cancel", "_cancel")):
+            router.add_route(method, path, self._handler(name))
+
+    def _handler(self, name: str):
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await getattr(self, name)(request)  # looked up per request: a test may replace it
+        return handle
 
     # ---- files ---------------------------------------------------------------
 

@@ -170,7 +170,11 @@ class ChatMany(Magics):
         if words[:1] == ["cancel"] and len(words) == 2:
             print(cancel_batch(self._settings(), words[1]))
         elif not words:
-            print(list_batches(self._settings()))
+            try:
+                settings = self._settings()
+            except ConfigError:  # no key for the default server: list what is stored
+                settings = None
+            print(list_batches(settings))
         else:
             raise ConfigError(f"%chatmany_batches {line.strip()}: expected no argument or 'cancel ID'")
 

@@ -193,3 +193,30 @@ def test_cancelling_an_unknown_batch_is_one_line_from_the_server(bserver):
     with pytest.raises(chatmagic.RequestError) as caught:
         batchmod.cancel_batch(settings, "batch_nope")
     assert str(caught.value) == "404 invalid_request_error: No such batch: batch_nope"
+
+
+def test_a_server_error_while_checking_is_retried_at_the_next_check(bserver, monkeypatch):
+    bserver.batch.pace = 0.05
+    real = bserver.batch._get
+    calls = []
+
+    async def flaky(request):
+        calls.append(1)
+        if len(calls) == 2:
+            from aiohttp import web
+            return web.json_response({"error": {"message": "busy", "code": None}}, status=503)
+        return await real(request)
+    monkeypatch.setattr(bserver.batch, "_get", flaky)
+    results = run(bserver, ["f1", "f2"])
+    assert results.texts() == ["echo: f1", "echo: f2"] and len(calls) > 2
+
+
+def test_a_failed_upload_stops_the_run_in_one_line_and_nothing_is_pending(bserver, monkeypatch):
+    async def refuse(request):
+        from aiohttp import web
+        return web.json_response({"error": {"message": "storage full", "code": None}}, status=400)
+    monkeypatch.setattr(bserver.batch, "_upload", refuse)
+    with pytest.raises(RunAborted, match="400: storage full") as caught:
+        run(bserver, ["u1"])
+    record = caught.value.results[0]
+    assert record.status == "cancelled" and record.error == "not submitted: 400: storage full"

@@ -119,3 +119,28 @@ def test_rerun_after_a_killed_kernel_reattaches_and_pays_nothing_twice(bserver):
         assert status == "ok" and "6/6 ok" in text
         assert k("print(r == [f'echo: r{i}' for i in range(6)])")[1].strip() == "True"
     assert bserver.batch.stats["batches"] == 1 and bserver.batch.stats["requests"] == 6
+
+
+def test_interrupt_stops_waiting_leaves_the_batch_and_says_how_to_reattach(bserver):
+    import threading
+    bserver.batch.pace = 0.2
+    prompts = [f"i{i}" for i in range(5)]
+    with Kernel() as k:
+        assert k(SETUP)[0] == "ok"
+        box = {}
+        waiting = threading.Thread(target=lambda: box.update(out=k(cell(bserver, "--batch -o i", prompts))))
+        waiting.start()
+        deadline = time.monotonic() + 30
+        while not bserver.batch.batches and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+        k.km.interrupt_kernel()
+        waiting.join(30)
+        status, text = box["out"]
+        assert status == "error" and "KeyboardInterrupt" in text
+        assert "0/5 ok, 5 pending in batch batch_fake1 (run again to collect, or " \
+               "%chatmany_batches cancel batch_fake1)" in text
+        assert bserver.batch.batches["batch_fake1"]["status"] == "in_progress"
+        assert k("print(i)")[1].strip() == "[None, None, None, None, None]"
+        status, text = k(cell(bserver, "--batch -o i", prompts))
+        assert status == "ok" and "5/5 ok" in text and bserver.batch.stats["batches"] == 1
