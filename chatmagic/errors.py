@@ -86,7 +86,10 @@ def interrupted(results_by_model: dict, *, where: str, again: str, cache: bool) 
     runs = list(results_by_model.values())
     kept = sum(r.ok for rs in runs for r in rs)
     total = sum(len(rs) for rs in runs)
-    if not cache:
+    pending = sum(r.status == "pending" for rs in runs for r in rs)
+    if pending:  # --batch: the batch keeps running and is re-attached, not sent again
+        rest = f"the batch keeps running; {again} collects its {pending} answers"
+    elif not cache:
         rest = f"the cache is off, so {again} sends all {total} again"
     elif kept == total:
         rest = f"{again} sends nothing"
