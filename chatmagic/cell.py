@@ -5,7 +5,7 @@ No IPython here: the magic hands in the parsed flags and the user's namespace.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .prompts import split_lines
@@ -22,6 +22,7 @@ class Plan:
     json: bool = False
     data: object = None  # the --over object, when it was a DataFrame or Series
     labels: list = field(default_factory=list)
+    prices: dict | None = None  # for the cost in the summary line
 
     @property
     def prompts(self) -> list[str]:
@@ -50,13 +51,13 @@ def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict):
     return prompts, labels, data
 
 
-def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, user_ns=None) -> Plan:
+def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, prices=None, user_ns=None) -> Plan:
     from .engine import Run  # here, so that %load_ext does not import aiohttp
     prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {})
     models = models_of(settings.model)
-    runs = {m: Run(prompts, replace(settings, model=m), desc=m if len(models) > 1 else "chatmany")
+    runs = {m: Run(prompts, settings.replace(model=m), desc=m if len(models) > 1 else "chatmany")
             for m in models}
-    return Plan(runs, out, as_df, settings.json, data, labels)
+    return Plan(runs, out, as_df, settings.json, data, labels, prices)
 
 
 def value(plan: Plan):

@@ -1,87 +1,207 @@
-"""One resolved, validated settings object.
+"""Every option in one table, and the one resolved, validated settings object built from it.
 
 Precedence, highest first: a flag or keyword argument > a ``%config ChatMany.<name>`` default >
-an environment variable > the built-in default. Every layer uses None for "not set".
+an environment variable > the built-in default. Every layer uses None for "not set", and a set
+value replaces the lower layers' value whole (``params`` too: ``-p`` replaces
+``%config ChatMany.params``, it does not add keys to it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import keyword
 import os
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from ipaddress import ip_address
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
-#: Built-in defaults. Timeout: a long completion from a busy hosted API can take a minute or
-#: two, so 120 s per attempt; a stalled connection is cut at that point and retried.
-DEFAULTS = {
-    "model": "gpt-4o-mini",
-    "concurrency": 16,
-    "timeout": 120.0,
-    "connect_timeout": 10.0,
-    "retries": 6,
-    "max_retry_wait": 60.0,
-    "system": None,
-    "temperature": None,
-    "max_tokens": None,
-    "params": None,
-    "base_url": OPENAI_BASE_URL,
-    "api_key_env": "OPENAI_API_KEY",
-    "rpm": None,
-    "tpm": None,
-    "progress": True,
-    "json": False,
-    "cache": True,
-    "refresh": False,
-    "batch": False,
-    "wait": True,
-}
-
-#: Environment variables that supply a default when no flag or %config sets one.
-ENVIRONMENT = {"model": "CHATMAGIC_MODEL", "base_url": "OPENAI_BASE_URL"}
-
 #: Body fields the engine builds itself; ``params`` may not override them.
 RESERVED_PARAMS = {"messages": "prompts come from the cell", "stream": "streaming is not supported",
                    "n": "one answer per prompt is collected"}
 
+ENGINE: Literal["engine"] = "engine"  # a field of Settings and a chat_many/achat_many keyword
+MAGIC: Literal["magic"] = "magic"     # used by %%chatmany only: a field of CellOptions
+
 
 @dataclass(frozen=True)
-class Settings:
-    """Everything a run needs, validated. The API key is kept out of the repr."""
+class Option:
+    """One row of ``OPTIONS``: everything that is written about an option, written once."""
 
-    model: str
-    concurrency: int
-    timeout: float
-    connect_timeout: float
-    retries: int
-    max_retry_wait: float
-    system: str | None
-    temperature: float | None
-    max_tokens: int | None
-    params: dict
-    base_url: str
-    api_key_env: str
-    rpm: float | None
-    tpm: float | None
-    progress: bool
-    json: bool
-    cache: bool
-    refresh: bool
-    batch: bool
-    wait: bool
-    api_key: str | None = field(default=None, repr=False)
+    name: str               # snake_case: the keyword, the %config trait, the Settings field
+    type: type              # str, int, float, bool or dict: what a set value is converted to
+    default: Any            # the built-in default; None: not set (``unset`` says what happens then)
+    help: str               # one line, lower case, no default (added where shown); `code` for README
+    flags: tuple[str, ...] = ()  # spellings of the %%chatmany flag, e.g. ("-c", "--concurrency")
+    metavar: str | None = None   # a flag's value in help, e.g. "N"; bool flags take none
+    env: str | None = None       # environment variable that supplies the default
+    scope: Literal["engine", "magic"] = ENGINE
+    config: bool = True          # a ``%config ChatMany.<name>`` default
+    unset: str = "none"          # shown as the default when ``default`` is None
+    minimum: float | None = None     # numbers: the smallest allowed value
+    positive: bool = False           # numbers: must be > 0
+    check: Callable[[Any], Any] | None = None  # replaces the type's check; returns the value to use
+    secret: bool = False         # never shown: not in reprs, not in error messages
+
+    @property
+    def plain_help(self) -> str:
+        """``help`` without Markdown backticks, for the terminal."""
+        return self.help.replace("`", "")
+
+    def shown_default(self, code: bool = False) -> str:
+        """The default as help and README show it (``code``: names in Markdown backticks)."""
+        tick = "`" if code else ""
+        if self.default is None:
+            return self.unset
+        if self.type is bool:
+            return "on" if self.default else "off"
+        value = f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+        if self.type is str:
+            value = f"{tick}{value}{tick}"
+        return f"{tick}${self.env}{tick}, else {value}" if self.env else value
+
+    @property
+    def keyword(self) -> bool:
+        """A keyword of chat_many/achat_many (every engine option is one)."""
+        return self.scope == ENGINE
+
+
+def _nonempty_name(name: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{name} must be a non-empty name")
+        return value
+    return check
+
+
+def _http_url(value: Any) -> str:
+    parts = urlsplit(str(value))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"base URL must start with http:// or https://, got {value!r}")
+    return str(value)
+
+
+def _params(params: Any) -> dict:
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ConfigError("params must be a dict of request body fields")
+    for key, why in RESERVED_PARAMS.items():
+        if key in params:
+            raise ConfigError(f"param {key!r} cannot be set: {why}")
+    return dict(params)
+
+
+def check_identifier(name: Any) -> str:
+    """A variable name for ``-o``."""
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise ConfigError(f"-o {name!r} is not a valid Python variable name")
+    return name
+
+
+#: Every option, in the order of ``%%chatmany?`` and README's flag table.
+#:
+#: To add an option, add one row here. From it follow: the field of ``Settings`` (scope ENGINE,
+#: also a keyword of chat_many/achat_many) or of ``CellOptions`` (scope MAGIC, %%chatmany only),
+#: the ``%config ChatMany.<name>`` trait (``config=True``), the flag (``flags=``), their help with
+#: the default, the checks of ``resolve`` (from ``type``, ``minimum``, ``positive`` or ``check``)
+#: and ``%%chatmany?``. Then write the code that uses it, and paste the README row that
+#: tests/test_options.py prints when README's flag table is out of step.
+#: A bool flag spelt ``--no-X`` turns its option off; a dict flag takes ``KEY=JSON`` and repeats.
+OPTIONS: tuple[Option, ...] = (
+    Option("out", str, "chatmany_results", "variable to store the results in", flags=("-o", "--out"),
+           metavar="NAME", scope=MAGIC, check=check_identifier),
+    Option("model", str, "gpt-4o-mini", "model name, or a,b,c to send every prompt to each",
+           flags=("-m", "--model"), metavar="NAME", env="CHATMAGIC_MODEL", check=_nonempty_name("model")),
+    Option("concurrency", int, 16, "requests in flight at most", flags=("-c", "--concurrency"),
+           metavar="N", minimum=1),
+    # a long completion from a busy hosted API can take a minute or two; a stalled one is cut here
+    Option("timeout", float, 120.0, "seconds per attempt; a stalled request is cut and retried",
+           flags=("-t", "--timeout"), metavar="SECONDS", positive=True),
+    Option("connect_timeout", float, 10.0, "seconds to open a connection, per attempt", config=False,
+           positive=True),
+    Option("retries", int, 6, "retries after the first attempt; 0 for none", flags=("-r", "--retries"),
+           metavar="N", minimum=0),
+    Option("max_retry_wait", float, 60.0, "the longest wait a server may ask for that is honoured, in seconds",
+           config=False, positive=True),
+    Option("system", str, None, "system prompt sent with every prompt", flags=("--system",), metavar="TEXT"),
+    Option("temperature", float, None, "sampling temperature", flags=("--temperature",), metavar="X",
+           unset="server's", minimum=0),
+    Option("max_tokens", int, None, "most tokens per answer", flags=("--max-tokens",), metavar="N",
+           unset="server's", minimum=1),
+    Option("params", dict, None, "any other request body field, repeatable: `-p seed=42 -p 'stop=[\"###\"]'`",
+           flags=("-p", "--param"), metavar="KEY=JSON", check=_params),
+    Option("base_url", str, OPENAI_BASE_URL, "API base URL", flags=("--base-url",), metavar="URL",
+           env="OPENAI_BASE_URL", check=_http_url),
+    Option("api_key_env", str, "OPENAI_API_KEY", "environment variable holding the API key",
+           flags=("--api-key-env",), metavar="NAME"),
+    Option("api_key", str, None, "the API key itself (never shown)", config=False, unset="$<api_key_env>", secret=True),
+    Option("rpm", float, None, "requests per minute at most", flags=("--rpm",), metavar="N",
+           unset="learnt from the server", positive=True),
+    Option("tpm", float, None, "tokens per minute at most (estimated from text + max_tokens)",
+           flags=("--tpm",), metavar="N", unset="learnt from the server", positive=True),
+    Option("over", str, None, "the cell is one template, rendered per item of the list, Series or "
+           "DataFrame `NAME` (see Prompts from data)", flags=("--over",), metavar="NAME", scope=MAGIC, config=False),
+    Option("sep", str, None, "prompts are separated by lines equal to `TEXT` (multi-line prompts)",
+           flags=("--sep",), metavar="TEXT", scope=MAGIC, config=False),
+    Option("json", bool, False, "ask for a JSON object (`response_format`) and parse each answer",
+           flags=("--json",)),
+    Option("batch", bool, False, "send through the provider's Batch API (half price, results within 24 h); "
+           "see below", flags=("--batch",)),
+    Option("wait", bool, True, "with `--batch`: wait for the results (`--no-wait`: submit and return at once; "
+           "a re-run collects)", flags=("--no-wait",)),
+    Option("dry_run", bool, False, "send nothing: show the requests, the first prompts, a token and cost "
+           "estimate", flags=("--dry-run",), scope=MAGIC, config=False),
+    Option("refresh", bool, False, "send every prompt again and replace its cached answer", flags=("--refresh",)),
+    Option("cache", bool, True, "read and write the answer cache (`--no-cache`: neither)", flags=("--no-cache",)),
+    Option("df", bool, False, "store a pandas DataFrame instead of a list", flags=("--df",), scope=MAGIC),
+    Option("quiet", bool, False, "no progress bar (`progress=False`)", flags=("-q", "--quiet"), scope=MAGIC),
+    Option("progress", bool, True, "show a progress bar", config=False),
+    Option("prices", dict, None, 'dollars per 1M tokens for cost estimates: {"model": [input, output]}',
+           scope=MAGIC),
+)
+
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+#: The built-in default of every option.
+DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
+
+_T = TypeVar("_T")
+
+
+def _fields_from(options: Iterable[Option]) -> Callable[[type[_T]], type[_T]]:
+    """A frozen dataclass with one field per option (secret ones kept out of the repr)."""
+    options = tuple(options)
+
+    def build(cls: type[_T]) -> type[_T]:
+        cls.__annotations__ = {o.name: o.type if o.default is not None else o.type | None for o in options}
+        for o in options:
+            setattr(cls, o.name, field(repr=not o.secret))
+        return dataclass(frozen=True)(cls)
+    return build
+
+
+@_fields_from(o for o in OPTIONS if o.scope == ENGINE)
+class Settings:
+    """Everything a run needs, validated: one field per engine option of ``OPTIONS``.
+    The API key is kept out of the repr."""
+
+    if TYPE_CHECKING:  # the fields come from the table
+        def __init__(self, **values: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
 
     @property
     def url(self) -> str:
-        return self.base_url.rstrip("/") + "/chat/completions"
+        return str(self.base_url).rstrip("/") + "/chat/completions"
 
     def body_params(self) -> dict:
         """Request body fields other than ``messages``."""
-        body = {"model": self.model}
+        body: dict[str, Any] = {"model": self.model}
         if self.temperature is not None:
             body["temperature"] = self.temperature
         if self.max_tokens is not None:
@@ -91,80 +211,89 @@ class Settings:
         body.update(self.params)
         return body
 
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` (already valid values)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
-def resolve(*layers: dict, environ=None) -> Settings:
+
+@_fields_from(o for o in OPTIONS if o.scope == MAGIC)
+class CellOptions:
+    """The options only %%chatmany uses (out, df, quiet, prices, ...), validated."""
+
+    if TYPE_CHECKING:
+        def __init__(self, **values: Any) -> None: ...
+        def __getattr__(self, name: str) -> Any: ...
+
+
+def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
     """Merge option layers (highest precedence first) with the environment and defaults."""
     environ = os.environ if environ is None else environ
-    unknown = {k for layer in layers for k in layer} - set(DEFAULTS) - {"api_key"}
+    engine = [o for o in OPTIONS if o.scope == ENGINE]
+    unknown = {k for layer in layers for k in layer} - {o.name for o in engine}
     if unknown:
         raise ConfigError(f"unknown option: {', '.join(sorted(unknown))}")
-    merged = {}
-    for name in [*DEFAULTS, "api_key"]:
-        value = next((layer[name] for layer in layers if layer.get(name) is not None), None)
-        if value is None and name in ENVIRONMENT:
-            value = environ.get(ENVIRONMENT[name]) or None
-        merged[name] = DEFAULTS.get(name) if value is None else value
-    settings = _validate(merged)
+    settings = Settings(**_merged(engine, layers, environ))
     if settings.api_key is None:
         key = environ.get(settings.api_key_env) or None
         if key is None and not is_loopback(settings.base_url):
             raise ConfigError(f"no API key: set ${settings.api_key_env}, or point --base-url at a "
                               "local server (which needs none)")
-        settings = _replace_key(settings, key)
+        settings = settings.replace(api_key=key)
     return settings
 
 
-def _replace_key(settings: Settings, key: str | None) -> Settings:
-    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
-    return Settings(**{**values, "api_key": key})
+def resolve_cell(flags: Mapping[str, Any], defaults: Mapping[str, Any], *,
+                 environ: Mapping[str, str] | None = None) -> tuple[Settings, CellOptions]:
+    """The settings and the magic's own options of one %%chatmany cell, from its parsed flags
+    (``argparse`` values by option name) and the ``%config ChatMany`` defaults."""
+    environ = os.environ if environ is None else environ
+    flags = {k: dict(parse_param(p) for p in v) if BY_NAME[k].type is dict and isinstance(v, list) else v
+             for k, v in flags.items()}
+    layers = (flags, defaults)
+    cell = CellOptions(**_merged([o for o in OPTIONS if o.scope == MAGIC], layers, environ))
+    engine = [{k: v for k, v in layer.items() if BY_NAME[k].scope == ENGINE} for layer in layers]
+    return resolve(*engine, {"progress": not cell.quiet}, environ=environ), cell
 
 
-def _validate(v: dict) -> Settings:
-    if not isinstance(v["model"], str) or not v["model"].strip():
-        raise ConfigError("model must be a non-empty name")
-    v["concurrency"] = _number(v, "concurrency", int, minimum=1)
-    v["retries"] = _number(v, "retries", int, minimum=0)
-    for name in ("timeout", "connect_timeout", "max_retry_wait"):
-        v[name] = _number(v, name, float, positive=True)
-    for name in ("rpm", "tpm"):
-        v[name] = None if v[name] is None else _number(v, name, float, positive=True)
-    v["temperature"] = None if v["temperature"] is None else _number(v, "temperature", float, minimum=0)
-    v["max_tokens"] = None if v["max_tokens"] is None else _number(v, "max_tokens", int, minimum=1)
-    v["params"] = _params(v["params"])
-    for name in ("json", "cache", "refresh", "batch", "wait"):
-        if not isinstance(v[name], bool):
-            raise ConfigError(f"{name} must be True or False, got {v[name]!r}")
-    scheme = urlsplit(str(v["base_url"])).scheme
-    if scheme not in ("http", "https") or not urlsplit(str(v["base_url"])).netloc:
-        raise ConfigError(f"base URL must start with http:// or https://, got {v['base_url']!r}")
-    if v["api_key"] is not None and not isinstance(v["api_key"], str):
-        raise ConfigError("api_key must be a string")
-    return Settings(**v)
+def _merged(options: Iterable[Option], layers: Iterable[Mapping[str, Any]], environ: Mapping[str, str]) -> dict:
+    layers = list(layers)
+    merged = {}
+    for o in options:
+        value = next((layer[o.name] for layer in layers if layer.get(o.name) is not None), None)
+        if value is None and o.env:
+            value = environ.get(o.env) or None
+        merged[o.name] = _checked(o, o.default if value is None else value)
+    return merged
 
 
-def _number(v: dict, name: str, kind: type, *, minimum=None, positive=False):
-    value = v[name]
+def _checked(o: Option, value: Any) -> Any:
+    """``value`` converted to the option's type, or one clear ConfigError."""
+    if o.check is not None:
+        return o.check(value)
+    if value is None:
+        return None
+    if o.type in (int, float):
+        return _number(o, value)
+    if o.type is bool and not isinstance(value, bool):
+        raise ConfigError(f"{o.name} must be True or False, got {value!r}")
+    if o.type is str and not isinstance(value, str):
+        raise ConfigError(f"{o.name} must be a string" + ("" if o.secret else f", got {value!r}"))
+    if o.type is dict and not isinstance(value, dict):
+        raise ConfigError(f"{o.name} must be a dict, got {type(value).__name__}")
+    return value
+
+
+def _number(o: Option, value: Any) -> int | float:
     try:
-        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+        if isinstance(value, bool) or (o.type is int and isinstance(value, float) and not value.is_integer()):
             raise ValueError
-        number = kind(value)
+        number = o.type(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be {'a whole' if kind is int else 'a'} number, got {value!r}") from None
-    if (positive and not number > 0) or (minimum is not None and number < minimum):
-        bound = "positive" if positive else f"at least {minimum}"
-        raise ConfigError(f"{name} must be {bound}, got {value!r}")
+        raise ConfigError(f"{o.name} must be {'a whole' if o.type is int else 'a'} number, got {value!r}") from None
+    if (o.positive and not number > 0) or (o.minimum is not None and number < o.minimum):
+        bound = "positive" if o.positive else f"at least {o.minimum:g}"
+        raise ConfigError(f"{o.name} must be {bound}, got {value!r}")
     return number
-
-
-def _params(params) -> dict:
-    if params is None:
-        return {}
-    if not isinstance(params, dict):
-        raise ConfigError("params must be a dict of request body fields")
-    for key, why in RESERVED_PARAMS.items():
-        if key in params:
-            raise ConfigError(f"param {key!r} cannot be set: {why}")
-    return dict(params)
 
 
 def parse_param(text: str) -> tuple[str, object]:
@@ -187,11 +316,3 @@ def is_loopback(url: str) -> bool:
         return ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def check_identifier(name: str) -> str:
-    """A variable name for ``-o``."""
-    import keyword
-    if not name.isidentifier() or keyword.iskeyword(name):
-        raise ConfigError(f"-o {name!r} is not a valid Python variable name")
-    return name

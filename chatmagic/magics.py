@@ -1,4 +1,4 @@
-"""The %%chatmany cell magic: defaults as traits, flags as magic_arguments, a short body.
+"""The %%chatmany cell magic: traits and flags made from the option table, a short body.
 
 In a kernel the cell is rewritten (by an input transformer) into a top-level ``await`` of
 ``cell_async``, so requests run on the kernel's own loop while the cell still blocks like any
@@ -13,13 +13,13 @@ import shlex
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Dict, Float, Integer, Unicode
+from traitlets import Bool, Dict, Float, Integer, TraitType, Unicode
 
 from .bridge import interruptible, run_sync
 from .cell import Plan
 from .cell import plan as cell_plan
 from .cell import value as cell_value
-from .config import DEFAULTS, check_identifier, parse_param, resolve
+from .config import OPTIONS, Option, resolve_cell
 from .dryrun import dry_run_report
 from .errors import ConfigError, RunAborted, interrupted
 
@@ -28,71 +28,37 @@ MAGIC = "%%chatmany"
 LOCAL_MAX_TOKENS = 48
 
 
-def _opt(trait, name: str, help: str):
-    return trait(None, allow_none=True, help=f"{help} (default: {DEFAULTS[name]!r})").tag(config=True)
+def _trait(option: Option) -> TraitType:
+    kind = {str: Unicode, int: Integer, float: Float, bool: Bool, dict: Dict}[option.type]
+    return kind(default_value=None, allow_none=True,
+                help=f"{option.plain_help} (default: {option.shown_default()})").tag(config=True)
+
+
+def _flags(func):
+    """The magic's flags, one per option of the table that has flag spellings."""
+    for option in reversed([o for o in OPTIONS if o.flags]):  # argument() stacks like decorators
+        help = f"{option.plain_help} (default: {option.shown_default()})".replace("%", "%%")
+        kwargs: dict = {"dest": option.name, "default": None, "help": help}
+        if option.type is bool:
+            kwargs["action"] = "store_false" if option.flags[-1].startswith("--no-") else "store_true"
+        else:  # a dict flag takes KEY=JSON and repeats; resolve_cell parses them
+            kwargs.update(metavar=option.metavar, type=str if option.type is dict else option.type,
+                          action="append" if option.type is dict else "store")
+        func = argument(*option.flags, **kwargs)(func)
+    return magic_arguments(name="%chatmany")(func)
+
+
+#: The %config ChatMany defaults, one trait per option of the table with ``config``.
+_Defaults = type("_Defaults", (Magics,), {o.name: _trait(o) for o in OPTIONS if o.config})
 
 
 @magics_class
-class ChatMany(Magics):
+class ChatMany(_Defaults):
     """Defaults for %%chatmany; set them with ``%config ChatMany.<name> = value``."""
-
-    model = _opt(Unicode, "model", "Model name; $CHATMAGIC_MODEL if unset")
-    concurrency = _opt(Integer, "concurrency", "Requests in flight at most")
-    timeout = _opt(Float, "timeout", "Seconds per attempt")
-    retries = _opt(Integer, "retries", "Retries after the first attempt")
-    system = _opt(Unicode, "system", "System prompt")
-    temperature = _opt(Float, "temperature", "Sampling temperature")
-    max_tokens = _opt(Integer, "max_tokens", "Most tokens per answer")
-    params = Dict(None, allow_none=True, help="Other request body fields").tag(config=True)
-    base_url = _opt(Unicode, "base_url", "API base URL; $OPENAI_BASE_URL if unset")
-    api_key_env = _opt(Unicode, "api_key_env", "Environment variable holding the API key")
-    rpm = _opt(Float, "rpm", "Requests per minute at most")
-    tpm = _opt(Float, "tpm", "Tokens per minute at most")
-    cache = Bool(None, allow_none=True, help="Reuse and store answers in the cache (default: True)").tag(config=True)
-    refresh = Bool(None, allow_none=True, help="Send everything again, replacing cached answers (default: False)").tag(config=True)
-    json = Bool(None, allow_none=True, help="Ask for JSON objects and parse them (default: False)").tag(config=True)
-    batch = Bool(None, allow_none=True, help="Send through the provider's Batch API (default: False)").tag(config=True)
-    wait = Bool(None, allow_none=True, help="With batch: wait for the results (default: True)").tag(config=True)
-    prices = Dict(None, allow_none=True,
-                  help='Prices per 1M tokens for cost estimates: {"model": [input, output]}').tag(config=True)
-    out = Unicode("chatmany_results", help="Variable the results are stored in").tag(config=True)
-    df = Bool(False, help="Store a pandas DataFrame instead of a list").tag(config=True)
-    quiet = Bool(False, help="No progress bar").tag(config=True)
 
     _local_cap = False  # max_tokens was set by %chatmany_local, and goes with it
 
-    @magic_arguments(name="%chatmany")
-    @argument("-o", "--out", help="variable to store the results in (default: chatmany_results)")
-    @argument("-m", "--model", help="model name, or a,b,c to send every prompt to each "
-              "(default: $CHATMAGIC_MODEL, else gpt-4o-mini)")
-    @argument("-c", "--concurrency", type=int, help="requests in flight at most (default: 16)")
-    @argument("-t", "--timeout", type=float, help="seconds per attempt (default: 120)")
-    @argument("-r", "--retries", type=int, help="retries after the first attempt; 0 for none (default: 6)")
-    @argument("--system", help="system prompt sent before each prompt")
-    @argument("--temperature", type=float, help="sampling temperature")
-    @argument("--max-tokens", type=int, help="most tokens per answer")
-    @argument("-p", "--param", action="append", metavar="KEY=JSON",
-              help="any other request body field, e.g. -p seed=42; repeatable")
-    @argument("--base-url", help="API base URL (default: $OPENAI_BASE_URL, else https://api.openai.com/v1)")
-    @argument("--api-key-env", help="environment variable with the API key (default: OPENAI_API_KEY)")
-    @argument("--rpm", type=float, help="requests per minute at most (default: learnt from the server)")
-    @argument("--tpm", type=float, help="tokens per minute at most (default: learnt from the server)")
-    @argument("--refresh", action="store_true", default=None,
-              help="send every prompt again and replace its cached answer")
-    @argument("--no-cache", dest="cache", action="store_false", default=None,
-              help="neither read nor write the answer cache")
-    @argument("--over", metavar="NAME",
-              help="render the cell as one template per item of the list, Series or DataFrame NAME")
-    @argument("--sep", metavar="TEXT", help="prompts are separated by lines equal to TEXT (multi-line prompts)")
-    @argument("--json", action="store_true", default=None,
-              help="ask for a JSON object and parse each answer (dicts in the list, columns in --df)")
-    @argument("--batch", action="store_true", default=None,
-              help="send through the provider's Batch API (half price, within 24h); a re-run re-attaches")
-    @argument("--no-wait", dest="wait", action="store_false", default=None,
-              help="with --batch: submit and return at once; the answers are pending until a re-run collects them")
-    @argument("--dry-run", action="store_true", help="send nothing: show the requests, tokens and cost estimate")
-    @argument("--df", action="store_true", default=None, help="store a pandas DataFrame instead of a list")
-    @argument("-q", "--quiet", action="store_true", default=None, help="no progress bar")
+    @_flags
     @cell_magic
     def chatmany(self, line: str, cell: str):
         """Send each non-blank line of the cell as a prompt, concurrently, and store the answers.
@@ -115,19 +81,12 @@ class ChatMany(Magics):
             args = self.chatmany.parser.parse_args(shlex.split(line))
         except ValueError as e:
             raise ConfigError(f"%%chatmany {line}: {e}") from None
-        own = ("out", "df", "quiet", "param", "over", "sep", "dry_run")
-        flags = {k: v for k, v in vars(args).items() if k not in own}
-        if args.param:
-            flags["params"] = {**(self.params or {}), **dict(parse_param(p) for p in args.param)}
-        traits = self._trait_defaults()
-        quiet = self.quiet if args.quiet is None else args.quiet
-        settings = resolve(flags, traits, {"progress": not quiet})
-        plan_ = cell_plan(settings, cell=cell, out=check_identifier(args.out or self.out),
-                          as_df=self.df if args.df is None else args.df, over=args.over, sep=args.sep,
-                          user_ns=self.shell.user_ns)
-        if args.dry_run:
+        settings, options = resolve_cell(vars(args), self._defaults())
+        plan_ = cell_plan(settings, cell=cell, out=options.out, as_df=options.df, over=options.over,
+                          sep=options.sep, prices=options.prices, user_ns=self.shell.user_ns)
+        if options.dry_run:
             print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system,
-                                 max_tokens=settings.max_tokens, prices=self.prices, labels=plan_.labels))
+                                 max_tokens=settings.max_tokens, prices=options.prices, labels=plan_.labels))
             return None
         return plan_
 
@@ -137,7 +96,7 @@ class ChatMany(Magics):
         self.shell.user_ns[plan.out] = cell_value(plan)
         for model, run in plan.runs.items():
             prefix = f"{model}: " if len(plan.runs) > 1 else ""
-            print(f"{prefix}{run.results.summary(self.prices)} -> {plan.out}")
+            print(f"{prefix}{run.results.summary(plan.prices)} -> {plan.out}")
         if failures:
             model, error = next(iter(failures.items()))
             if len(plan.runs) > 1:
@@ -180,10 +139,11 @@ class ChatMany(Magics):
 
     def _settings(self):
         """The session's settings from the %config defaults alone."""
-        return resolve(self._trait_defaults())
+        return resolve_cell({}, self._defaults())[0]
 
-    def _trait_defaults(self) -> dict:
-        return {name: getattr(self, name) for name in DEFAULTS if self.has_trait(name)}
+    def _defaults(self) -> dict:
+        """The %config ChatMany values (None where not set)."""
+        return {o.name: getattr(self, o.name) for o in OPTIONS if o.config}
 
     @line_magic
     def chatmany_local(self, line: str):

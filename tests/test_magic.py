@@ -101,10 +101,3 @@ def test_bad_input_is_one_line_and_sends_nothing(ip, server, capsys, text, messa
     assert message in shown and "Traceback" not in shown
     assert server.stats.requests == 0
 
-
-def test_help_documents_every_flag(ip):
-    doc = " ".join(ip.find_cell_magic("chatmany").__doc__.split())
-    for flag in ("--out", "--model", "--concurrency", "--timeout", "--retries", "--system", "--temperature",
-                 "--max-tokens", "--param", "--base-url", "--api-key-env", "--df", "--quiet", "--rpm", "--tpm"):
-        assert flag in doc
-    assert "default: 16" in doc and "default: 120" in doc and "default: 6" in doc
