@@ -114,11 +114,21 @@ class BatchRun:
     # ---- submitting ------------------------------------------------------------
 
     async def _submit(self, fresh: list[str]) -> None:
-        """Write the JSONL of ``fresh`` to temporary files, one per batch, and submit each."""
+        """Submit ``fresh`` as one batch per file's worth (one temporary file, rewritten)."""
+        fd, path = tempfile.mkstemp(prefix="chatmagic-batch-", suffix=".jsonl")
+        os.close(fd)
+        try:
+            for keys in self._write_parts(fresh, path):
+                await self._create(path, keys)
+        finally:
+            os.unlink(path)
+
+    def _write_parts(self, fresh: list[str], path: str):
+        """Stream the JSONL lines of ``fresh`` into ``path`` until a file limit is reached;
+        yield the keys of each file written (the next one then overwrites it)."""
         part: list[str] = []
         size = 0
-        fd, path = tempfile.mkstemp(prefix="chatmagic-batch-", suffix=".jsonl")
-        out = os.fdopen(fd, "wb")
+        out = open(path, "wb")
         try:
             for key in fresh:
                 record = self.wanted[key][0]
@@ -127,16 +137,14 @@ class BatchRun:
                                   ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
                 if part and (len(part) >= MAX_REQUESTS or size + len(line) > MAX_BYTES):
                     out.close()
-                    await self._create(path, part)
+                    yield part
                     out, part, size = open(path, "wb"), [], 0
                 out.write(line)
                 part.append(key)
                 size += len(line)
-            out.close()
-            await self._create(path, part)
         finally:
             out.close()
-            os.unlink(path)
+        yield part
 
     async def _create(self, path: str, keys: list[str]) -> None:
         n = len(self.batches) + 1
@@ -223,10 +231,11 @@ class BatchRun:
                 self._parse_json(record)
 
     def _parse_json(self, record: Result) -> None:
+        text = record.text or ""
         try:
-            record.data = json.loads(record.text)
+            record.data = json.loads(text)
         except ValueError:
-            record.status, record.error = "error", f"200 invalid_json: not valid JSON: {record.text[:60]!r}"
+            record.status, record.error = "error", f"200 invalid_json: not valid JSON: {text[:60]!r}"
 
     def _mark_pending(self, unsent: str) -> None:
         """Records still in a running batch become ``pending``; those never submitted keep
@@ -309,6 +318,15 @@ class BatchProgress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def dry_run_note(requests_per_model: int, models: int) -> str:
+    """The line --dry-run adds for --batch: how the requests would be submitted and billed."""
+    files = -(-requests_per_model // MAX_REQUESTS)
+    per = f" per model ({models} models)" if models > 1 else ""
+    return (f"--batch: through the Batch API, {files} file{'s' * (files > 1)} of at most {MAX_REQUESTS:,} "
+            f"requests{per} (prompts with a cached answer are not sent); billed at the batch "
+            "price: half the estimate above unless prices has a \"<model>@batch\" entry")
 
 
 def cost(record: Result, prices) -> float | None:

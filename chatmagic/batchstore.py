@@ -85,7 +85,8 @@ class BatchStore:
     def listing(self) -> list[StoredBatch]:
         rows = self._conn.execute("SELECT id, server, model, created, status, total, completed, failed, "
                                   "collected FROM batches ORDER BY created")
-        return [StoredBatch(*row[:8], bool(row[8])) for row in rows]
+        return [StoredBatch(id=r[0], server=r[1], model=r[2], created=r[3], status=r[4], total=r[5],
+                            completed=r[6], failed=r[7], collected=bool(r[8])) for r in rows]
 
     def get(self, batch_id: str) -> StoredBatch | None:
         return next((b for b in self.listing() if b.id == batch_id), None)

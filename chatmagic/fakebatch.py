@@ -172,7 +172,8 @@ class BatchAPI:
         counts["total"] = len(requests)
         if batch["status"] == "validating":  # not cancelled meanwhile
             batch.update(status="in_progress", in_progress_at=int(time.time()))
-        out, err = [], []
+        out: list[bytes] = []
+        err: list[bytes] = []
         started, done = time.monotonic(), 0
         stop = len(requests) if self.expire_after is None else min(len(requests), self.expire_after)
         while done < stop and batch["status"] == "in_progress":

@@ -87,6 +87,9 @@ class ChatMany(_Defaults):
         if options.dry_run:
             print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system,
                                  max_tokens=settings.max_tokens, prices=options.prices, labels=plan_.labels))
+            if settings.batch:
+                from .batch import dry_run_note
+                print(dry_run_note(len(plan_.prompts), len(plan_.runs)))
             return None
         return plan_
 

@@ -220,3 +220,19 @@ def test_a_failed_upload_stops_the_run_in_one_line_and_nothing_is_pending(bserve
         run(bserver, ["u1"])
     record = caught.value.results[0]
     assert record.status == "cancelled" and record.error == "not submitted: 400: storage full"
+
+
+def test_the_magic_with_two_models_and_a_dry_run(bserver, capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+    ip = InteractiveShell.instance()
+    ip.run_cell("%load_ext chatmagic")
+    try:
+        ip.run_cell(f"%%chatmany -q --batch --dry-run -m a,b --base-url {bserver.base_url}\nx1\nx2")
+        out = capsys.readouterr().out
+        assert "--batch: through the Batch API, 1 file of at most 50,000 requests per model (2 models)" in out
+        assert not bserver.batch.batches
+        ip.run_cell(f"%%chatmany -q --batch -m a,b -o both --base-url {bserver.base_url}\nx1\nx2")
+        assert ip.user_ns["both"] == [{"a": "echo: x1", "b": "echo: x1"}, {"a": "echo: x2", "b": "echo: x2"}]
+        assert bserver.batch.stats["batches"] == 2
+    finally:
+        ip.run_cell("%unload_ext chatmagic")

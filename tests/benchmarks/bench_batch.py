@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import PY, Server  # noqa: E402
+from bench import PY, Server
 
 CLIENT = r"""
 import json, resource, sys, time
