@@ -35,7 +35,7 @@ from .retry import RETRY, classify
 log = logging.getLogger("chatmagic")
 
 ENDPOINT = "/v1/chat/completions"
-TERMINAL = ("completed", "failed", "expired", "cancelled")
+TERMINAL = ("completed", "failed", "expired", "cancelled", "not_found")  # the last is ours
 #: Provider limits per input file (OpenAI: 50,000 requests, 200 MB); tests lower them.
 MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1024 * 1024
@@ -184,6 +184,8 @@ class BatchRun:
         try:
             return await self.client.call("GET", f"/batches/{batch_id}")
         except RequestError as e:
+            if e.status == 404:  # gone (or another server): recorded, so a re-run submits again
+                return {**self.batches[batch_id], "status": "not_found"}
             if classify(e) != RETRY:
                 raise
             log.info("checking batch %s failed (%s); trying again later", batch_id, e)
@@ -282,6 +284,8 @@ def _unfinished(batch: dict) -> str:
                           for e in errors[:3]) or "no reason given"
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         return f"batch_failed: {shown}{more}"
+    if status == "not_found":
+        return f"batch_not_found: the server does not know batch {batch['id']}; run again to submit"
     return f"batch_{status}: not run (batch {batch['id']} {status})"
 
 

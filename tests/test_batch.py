@@ -236,3 +236,13 @@ def test_the_magic_with_two_models_and_a_dry_run(bserver, capsys):
         assert bserver.batch.stats["batches"] == 2
     finally:
         ip.run_cell("%unload_ext chatmagic")
+
+
+def test_a_batch_the_server_forgot_is_recorded_and_the_next_run_submits_again(bserver):
+    run(bserver, ["g1", "g2"], wait=False)
+    bserver.batch.reset()  # a restarted practice server knows no batches
+    results = run(bserver, ["g1", "g2"])
+    assert [r.error for r in results] == ["batch_not_found: the server does not know batch batch_fake1; "
+                                          "run again to submit"] * 2
+    results = run(bserver, ["g1", "g2"])
+    assert results.texts() == ["echo: g1", "echo: g2"] and bserver.batch.stats["batches"] == 1
