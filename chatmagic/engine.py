@@ -19,6 +19,7 @@ from .progress import make_progress
 from .ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Throttle
 from .results import Result, Results
 from .retry import ABORT, RETRY, classify, policy
+from .timeline import CANCELLED, OK, Timeline, known_rate, outcome_of, throttle_wait
 
 #: Output tokens assumed per request for token pacing when max_tokens is not set.
 DEFAULT_OUTPUT_TOKENS = 256
@@ -35,9 +36,12 @@ class Run:
         self.settings = settings
         self.results = Results([Result(i, p) for i, p in enumerate(check_prompts(prompts))])
         self.abort: RequestError | None = None
-        self._policy = policy(settings.retries, settings.max_retry_wait, sleep)
+        self.timeline = self.results.timeline = Timeline(settings.concurrency, label=settings.model)
+        self._policy = policy(settings.retries, settings.max_retry_wait,
+                              self.timeline.sleeper(sleep or asyncio.sleep))
         self._throttle = Throttle(settings.rpm, settings.tpm, url=settings.url, probe_wait=(
             PROBE_WAIT_LOCAL if is_loopback(settings.base_url) else PROBE_WAIT))
+        self._throttle.sleep = self.timeline.sleeper(self._throttle.sleep, throttle_wait(self._throttle))
         self._progress = make_progress(settings.progress if progress is None else progress, desc)
         system = [{"role": "system", "content": settings.system}] if settings.system else []
         self._head = {**settings.body_params(), "messages": system}
@@ -56,7 +60,7 @@ class Run:
             tasks.discard(task)
             places.release()
 
-        started = time.perf_counter()
+        started = self.timeline.t0 = time.perf_counter()
         todo = self._from_cache()
         self._progress.start(len(self.results), len(self.results) - len(todo))
         try:
@@ -80,6 +84,7 @@ class Run:
                     raise
         finally:
             self.results.elapsed_s = time.perf_counter() - started
+            self.timeline.rate = known_rate(self._throttle)
             self._progress.close()
             if self._cache is not None:
                 self._cache.close()  # writes what is buffered, also after an interrupt
@@ -165,12 +170,18 @@ class Run:
             try:
                 done = await self._client.complete(body)
             except RequestError as e:
+                self.timeline.add(started, time.perf_counter(), outcome_of(e), record.attempts)
                 if e.status == 429 and classify(e) == RETRY:
                     self._throttle.rate_limited(e.retry_after, e.hints)
                 else:
                     self._throttle.observe(e.hints)
                 raise
-            record.latency_s = time.perf_counter() - started
+            except asyncio.CancelledError:
+                self.timeline.add(started, time.perf_counter(), CANCELLED, record.attempts)
+                raise
+            ended = time.perf_counter()
+            record.latency_s = ended - started
+            self.timeline.add(started, ended, OK, record.attempts)
             self._throttle.observe(done.hints)
             if self.settings.json:
                 record.data = self._parse_json(record, done.text)

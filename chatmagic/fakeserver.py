@@ -90,6 +90,7 @@ class Stats:
         self.attempts: Counter = Counter()
         self.auth_headers: set = set()
         self.times: list | None = [] if record_times else None
+        self.answers: list | None = [] if record_times else None  # (arrival time, status)
 
 
 def _text(content) -> str:
@@ -149,14 +150,17 @@ class FakeOpenAI:
         st.requests += 1
         st.in_flight += 1
         st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
+        arrived = time.monotonic()
         if st.times is not None:
-            st.times.append(time.monotonic())
+            st.times.append(arrived)
         auth = request.headers.get("Authorization")
         if auth is not None:
             st.auth_headers.add(auth)
         try:
             resp = await self._answer(request, st)
             st.by_status[resp.status] += 1
+            if st.answers is not None:
+                st.answers.append((arrived, resp.status))
             return resp
         finally:
             self.stats.in_flight -= 1  # not `st`: reset_stats() carries in_flight over
