@@ -58,6 +58,12 @@ class ChatMany(_Defaults):
 
     _local_cap = False  # max_tokens was set by %chatmany_local, and goes with it
 
+    def __init__(self, shell=None, **kwargs):
+        super().__init__(shell=shell, **kwargs)
+        # timelines of each run by its -o name, for %chatmany_plot (small: not the answers)
+        self._timelines: dict[str, list] = {}
+        self._last_out: str | None = None
+
     @_flags
     @cell_magic
     def chatmany(self, line: str, cell: str):
@@ -97,6 +103,8 @@ class ChatMany(_Defaults):
         """Store the results (also of failed or interrupted runs), print one line per model,
         then raise what stopped a run."""
         self.shell.user_ns[plan.out] = cell_value(plan)
+        self._timelines[plan.out] = [run.timeline for run in plan.runs.values()]
+        self._last_out = plan.out
         for model, run in plan.runs.items():
             prefix = f"{model}: " if len(plan.runs) > 1 else ""
             print(f"{prefix}{run.results.summary(plan.prices)} -> {plan.out}")
@@ -147,6 +155,23 @@ class ChatMany(_Defaults):
     def _defaults(self) -> dict:
         """The %config ChatMany values (None where not set)."""
         return {o.name: getattr(self, o.name) for o in OPTIONS if o.config}
+
+    @line_magic
+    def chatmany_plot(self, line: str):
+        """%chatmany_plot [NAME]: a picture of the last %%chatmany run, of the run stored in
+        NAME (its -o), or of the Results in variable NAME: requests in flight, latency, answers
+        over time; one row per model. Returns the matplotlib Figure. Needs chatmagic[plot]."""
+        from .plotting import figure
+        from .results import Results
+        name = line.strip() or self._last_out
+        if name is None:
+            raise ConfigError("%chatmany_plot: no %%chatmany run yet; run one, or give a Results variable")
+        value = self.shell.user_ns.get(name)
+        if isinstance(value, Results):
+            return value.plot()
+        if name not in self._timelines:
+            raise ConfigError(f"%chatmany_plot {name}: no %%chatmany run stored there and no Results")
+        return figure(self._timelines[name])
 
     @line_magic
     def chatmany_local(self, line: str):

@@ -53,6 +53,7 @@ class Results(Sequence):
         self.retries = retries  # attempts beyond the first, over all prompts
         self.batch = False      # sent through the Batch API (priced as such)
         self.batch_ids: list[str] = []  # batches still running, holding the pending records
+        self.timeline = None  # the run's attempts (a chatmagic.timeline.Timeline), set by the run
 
     def __getitem__(self, i):
         return self._records[i]
@@ -79,6 +80,16 @@ class Results(Sequence):
         rows = [[getattr(r, n) for n in names] for r in self._records]
         df = pd.DataFrame(rows, columns=names).rename(columns={"text": "response"})
         return df.set_index("index").rename_axis(None)[list(COLUMNS)]
+
+    def plot(self, title: str | None = None):
+        """A matplotlib ``Figure`` of the run: requests in flight (with the cap, 429s, retries
+        and timeouts marked), latency of answers (p50/p95), answers over time (with the rate
+        limit when one was known). Needs matplotlib: ``pip install 'chatmagic[plot]'``."""
+        from .plotting import figure
+        if self.timeline is None:
+            from .errors import ConfigError
+            raise ConfigError("these results were not made by a run: no timeline to plot")
+        return figure([self.timeline], title)
 
     def counts(self) -> Counter:
         """Outcomes by status, with failures by reason: {"ok": 8, "error: 400 ...": 1, ...}."""
