@@ -4,6 +4,7 @@
     python tests/benchmarks/bench.py                 # every scenario, full size (~5 min)
     python tests/benchmarks/bench.py ratelimit cpu   # some scenarios
     python tests/benchmarks/bench.py --quick         # every workload ~10x smaller (smoke run)
+    python tests/benchmarks/bench.py timeline        # what recording the attempt timeline costs
 
 Every scenario starts its fake server(s) on 127.0.0.1 in a separate process (so the client's
 CPU time is its own) and runs each client in a fresh process of its own (so its CPU time and
@@ -621,6 +622,57 @@ def scenario_cache(q: bool) -> None:
     print()
 
 
+_TIMELINE_RUN = """
+import json, resource, sys
+import chatmagic, chatmagic.engine
+from chatmagic.timeline import Timeline
+url, n, record = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "on"
+if not record:  # the same run with the recording hooks doing nothing: the baseline
+    Timeline.add = Timeline.wait = lambda *args, **kwargs: None
+prompts = [f"Prompt {i}: summarise item number {i} in one short sentence." for i in range(n)]
+results = chatmagic.chat_many(prompts, base_url=url, model="fake-model", concurrency=100,
+                              progress=False, cache=False)
+tl = results.timeline
+print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "nbytes": tl.nbytes, "attempts": len(tl), "waits": len(tl.wait_kinds),
+                  "ok": sum(r.ok for r in results)}))
+"""
+
+
+def scenario_timeline(q: bool) -> None:
+    n, budget_mb = (10_000 if q else 100_000), 30
+    print(f"## timeline\n\nserver: no limit, latency 0; {n:,} prompts, concurrency 100, progress and "
+          "cache off, chat_many in a fresh process, with the attempt timeline recorded and with its "
+          "recording hooks replaced by no-ops (the baseline). Budget: 100,000 prompts may add "
+          f"{budget_mb} MB.\n")
+    runs = {}
+    with Server(latency=0.0) as s:
+        for record in ("off", "on", "off", "on"):  # interleaved, the best of two each
+            done = subprocess.run([PY, "-c", _TIMELINE_RUN, s.base_url, str(n), record],
+                                  capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                print(f"error: {done.stderr[-500:]}")
+                target("timeline", "the timeline of 100,000 prompts fits its budget", False, "error")
+                return
+            out = json.loads(done.stdout)
+            if record not in runs or out["rss_mb"] < runs[record]["rss_mb"]:
+                runs[record] = out
+    on, off = runs["on"], runs["off"]
+    print("| recording | peak RSS MB | timeline bytes | attempts | waits | ok |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, r in (("off (hooks are no-ops)", off), ("on", on)):
+        print(f"| {name} | {r['rss_mb']:.0f} | {r['nbytes']:,} | {r['attempts']:,} | {r['waits']:,} | {r['ok']:,} |")
+    per_prompt = on["nbytes"] / n
+    print(f"\nThe timeline holds {per_prompt:.1f} bytes per prompt here ({on['nbytes'] / 2**20:.2f} MB); "
+          f"peak RSS {on['rss_mb'] - off['rss_mb']:+.1f} MB with recording.")
+    target("timeline", f"timeline of 100,000 prompts <= {budget_mb} MB (columns, measured)",
+           per_prompt * 100_000 <= budget_mb * 2**20, f"{per_prompt * 100_000 / 2**20:.2f} MB")
+    target("timeline", f"peak RSS with recording - without <= {budget_mb} MB",
+           on["rss_mb"] - off["rss_mb"] <= budget_mb * n / 100_000, f"{on['rss_mb'] - off['rss_mb']:+.1f} MB")
+    target("timeline", "no prompt lost", on["ok"] == off["ok"] == n)
+    print()
+
+
 def scenario_import(q: bool) -> None:
     reps = 5
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
@@ -655,7 +707,7 @@ def scenario_import(q: bool) -> None:
     print()
 
 
-SCENARIOS = ["ratelimit", "cpu", "throughput", "faults", "memory", "cache", "import"]
+SCENARIOS = ["ratelimit", "cpu", "throughput", "faults", "memory", "cache", "timeline", "import"]
 
 
 def main(argv=None) -> int:
