@@ -54,7 +54,7 @@ def test_429s_are_marked_where_they_happened():
     (flight, _, _), = panels(results.plot())
     xs = sorted(labelled(flight, "429 rate limited").get_offsets()[:, 0])
     assert xs == pytest.approx(sorted(marks(results.timeline)["429"])) and len(xs) == rejected > 0
-    assert labelled(flight, "shared cooldown")  # the pause every request waited out
+    assert labelled(flight, "shared cooldown (after a 429)")  # the pause every request waited out
 
 
 def test_the_rate_limit_is_drawn_when_known(server):
