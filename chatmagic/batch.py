@@ -160,8 +160,7 @@ class BatchRun:
 
     async def _wait(self) -> None:
         progress = BatchProgress(self.settings.progress, sum(len(v) for v in self.wanted.values()))
-        delay = POLL_FIRST
-        cap = min(POLL_MAX, max(POLL_FIRST, 20 * POLL_FIRST))
+        delays = poll_delays(POLL_FIRST, POLL_MAX)
         open_ids = list(self.batches)
         try:
             while open_ids:
@@ -174,8 +173,7 @@ class BatchRun:
                         open_ids.remove(batch_id)
                 progress.show(self.batches.values())
                 if open_ids:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 1.5, cap)
+                    await asyncio.sleep(next(delays))
         finally:
             progress.close()
 
@@ -253,6 +251,16 @@ class BatchRun:
                 if record.status == "cancelled" and record.error is None:
                     record.error = unsent
         self.results.batch_ids = running
+
+
+def poll_delays(first: float, most: float):
+    """Seconds between status checks: ``first``, then 1.5x longer each time, up to ``most``
+    (or 20x ``first`` if that is less, so a test's tiny interval stays tiny)."""
+    cap = min(most, 20 * first)
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 1.5, cap)
 
 
 def _completion(body: dict) -> tuple | None:

@@ -364,7 +364,8 @@ def main() -> None:
     p.add_argument("--headers", choices=["openai", "azure", "none"])
     p.add_argument("--model")
     for name, kind in (("latency", float), ("rpm", int), ("tpm", int), ("fail-rate", float),
-                       ("stall-rate", float), ("stall-s", float), ("seed", int)):
+                       ("stall-rate", float), ("stall-s", float), ("seed", int),
+                       ("batch-pace", float), ("batch-invalid", str), ("batch-expire-after", int)):
         p.add_argument("--" + name, type=kind)
     # Options left out keep FakeOpenAI's own defaults.
     options = {k: v for k, v in vars(p.parse_args()).items() if v is not None}

@@ -246,3 +246,11 @@ def test_a_batch_the_server_forgot_is_recorded_and_the_next_run_submits_again(bs
                                           "run again to submit"] * 2
     results = run(bserver, ["g1", "g2"])
     assert results.texts() == ["echo: g1", "echo: g2"] and bserver.batch.stats["batches"] == 1
+
+
+def test_status_checks_back_off_from_a_few_seconds_to_a_minute():
+    from itertools import islice
+    assert list(islice(batchmod.poll_delays(3.0, 60.0), 10)) == [3.0, 4.5, 6.75, 10.125, 15.1875, 22.78125,
+                                                                 34.171875, 51.2578125, 60.0, 60.0]
+    assert max(islice(batchmod.poll_delays(0.01, 60.0), 50)) == 0.2  # a test's interval stays small
+
