@@ -26,6 +26,7 @@ import tempfile
 import time
 import warnings
 
+from .batchformat import ENDPOINT, ID_HEX, completion, line_error, request_line, unfinished, write_parts
 from .batchstore import BatchStore
 from .cache import CacheWarning, request_keys
 from .errors import APIError, RequestError, RunAborted
@@ -34,7 +35,6 @@ from .retry import RETRY, classify
 
 log = logging.getLogger("chatmagic")
 
-ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled", "not_found")  # the last is ours
 #: Provider limits per input file (OpenAI: 50,000 requests, 200 MB); tests lower them.
 MAX_REQUESTS = 50_000
@@ -45,7 +45,6 @@ POLL_MAX = 60.0
 #: Price of a batch request relative to an interactive one, unless ``prices`` has a
 #: ``"<model>@batch"`` entry.
 BATCH_DISCOUNT = 0.5
-ID_HEX = 40  # hex digits of the request key in a custom_id (160 bits: no collisions)
 
 
 class BatchRun:
@@ -118,33 +117,12 @@ class BatchRun:
         fd, path = tempfile.mkstemp(prefix="chatmagic-batch-", suffix=".jsonl")
         os.close(fd)
         try:
-            for keys in self._write_parts(fresh, path):
+            lines = ((key, request_line(f"{self.wanted[key][0].index}-{key[:ID_HEX]}",
+                                        self.run._body(self.wanted[key][0].prompt))) for key in fresh)
+            for keys in write_parts(lines, path, MAX_REQUESTS, MAX_BYTES):
                 await self._create(path, keys)
         finally:
             os.unlink(path)
-
-    def _write_parts(self, fresh: list[str], path: str):
-        """Stream the JSONL lines of ``fresh`` into ``path`` until a file limit is reached;
-        yield the keys of each file written (the next one then overwrites it)."""
-        part: list[str] = []
-        size = 0
-        out = open(path, "wb")
-        try:
-            for key in fresh:
-                record = self.wanted[key][0]
-                line = json.dumps({"custom_id": f"{record.index}-{key[:ID_HEX]}", "method": "POST",
-                                   "url": ENDPOINT, "body": self.run._body(record.prompt)},
-                                  ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
-                if part and (len(part) >= MAX_REQUESTS or size + len(line) > MAX_BYTES):
-                    out.close()
-                    yield part
-                    out, part, size = open(path, "wb"), [], 0
-                out.write(line)
-                part.append(key)
-                size += len(line)
-        finally:
-            out.close()
-        yield part
 
     async def _create(self, path: str, keys: list[str]) -> None:
         n = len(self.batches) + 1
@@ -199,7 +177,7 @@ class BatchRun:
                 async for raw in self.client.lines(file_id):
                     if raw.strip():
                         self._take(json.loads(raw), by_id, seen)
-        why = _unfinished(batch)
+        why = unfinished(batch)
         for key in keys:
             if key not in seen:
                 for record in self.wanted.get(key, ()):
@@ -216,13 +194,13 @@ class BatchRun:
         seen.add(key)
         response = line.get("response") or {}
         body = response.get("body") or {}
-        done = _completion(body) if response.get("status_code") == 200 else None
+        done = completion(body) if response.get("status_code") == 200 else None
         if done is not None and self.run._cache is not None:
             self.run._cache.put(key, *done)
         for record in self.wanted.get(key, ()):
             record.attempts = 1
             if done is None:
-                record.status, record.error = "error", _line_error(line, response, body)
+                record.status, record.error = "error", line_error(line, response, body)
                 continue
             (record.text, record.finish_reason, record.prompt_tokens,
              record.completion_tokens, record.model) = done
@@ -261,40 +239,6 @@ def poll_delays(first: float, most: float):
     while True:
         yield delay
         delay = min(delay * 1.5, cap)
-
-
-def _completion(body: dict) -> tuple | None:
-    """(text, finish_reason, prompt_tokens, completion_tokens, model) of a chat completion."""
-    try:
-        choice = body["choices"][0]
-        usage = body.get("usage") or {}
-        return (choice["message"].get("content") or "", choice.get("finish_reason"),
-                usage.get("prompt_tokens"), usage.get("completion_tokens"), body.get("model"))
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return None
-
-
-def _line_error(line: dict, response: dict, body: dict) -> str:
-    """A per-request failure as in interactive runs: "<status> <code>: <message>"."""
-    error = line.get("error") or body.get("error") or {}
-    if not isinstance(error, dict):
-        error = {"message": str(error)}
-    where = " ".join(str(p) for p in (response.get("status_code"), error.get("code") or error.get("type")) if p)
-    return f"{where or 'batch_error'}: {error.get('message') or 'no answer'}"
-
-
-def _unfinished(batch: dict) -> str:
-    """Why a request of a finished batch has no line in its output or error file."""
-    status = batch["status"]
-    if status == "failed":
-        errors = (batch.get("errors") or {}).get("data") or []
-        shown = "; ".join(f"line {e['line']}: {e.get('message')}" if e.get("line") else str(e.get("message"))
-                          for e in errors[:3]) or "no reason given"
-        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-        return f"batch_failed: {shown}{more}"
-    if status == "not_found":
-        return f"batch_not_found: the server does not know batch {batch['id']}; run again to submit"
-    return f"batch_{status}: not run (batch {batch['id']} {status})"
 
 
 def _open_store() -> BatchStore | None:
@@ -351,51 +295,3 @@ def cost(record: Result, prices) -> float | None:
     full = interactive(record.prompt_tokens, record.completion_tokens, model, prices)
     return None if full is None else full * BATCH_DISCOUNT
 
-
-# ---- looking after the stored batches (%chatmany_batches) -------------------------------
-
-async def _refresh(settings, store: BatchStore) -> None:
-    """Update the stored status of this server's uncollected batches from the server."""
-    from .client import FilesClient
-    from .errors import RequestError
-    async with FilesClient(settings) as client:
-        for batch_id in store.open_batches(settings.url):
-            try:
-                batch = await client.call("GET", f"/batches/{batch_id}")
-            except RequestError:
-                continue  # unreachable or unknown here: the stored status stays
-            store.update(batch_id, batch["status"], batch.get("request_counts"))
-
-
-def list_batches(settings=None) -> str:
-    """The cache's batches, one per line: id, status, counts, age (oldest first). With
-    ``settings``, the statuses of that server's open batches are fetched first."""
-    from .bridge import run_sync
-    with BatchStore() as store:
-        if settings is not None:
-            run_sync(lambda: _refresh(settings, store))
-        rows = store.listing()
-    if not rows:
-        return "no batches"
-    lines = [f"{'id':<32} {'status':<11} {'done/failed/total':>18}  {'age':>4}  model"]
-    for b in rows:
-        counts = f"{b.completed}/{b.failed}/{b.total}"
-        note = "" if b.collected else "  (not collected yet: run the cell again)"
-        lines.append(f"{b.id:<32} {b.status:<11} {counts:>18}  {b.age():>4}  {b.model}{note}")
-    return "\n".join(lines)
-
-
-def cancel_batch(settings, batch_id: str) -> str:
-    """Ask the server to cancel ``batch_id``; one line saying what it answered."""
-    from .bridge import run_sync
-    from .client import FilesClient
-
-    async def cancel() -> dict:
-        async with FilesClient(settings) as client:
-            return await client.call("POST", f"/batches/{batch_id}/cancel")
-    batch = run_sync(cancel)
-    with BatchStore() as store:
-        if store.get(batch_id) is not None:
-            store.update(batch_id, batch["status"], batch.get("request_counts"))
-    return (f"batch {batch_id}: {batch['status']}; finished requests are kept, run the cell "
-            "again to collect them (the rest are recorded as batch_cancelled)")

@@ -135,7 +135,7 @@ class ChatMany(_Defaults):
     def chatmany_batches(self, line: str):
         """%chatmany_batches: this cache's batches (id, status, counts, age), their statuses
         fetched from the default server; %chatmany_batches cancel ID cancels one."""
-        from .batch import cancel_batch, list_batches
+        from .batchadmin import cancel_batch, list_batches
         words = line.split()
         if words[:1] == ["cancel"] and len(words) == 2:
             print(cancel_batch(self._settings(), words[1]))

@@ -11,6 +11,7 @@ import pytest
 
 import chatmagic
 from chatmagic import batch as batchmod
+from chatmagic import batchadmin
 from chatmagic.batchstore import BatchStore
 from chatmagic.cache import request_keys
 from chatmagic.config import resolve
@@ -133,7 +134,7 @@ def test_cancel_keeps_finished_answers_and_rerun_sends_the_rest(bserver):
     run(bserver, ["c1", "c2", "c3", "c4"], wait=False)
     while bserver.batch.batches["batch_fake1"]["request_counts"]["completed"] < 1:
         asyncio.run(asyncio.sleep(0.02))
-    line = batchmod.cancel_batch(settings, "batch_fake1")
+    line = batchadmin.cancel_batch(settings, "batch_fake1")
     assert line.startswith("batch batch_fake1: cancelling")
     results = run(bserver, ["c1", "c2", "c3", "c4"])
     assert results.texts()[0] == "echo: c1" and results[3].error.startswith("batch_cancelled")
@@ -142,7 +143,7 @@ def test_cancel_keeps_finished_answers_and_rerun_sends_the_rest(bserver):
     results = run(bserver, ["c1", "c2", "c3", "c4"])
     assert results.texts() == ["echo: c1", "echo: c2", "echo: c3", "echo: c4"]
     assert bserver.batch.stats["requests"] == 4 + (4 - done)
-    listing = batchmod.list_batches(settings)
+    listing = batchadmin.list_batches(settings)
     assert "batch_fake1" in listing and "cancelled" in listing and "batch_fake2" in listing
 
 
@@ -191,7 +192,7 @@ def test_no_wait_or_batch_must_be_booleans():
 def test_cancelling_an_unknown_batch_is_one_line_from_the_server(bserver):
     settings = resolve({"base_url": bserver.base_url, "api_key": "sk-secret-key"})
     with pytest.raises(chatmagic.RequestError) as caught:
-        batchmod.cancel_batch(settings, "batch_nope")
+        batchadmin.cancel_batch(settings, "batch_nope")
     assert str(caught.value) == "404 invalid_request_error: No such batch: batch_nope"
 
 

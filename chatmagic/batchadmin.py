@@ -1,0 +1,58 @@
+"""Looking after submitted batches (``%chatmany_batches``): list them, cancel one.
+
+    print(list_batches(settings))           # the stored batches, open ones refreshed first
+    print(cancel_batch(settings, "batch_...")) # POST /batches/{id}/cancel
+
+``settings`` (from ``chatmagic.config.resolve``) says which server to ask.
+"""
+
+from __future__ import annotations
+
+from .batchstore import BatchStore
+
+
+async def _refresh(settings, store: BatchStore) -> None:
+    """Update the stored status of this server's uncollected batches from the server."""
+    from .client import FilesClient
+    from .errors import RequestError
+    async with FilesClient(settings) as client:
+        for batch_id in store.open_batches(settings.url):
+            try:
+                batch = await client.call("GET", f"/batches/{batch_id}")
+            except RequestError:
+                continue  # unreachable or unknown here: the stored status stays
+            store.update(batch_id, batch["status"], batch.get("request_counts"))
+
+
+def list_batches(settings=None) -> str:
+    """The cache's batches, one per line: id, status, counts, age (oldest first). With
+    ``settings``, the statuses of that server's open batches are fetched first."""
+    from .bridge import run_sync
+    with BatchStore() as store:
+        if settings is not None:
+            run_sync(lambda: _refresh(settings, store))
+        rows = store.listing()
+    if not rows:
+        return "no batches"
+    lines = [f"{'id':<32} {'status':<11} {'done/failed/total':>18}  {'age':>4}  model"]
+    for b in rows:
+        counts = f"{b.completed}/{b.failed}/{b.total}"
+        note = "" if b.collected else "  (not collected yet: run the cell again)"
+        lines.append(f"{b.id:<32} {b.status:<11} {counts:>18}  {b.age():>4}  {b.model}{note}")
+    return "\n".join(lines)
+
+
+def cancel_batch(settings, batch_id: str) -> str:
+    """Ask the server to cancel ``batch_id``; one line saying what it answered."""
+    from .bridge import run_sync
+    from .client import FilesClient
+
+    async def cancel() -> dict:
+        async with FilesClient(settings) as client:
+            return await client.call("POST", f"/batches/{batch_id}/cancel")
+    batch = run_sync(cancel)
+    with BatchStore() as store:
+        if store.get(batch_id) is not None:
+            store.update(batch_id, batch["status"], batch.get("request_counts"))
+    return (f"batch {batch_id}: {batch['status']}; finished requests are kept, run the cell "
+            "again to collect them (the rest are recorded as batch_cancelled)")

@@ -1,0 +1,77 @@
+"""The Batch API's file formats, as pure functions: request lines in, result lines out.
+
+    request_line(custom_id, body) -> one JSONL line: {custom_id, method, url, body}
+    write_parts(lines, path, ...) -> the lines streamed into ``path``, one file per batch
+    completion(body)              -> (text, finish_reason, prompt_tokens, completion_tokens, model)
+    line_error(line, ...)         -> "<status> <code>: <message>", as interactive runs record
+    unfinished(batch)             -> why a request of a finished batch has no result line
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+
+ENDPOINT = "/v1/chat/completions"
+ID_HEX = 40  # hex digits of the request key in a custom_id (160 bits: no collisions)
+
+
+def request_line(custom_id: str, body: dict) -> bytes:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body},
+                      ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
+
+
+def write_parts(lines: Iterable[tuple[str, bytes]], path: str, max_requests: int,
+                max_bytes: int) -> Iterator[list[str]]:
+    """Stream ``(key, line)`` pairs into ``path`` until a file would pass ``max_requests``
+    lines or ``max_bytes``; yield the keys of each file written (the next one then
+    overwrites it), so only one file's worth is ever on disk and none in memory."""
+    part: list[str] = []
+    size = 0
+    out = open(path, "wb")
+    try:
+        for key, line in lines:
+            if part and (len(part) >= max_requests or size + len(line) > max_bytes):
+                out.close()
+                yield part
+                out, part, size = open(path, "wb"), [], 0
+            out.write(line)
+            part.append(key)
+            size += len(line)
+    finally:
+        out.close()
+    yield part
+
+
+def completion(body: dict) -> tuple | None:
+    """(text, finish_reason, prompt_tokens, completion_tokens, model) of a chat completion."""
+    try:
+        choice = body["choices"][0]
+        usage = body.get("usage") or {}
+        return (choice["message"].get("content") or "", choice.get("finish_reason"),
+                usage.get("prompt_tokens"), usage.get("completion_tokens"), body.get("model"))
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def line_error(line: dict, response: dict, body: dict) -> str:
+    """A per-request failure as in interactive runs: "<status> <code>: <message>"."""
+    error = line.get("error") or body.get("error") or {}
+    if not isinstance(error, dict):
+        error = {"message": str(error)}
+    where = " ".join(str(p) for p in (response.get("status_code"), error.get("code") or error.get("type")) if p)
+    return f"{where or 'batch_error'}: {error.get('message') or 'no answer'}"
+
+
+def unfinished(batch: dict) -> str:
+    """Why a request of a finished batch has no line in its output or error file."""
+    status = batch["status"]
+    if status == "failed":
+        errors = (batch.get("errors") or {}).get("data") or []
+        shown = "; ".join(f"line {e['line']}: {e.get('message')}" if e.get("line") else str(e.get("message"))
+                          for e in errors[:3]) or "no reason given"
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        return f"batch_failed: {shown}{more}"
+    if status == "not_found":
+        return f"batch_not_found: the server does not know batch {batch['id']}; run again to submit"
+    return f"batch_{status}: not run (batch {batch['id']} {status})"
