@@ -63,6 +63,7 @@ class Run:
         started = self.timeline.t0 = time.perf_counter()
         todo = self._from_cache()
         self._progress.start(len(self.results), len(self.results) - len(todo))
+        outcome = "interrupted"
         try:
             async with Client(self.settings) as self._client:
                 try:
@@ -82,10 +83,11 @@ class Run:
                         task.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
                     raise
+            outcome = "stopped" if self.abort else "done"
         finally:
             self.results.elapsed_s = time.perf_counter() - started
             self.timeline.rate = known_rate(self._throttle)
-            self._progress.close()
+            self._progress.close(outcome)
             if self._cache is not None:
                 self._cache.close()  # writes what is buffered, also after an interrupt
         if self.abort:

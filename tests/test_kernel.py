@@ -21,7 +21,7 @@ def text_of(cell):
     return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
 
 
-def test_run_all_next_cell_sees_the_variable_and_widget_completes(server):
+def test_run_all_next_cell_sees_the_variable_and_the_saved_bar_is_final(server):
     server.latency = 0.05
     nb = run_notebook([
         "%load_ext chatmagic",
@@ -32,9 +32,10 @@ def test_run_all_next_cell_sees_the_variable_and_widget_completes(server):
     assert "16/16 ok" in text_of(nb.cells[1])
     assert text_of(nb.cells[2]).strip() == "True"
     assert text_of(nb.cells[3]).strip() == "True"  # ran on the kernel's loop, not a thread
-    state = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
-    bars = [m["state"] for m in state.values() if m["model_name"] == "FloatProgressModel"]
-    assert bars and bars[0]["value"] == bars[0]["max"] == 16
+    bar = nb.cells[1].outputs[0]  # the live widget was replaced by a picture of the final state
+    assert bar.output_type == "display_data" and set(bar.data) == {"text/plain", "text/html"}
+    assert "16/16 [" in bar.data["text/plain"] and "16 ok]" in bar.data["text/plain"]
+    assert 'data-state="ok"' in bar.data["text/html"] and "16/16 [" in bar.data["text/html"]
 
 
 def test_errors_render_as_one_line_in_the_notebook(server):
