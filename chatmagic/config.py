@@ -225,8 +225,10 @@ class CellOptions:
         def __getattr__(self, name: str) -> Any: ...
 
 
-def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
-    """Merge option layers (highest precedence first) with the environment and defaults."""
+def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+            need_key: bool = True) -> Settings:
+    """Merge option layers (highest precedence first) with the environment and defaults.
+    ``need_key=False`` (a dry run, which sends nothing) accepts a missing API key."""
     environ = os.environ if environ is None else environ
     engine = [o for o in OPTIONS if o.scope == ENGINE]
     unknown = {k for layer in layers for k in layer} - {o.name for o in engine}
@@ -235,9 +237,9 @@ def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None
     settings = Settings(**_merged(engine, layers, environ))
     if settings.api_key is None:
         key = environ.get(settings.api_key_env) or None
-        if key is None and not is_loopback(settings.base_url):
-            raise ConfigError(f"no API key: set ${settings.api_key_env}, or point --base-url at a "
-                              "local server (which needs none)")
+        if key is None and need_key and not is_loopback(settings.base_url):
+            raise ConfigError(f"no API key: set ${settings.api_key_env}, run %chatmany_local for the "
+                              "small local model, or point --base-url at a local server (which needs none)")
         settings = settings.replace(api_key=key)
     return settings
 
@@ -252,7 +254,7 @@ def resolve_cell(flags: Mapping[str, Any], defaults: Mapping[str, Any], *,
     layers = (flags, defaults)
     cell = CellOptions(**_merged([o for o in OPTIONS if o.scope == MAGIC], layers, environ))
     engine = [{k: v for k, v in layer.items() if BY_NAME[k].scope == ENGINE} for layer in layers]
-    return resolve(*engine, {"progress": not cell.quiet}, environ=environ), cell
+    return resolve(*engine, {"progress": not cell.quiet}, environ=environ, need_key=not cell.dry_run), cell
 
 
 def _merged(options: Iterable[Option], layers: Iterable[Mapping[str, Any]], environ: Mapping[str, str]) -> dict:

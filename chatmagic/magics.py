@@ -219,6 +219,16 @@ class ChatMany(_Defaults):
                            again="running the cell again", cache=first.settings.cache)
 
 
+def _plain_help(doc: str) -> str:
+    """magic_arguments writes the help as reStructuredText (a "::" literal block, indented);
+    %%chatmany? shows it as plain text, so: the usage first, aligned, with no stray "::"."""
+    usage, sep, rest = doc.partition("\n\n  %")[2].partition("\n\n")
+    return "%" + usage.replace("\n" + " " * 17, "\n" + " " * 11) + sep + rest
+
+
+ChatMany.chatmany.__doc__ = _plain_help(ChatMany.chatmany.__doc__)
+
+
 async def run_all(plan: Plan) -> dict:
     """Run every model's prompts at once; a model whose run stops does not stop the others.
     Returns model -> RunAborted for the runs that stopped."""

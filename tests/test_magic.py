@@ -101,3 +101,19 @@ def test_bad_input_is_one_line_and_sends_nothing(ip, server, capsys, text, messa
     assert message in shown and "Traceback" not in shown
     assert server.stats.requests == 0
 
+
+def test_a_dry_run_needs_no_key_and_the_missing_key_names_the_local_model(ip, server, capsys):
+    remote = "--base-url https://api.example.com/v1"  # nothing is sent to it: no key, or a dry run
+    assert cell(ip, f"%%chatmany --dry-run {remote}\nhello").success
+    assert "dry run, nothing sent: 1 prompt × 1 model = 1 request" in capsys.readouterr().out
+    r = cell(ip, f"%%chatmany {remote}\nhello")
+    assert not r.success and "%chatmany_local" in str(r.error_in_exec)
+    assert str(r.error_in_exec).startswith("no API key: set $OPENAI_API_KEY")
+    assert server.stats.requests == 0
+
+
+def test_help_starts_with_the_usage_not_rst(ip):
+    shown = ip.object_inspect_mime("%%chatmany")["text/plain"]
+    body = shown.split("Docstring:", 1)[1].split("\n", 1)[1]
+    assert body.startswith("%%chatmany [-o NAME] [-m NAME]") and "::" not in body
+    assert "\n           [--system TEXT]" in body  # continuation lines aligned under the first flag

@@ -1,6 +1,7 @@
 """Every notebook in notebooks/ runs top to bottom in a real kernel, against local servers only."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import nbformat
@@ -13,8 +14,9 @@ LOCAL_MODEL = all(importlib.util.find_spec(m) for m in ("xllamacpp", "gemma3_270
 pytestmark = pytest.mark.kernel
 
 
-def execute(name: str):
+def execute(name: str, upto: int | None = None):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    nb.cells = nb.cells[:upto]
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     return nb
@@ -26,6 +28,11 @@ def outputs(cell) -> str:
 
 def test_every_notebook_is_tested():
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"dataframe.ipynb", "quickstart.ipynb", "teaching.ipynb"}
+
+
+def test_dataframe_notebook_dry_run_needs_no_key():
+    nb = execute("dataframe.ipynb", upto=4)  # no key, no base URL: the dry run sends nothing
+    assert "6 prompts × 1 model = 6 requests" in outputs(nb.cells[3])
 
 
 def test_dataframe_notebook(server, monkeypatch):
@@ -52,5 +59,10 @@ def test_teaching_notebook_shows_each_lesson():
     joined = "\n".join(texts)
     assert "10/10 ok" in joined and "40/40 ok" in joined
     assert "8" in texts[texts.index(next(t for t in texts if "capped" in t)) + 1]  # the cap held
-    assert "retry 1" in joined  # retries visible in the log
+    resilient = next(t for t in texts if "40/40 ok" in t and "-> resilient" in t)
+    assert re.search(r"40/40 \[.*, 40 ok, [1-9]\d* retries\]", resilient)  # counted in the bar
+    tries = texts[texts.index(resilient) + 1]
+    assert tries.startswith("tries") and "prompts" in tries  # the table after the run
+    stderr = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stderr"]
+    assert stderr == []  # nothing that looks like an error where nothing went wrong
     assert "1/3 ok, 2 failed" in joined and "stopped: 401" in joined
