@@ -7,7 +7,8 @@
 
 from .api import achat_many, chat_many
 from .config import Settings
-from .errors import APIError, ChatmagicError, ConfigError, RequestError, RunAborted, RunInterrupted
+from .errors import (APIError, ChatmagicError, ChatmagicWarning, ConfigError, RequestError, RunAborted,
+                     RunInterrupted)
 from .results import Result, Results
 
 __version__ = "0.1.0"
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "APIError",
     "ChatmagicError",
+    "ChatmagicWarning",
     "ConfigError",
     "RequestError",
     "Result",

@@ -146,8 +146,24 @@ class Cache:
             return cls(path)
         except (sqlite3.Error, OSError) as e:
             where = Path(path).expanduser() if path is not None else default_dir() / DB_NAME
-            warnings.warn(f"chatmagic cache disabled: {where}: {_reason(e)}", CacheWarning, stacklevel=2)
+            hint = "; `%chatmany_cache clear` removes it" if _unusable(e) else ""
+            warnings.warn(f"chatmagic cache disabled: {where}: {_reason(e)}{hint}", CacheWarning, stacklevel=2)
             return None
+
+    @classmethod
+    def open_or_remove(cls, path: str | os.PathLike | None = None) -> tuple[Cache | None, str | None]:
+        """For ``%chatmany_cache clear``: the cache; or, if its file is no usable database
+        (corrupt, not SQLite, a newer schema), a fresh one after removing that file, with a line
+        saying so. A locked or unreadable file is never removed."""
+        where = Path(path).expanduser() if path is not None else default_dir() / DB_NAME
+        try:
+            return cls(path), None
+        except (sqlite3.Error, OSError) as e:
+            if not (_unusable(e) and where.is_file()):
+                return cls.open(path), None
+            for p in (where, where.with_name(where.name + "-wal"), where.with_name(where.name + "-shm")):
+                p.unlink(missing_ok=True)
+            return cls.open(path), f"{where} was not a usable cache ({_reason(e)}); removed it"
 
     def _connect(self) -> sqlite3.Connection:
         folder = self.path.parent
@@ -226,9 +242,15 @@ class Cache:
     def put(self, key: str, text: str, finish_reason: str | None, prompt_tokens: int | None,
             completion_tokens: int | None, model: str | None) -> None:
         """Store one successful answer (replacing any earlier one), buffered; see the module
-        docstring for when it reaches the file. Never raises for a database failure."""
+        docstring for when it reaches the file. Never raises for a database failure. A row SQLite
+        cannot store as it is (a list for text, a lone surrogate) is kept in memory only, so one
+        odd answer never fails the batch it would have been written with."""
+        row = (text, finish_reason, prompt_tokens, completion_tokens, model, time.time())
         with self._lock:
-            self._pending[key] = (text, finish_reason, prompt_tokens, completion_tokens, model, time.time())
+            if not _storable(row):
+                self._memory[key] = row
+                return
+            self._pending[key] = row
             if len(self._pending) >= self.batch_rows or time.monotonic() - self._last_write >= self.batch_seconds:
                 self.flush()
             else:
@@ -379,6 +401,31 @@ def describe(cache: Cache | None) -> str:
         return f"cache closed, at {cache.path}"
     line = f"{cache.entries():,} entries, {cache.size_bytes() / 1e6:.1f} MB, at {cache.path}"
     return f"{line} ({cache.disabled})" if cache.disabled else line
+
+
+def _storable(row: tuple) -> bool:
+    """True if SQLite can store ``row`` (text, finish_reason, tokens, tokens, model, created)."""
+    text, finish_reason, prompt_tokens, completion_tokens, model, _ = row
+    if not isinstance(text, str):
+        return False
+    for value in (text, finish_reason, model):
+        if value is not None and not (isinstance(value, str) and _encodes(value)):
+            return False
+    return all(n is None or (type(n) is int and -2**63 <= n < 2**63)
+               for n in (prompt_tokens, completion_tokens))
+
+
+def _unusable(e: BaseException) -> bool:
+    """The file is no database we can use (not a lock, a permission or a missing folder)."""
+    return isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError)
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _chunks(select: str, values: list):

@@ -1,19 +1,35 @@
 """The only module that speaks HTTP: one request in, one completion (or a RequestError) out.
 
-aiohttp errors and error answers are mapped here to ``RequestError``, so nothing else needs to
-know aiohttp. The API key lives only in the session's headers and is scrubbed from messages.
+aiohttp errors and error answers are mapped here to ``RequestError``; no other exception leaves
+``complete``, so no traceback ever shows aiohttp's frames (whose locals hold the request
+headers). The API key lives only in the session's headers, as a string whose repr hides it,
+and is scrubbed from every message built from server text before that text is cut.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import warnings
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from . import hints
-from .errors import RequestError
+from .answers import completion_of
+from .config import is_loopback
+from .errors import ChatmagicWarning, RequestError
+from .limits import ACCEPT_ENCODING, MAX_RESPONSE_MB, TooLarge, read_capped
+from .proxies import proxy_for
+
+#: Server text kept in an error message, after the key is scrubbed.
+MESSAGE_CHARS = 300
+#: While this process has no free file descriptor, wait this long before trying again.
+FILES_WAIT = 0.05
+
+_warned_clear: set = set()
 
 
 @dataclass(slots=True)
@@ -26,24 +42,43 @@ class Completion:
     hints: hints.Hints  # what the server said about rate limits, for the throttle
 
 
-class Client:
-    """One aiohttp session for a run; its pool holds as many connections as the concurrency."""
+class _Hidden(str):
+    """The Authorization value: sent as it is, shown as ``'Bearer ***'`` in any repr (a verbose
+    traceback prints the header dicts of aiohttp's frames)."""
 
-    def __init__(self, settings):
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'Bearer ***'"
+
+
+class _NoFiles(Exception):
+    """This process is out of file descriptors: a local condition, not the server's fault."""
+
+
+class Client:
+    """One aiohttp session for a run; its pool holds ``limit`` connections."""
+
+    def __init__(self, settings, limit: int | None = None):
         self.url = settings.url
         self._key = settings.api_key
         self._settings = settings
+        self._limit = limit or settings.concurrency
+        self._cap = int(MAX_RESPONSE_MB * 1_000_000)
+        self._proxy = proxy_for(self.url)  # the environment, read once per run
         self._session: aiohttp.ClientSession | None = None
+        if self._key:
+            _warn_if_clear(self.url)
 
     async def __aenter__(self) -> "Client":
         s = self._settings
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         if self._key:
-            headers["Authorization"] = f"Bearer {self._key}"
+            headers["Authorization"] = _Hidden(f"Bearer {self._key}")
         # aiohttp's default pool silently caps concurrency at 100; trust_env costs a lookup per request
-        connector = aiohttp.TCPConnector(limit=s.concurrency, limit_per_host=0, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
-            connector=connector, headers=headers, trust_env=False,
+            connector=connector, headers=headers, trust_env=False, auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.connect_timeout))
         return self
 
@@ -52,26 +87,56 @@ class Client:
 
     async def complete(self, body: bytes) -> Completion:
         """POST one chat completion (``body`` is the JSON request, already encoded)."""
-        try:
-            async with self._session.post(self.url, data=body) as resp:
-                raw = await resp.read()
-                status, said = resp.status, hints.parse(resp.headers)
-        except asyncio.TimeoutError:
-            raise RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout") from None
-        except aiohttp.ClientError as e:
-            raise RequestError(self._scrub(f"{type(e).__name__}: {e}"), code="connection") from None
+        waited = 0.0
+        while True:
+            try:
+                status, said, raw = await self._post(body)
+                break
+            except _NoFiles:
+                # other requests will free descriptors; waiting costs no attempt and no retry
+                if waited >= self._settings.timeout:
+                    raise RequestError("this process has no free file descriptor (open-file limit, "
+                                       "`ulimit -n`); lower the concurrency", code="open_files",
+                                       retryable=False) from None
+                await asyncio.sleep(FILES_WAIT)
+                waited += FILES_WAIT
         data = _json(raw)
         if status != 200:
             raise self._error(status, data, raw, said)
+        done = completion_of(data)
+        if done is None:  # some gateways send errors in a 200 body
+            raise self._error(200, data, raw, said)
+        return Completion(*done, said)
+
+    async def _post(self, body: bytes):
+        """(status, hints, body) of one POST; every failure becomes a RequestError."""
         try:
-            choice = data["choices"][0]
-            usage = data.get("usage") or {}
-            return Completion(choice["message"].get("content") or "", choice.get("finish_reason"),
-                              usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                              data.get("model"), said)
-        except (KeyError, IndexError, TypeError, AttributeError):
-            # some gateways send errors in a 200 body
-            raise self._error(200, data, raw, said) from None
+            async with self._session.post(self.url, data=body, proxy=self._proxy) as resp:
+                return resp.status, hints.parse(resp.headers), await read_capped(resp, self._cap)
+        except TooLarge as e:
+            size = f"{e.size / 1e6:,.0f} MB announced" if e.announced else "more than that"
+            raise RequestError(f"answer over the {self._cap / 1e6:g} MB limit ({size})",
+                               code="too_large", retryable=False) from None
+        except asyncio.TimeoutError:
+            raise RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout") from None
+        except aiohttp.ClientError as e:
+            if _out_of_files(e):
+                raise _NoFiles from None
+            raise self._client_error(e) from None
+        except Exception as e:  # noqa: BLE001 -- no aiohttp frame (and its headers) may escape
+            raise RequestError(self.scrub(f"{type(e).__name__}: {e}"), code="client_error",
+                               retryable=False) from None
+
+    def _client_error(self, e: aiohttp.ClientError) -> RequestError:
+        """Certificate errors and redirect loops fail at once: no retry can fix them."""
+        message = self.scrub(f"{type(e).__name__}: {e}")
+        if isinstance(e, aiohttp.ClientConnectorCertificateError):
+            return RequestError(message, code="certificate", retryable=False)
+        if isinstance(e, aiohttp.ClientSSLError):
+            return RequestError(message, code="tls", retryable=False)
+        if isinstance(e, aiohttp.TooManyRedirects):
+            return RequestError(message, code="redirects", retryable=False)
+        return RequestError(message, code="connection")
 
     def _error(self, status: int, data, raw: bytes, said: hints.Hints) -> RequestError:
         err = data.get("error", data) if isinstance(data, dict) else None
@@ -79,14 +144,16 @@ class Client:
             message = str(err.get("message") or err)
             code = err.get("code") or err.get("type")
         else:
-            message, code = raw[:200].decode("utf-8", "replace") or "empty answer", None
+            message, code = raw.decode("utf-8", "replace") or "empty answer", None
         if status == 200:
             message, code = f"not a completion: {message}", code or "bad_response"
-        return RequestError(self._scrub(message), status=status, code=None if code is None else str(code),
-                            retry_after=said.retry_after, hints=said,
-                            retryable=said.should_retry)  # x-should-retry, as openai-python
+            status = _embedded_status(code) or 200  # e.g. a 200 carrying a 400 (context length)
+        return RequestError(self.scrub(message)[:MESSAGE_CHARS], status=status,
+                            code=None if code is None else str(code), retry_after=said.retry_after,
+                            hints=said, retryable=said.should_retry)  # x-should-retry, as openai-python
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
+        """``text`` without the key. Scrub first, cut after: a cut key is no longer found."""
         return text.replace(self._key, "***") if self._key else text
 
     def __repr__(self) -> str:
@@ -100,7 +167,7 @@ class FilesClient(Client):
 
     async def __aenter__(self) -> "FilesClient":
         s = self._settings
-        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        headers = {"Authorization": _Hidden(f"Bearer {self._key}")} if self._key else {}
         self.base = s.base_url.rstrip("/")
         self._session = aiohttp.ClientSession(
             headers=headers, trust_env=False, connector=aiohttp.TCPConnector(limit=8),
@@ -118,7 +185,7 @@ class FilesClient(Client):
     async def call(self, method: str, path: str, **kw) -> dict:
         """One JSON request (``json=`` or ``data=``) to ``base_url + path``; the answer's JSON."""
         try:
-            async with self._session.request(method, self.base + path, **kw) as resp:
+            async with self._session.request(method, self.base + path, proxy=self._proxy, **kw) as resp:
                 raw = await resp.read()
                 status, headers = resp.status, resp.headers
         except (asyncio.TimeoutError, aiohttp.ClientError) as e:
@@ -131,12 +198,12 @@ class FilesClient(Client):
     def _failed(self, e: BaseException) -> RequestError:
         if isinstance(e, asyncio.TimeoutError):
             return RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout")
-        return RequestError(self._scrub(f"{type(e).__name__}: {e}"), code="connection")
+        return RequestError(self.scrub(f"{type(e).__name__}: {e}"), code="connection")
 
     async def lines(self, file_id: str):
         """The lines of a file's content (``GET /files/{id}/content``), as bytes, streamed."""
         try:
-            async with self._session.get(f"{self.base}/files/{file_id}/content") as resp:
+            async with self._session.get(f"{self.base}/files/{file_id}/content", proxy=self._proxy) as resp:
                 if resp.status != 200:
                     raw = await resp.read()
                     raise self._error(resp.status, _json(raw), raw, hints.parse(resp.headers))
@@ -151,8 +218,31 @@ class FilesClient(Client):
             raise self._failed(e) from None
 
 
+def _warn_if_clear(url: str) -> None:
+    """Once per host: the key is about to travel unencrypted beyond this machine."""
+    parts = urlsplit(url)
+    if parts.scheme == "http" and not is_loopback(url) and parts.netloc not in _warned_clear:
+        _warned_clear.add(parts.netloc)
+        warnings.warn(f"chatmagic: the API key is sent unencrypted to {parts.netloc} (http://); "
+                      "use https:// unless this network is trusted", ChatmagicWarning, stacklevel=4)
+
+
+def _embedded_status(code) -> int | None:
+    """An HTTP status given as the code of an error inside a 200 answer."""
+    try:
+        status = int(code)
+    except (TypeError, ValueError):
+        return 400 if code == "context_length_exceeded" else None
+    return status if 400 <= status <= 599 else None
+
+
+def _out_of_files(e: aiohttp.ClientError) -> bool:
+    os_error = getattr(e, "os_error", None)
+    return isinstance(os_error, OSError) and os_error.errno in (errno.EMFILE, errno.ENFILE)
+
+
 def _json(raw: bytes):
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None

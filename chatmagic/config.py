@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import keyword
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 #: Body fields the engine builds itself; ``params`` may not override them.
 RESERVED_PARAMS = {"messages": "prompts come from the cell", "stream": "streaming is not supported",
-                   "n": "one answer per prompt is collected"}
+                   "n": "one answer per prompt is collected",
+                   "model": "set the model with -m / model= (results are labelled by it)"}
 
 ENGINE: Literal["engine"] = "engine"  # a field of Settings and a chat_many/achat_many keyword
 MAGIC: Literal["magic"] = "magic"     # used by %%chatmany only: a field of CellOptions
@@ -95,7 +97,28 @@ def _params(params: Any) -> dict:
     for key, why in RESERVED_PARAMS.items():
         if key in params:
             raise ConfigError(f"param {key!r} cannot be set: {why}")
+    for key, value in params.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):
+            raise ConfigError(f"param {key!r} must be plain JSON (no NaN or Infinity), "
+                              f"got {type(value).__name__}: {value!r:.60}") from None
     return dict(params)
+
+
+def clean_key(key: Any, where: str = "api_key") -> str | None:
+    """The key without surrounding whitespace (a key read from a file keeps its newline);
+    None if empty. Any other control or non-ASCII character is refused without showing it."""
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise ConfigError(f"the API key ({where}) must be a string")
+    key = key.strip()
+    bad = next((i for i, ch in enumerate(key) if not " " <= ch <= "~"), None)
+    if bad is not None:
+        raise ConfigError(f"the API key ({where}) has a control or non-ASCII character at position "
+                          f"{bad}; copy it again")
+    return key or None
 
 
 def check_identifier(name: Any) -> str:
@@ -141,7 +164,8 @@ OPTIONS: tuple[Option, ...] = (
            env="OPENAI_BASE_URL", check=_http_url),
     Option("api_key_env", str, "OPENAI_API_KEY", "environment variable holding the API key",
            flags=("--api-key-env",), metavar="NAME"),
-    Option("api_key", str, None, "the API key itself (never shown)", config=False, unset="$<api_key_env>", secret=True),
+    Option("api_key", str, None, "the API key itself (never shown)", config=False, unset="$<api_key_env>",
+           secret=True, check=clean_key),
     Option("rpm", float, None, "requests per minute at most", flags=("--rpm",), metavar="N",
            unset="learnt from the server", positive=True),
     Option("tpm", float, None, "tokens per minute at most (estimated from text + max_tokens)",
@@ -236,7 +260,7 @@ def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None
         raise ConfigError(f"unknown option: {', '.join(sorted(unknown))}")
     settings = Settings(**_merged(engine, layers, environ))
     if settings.api_key is None:
-        key = environ.get(settings.api_key_env) or None
+        key = clean_key(environ.get(settings.api_key_env), f"${settings.api_key_env}")
         if key is None and need_key and not is_loopback(settings.base_url):
             raise ConfigError(f"no API key: set ${settings.api_key_env}, run %chatmany_local for the "
                               "small local model, or point --base-url at a local server (which needs none)")
@@ -292,6 +316,8 @@ def _number(o: Option, value: Any) -> int | float:
         number = o.type(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{o.name} must be {'a whole' if o.type is int else 'a'} number, got {value!r}") from None
+    if not math.isfinite(number):  # NaN is no JSON, and an infinite timeout overflows
+        raise ConfigError(f"{o.name} must be a finite number, got {value!r}")
     if (o.positive and not number > 0) or (o.minimum is not None and number < o.minimum):
         bound = "positive" if o.positive else f"at least {o.minimum:g}"
         raise ConfigError(f"{o.name} must be {bound}, got {value!r}")

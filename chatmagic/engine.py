@@ -15,6 +15,7 @@ from .cache import Cache, request_keys
 from .client import Client, Completion
 from .config import is_loopback
 from .errors import ConfigError, RequestError, RunAborted
+from .limits import connection_cap
 from .progress import make_progress
 from .ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Throttle
 from .results import Result, Results
@@ -45,6 +46,7 @@ class Run:
         self._progress = make_progress(settings.progress if progress is None else progress, desc)
         system = [{"role": "system", "content": settings.system}] if settings.system else []
         self._head = {**settings.body_params(), "messages": system}
+        _dumps(self._head)  # bad input fails here, before anything is sent
         self._fixed_tokens = len(settings.system or "") // 4 + (settings.max_tokens or DEFAULT_OUTPUT_TOKENS)
 
     async def run(self) -> Results:
@@ -52,7 +54,7 @@ class Run:
         if self.settings.batch:  # through the provider's Batch API instead
             from .batch import BatchRun
             return await BatchRun(self).run_batch()
-        c = self.settings.concurrency
+        c = connection_cap(self.settings.concurrency)
         self._slots, places = asyncio.Semaphore(c), asyncio.Semaphore(2 * c)
         tasks: set[asyncio.Task] = set()
 
@@ -65,7 +67,7 @@ class Run:
         self._progress.start(len(self.results), len(self.results) - len(todo))
         outcome = "interrupted"
         try:
-            async with Client(self.settings) as self._client:
+            async with Client(self.settings, limit=c) as self._client:
                 try:
                     for record in todo:
                         await places.acquire()
@@ -114,15 +116,19 @@ class Run:
             if row is None:
                 todo.append(record)
                 continue
+            if self.settings.json:
+                try:
+                    record.data = json.loads(row[0])
+                except (TypeError, ValueError):  # stored by a run without --json: ask again
+                    todo.append(record)
+                    continue
             (record.text, record.finish_reason, record.prompt_tokens,
              record.completion_tokens, record.model) = row
             record.status, record.cached = "ok", True
-            if self.settings.json:
-                record.data = json.loads(record.text)
         return todo
 
     async def _one(self, record: Result) -> None:
-        body = json.dumps(self._body(record.prompt)).encode()
+        body = _dumps(self._body(record.prompt)).encode()
         cost = len(record.prompt) // 4 + self._fixed_tokens
         try:
             try:
@@ -189,13 +195,13 @@ class Run:
                 record.data = self._parse_json(record, done.text)
             return done
 
-    @staticmethod
-    def _parse_json(record: Result, text: str):
+    def _parse_json(self, record: Result, text: str):
         try:
             return json.loads(text)
         except ValueError:
             record.text = text  # kept, so the user can see what came back
-            raise RequestError(f"not valid JSON: {text[:60]!r}", status=200, code="invalid_json",
+            shown = self._client.scrub(text)[:60]  # scrubbed before it is cut
+            raise RequestError(f"not valid JSON: {shown!r}", status=200, code="invalid_json",
                                retryable=record.attempts < 2) from None
 
 
@@ -206,7 +212,15 @@ def check_prompts(prompts) -> list[str]:
     prompts = list(prompts)
     if not prompts:
         raise ConfigError("no prompts to send")
-    bad = next((p for p in prompts if not isinstance(p, str)), None)
-    if bad is not None:
-        raise ConfigError(f"every prompt must be a string, got {type(bad).__name__}: {bad!r:.60}")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise ConfigError(f"every prompt must be a string; prompt {i} is {type(p).__name__}: {p!r:.60}")
     return prompts
+
+
+def _dumps(body: dict) -> str:
+    """The request body as JSON; never NaN or Infinity, which no server can read."""
+    try:
+        return json.dumps(body, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"the request body is not valid JSON: {e}") from None

@@ -9,6 +9,7 @@
     KeyboardInterrupt
     └── RunInterrupted             Ctrl-C or a kernel interrupt stopped the run; carries the
                                    results that finished; one line in IPython
+    ChatmagicWarning               (a UserWarning) a limit was applied, the key goes in clear
 
 A prompt that fails is data in the results (status "error" and a reason), never an exception:
 only a failure of the whole run raises. Real bugs keep their tracebacks.
@@ -24,6 +25,10 @@ class ChatmagicError(Exception):
 
     def _render_traceback_(self) -> list[str]:
         return [f"{type(self).__name__}: {self}"]
+
+
+class ChatmagicWarning(UserWarning):
+    """Something the user should know that does not stop the run (said once)."""
 
 
 class ConfigError(ChatmagicError, ValueError):

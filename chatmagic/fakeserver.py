@@ -185,6 +185,9 @@ class FakeOpenAI:
         if limited is not None:
             return limited
         script = self._directives(prompt) if "[[" in prompt else {}
+        hostile = await self._hostile(request, script, body, messages, prompt) if script else None
+        if hostile is not None:
+            return hostile
         failure = await self._chaos(script, st.attempts[prompt], headers)
         if failure is not None:
             return failure
@@ -288,6 +291,65 @@ class FakeOpenAI:
             "echo_params": {k: v for k, v in body.items() if k != "messages"},
         }
 
+    # ---- hostile and broken servers (directives, one per misbehaviour) -------
+
+    async def _hostile(self, request: web.Request, script: dict, body: dict, messages: list,
+                       prompt: str) -> web.StreamResponse | None:
+        """``[[endless]]`` a body that never ends, ``[[hugelength]]`` a Content-Length of 1 GB,
+        ``[[gzipbomb]]`` a small gzip body that inflates past 100 MB, ``[[keyecho:STATUS]]`` a
+        plain-text error echoing the Authorization header, ``[[badjsonkey]]`` a non-JSON answer
+        echoing it, ``[[parts]]`` content as a list of parts, ``[[numcontent]]`` content a
+        number, ``[[strusage]]`` token counts as strings, ``[[redirectloop]]`` a 307 to itself,
+        ``[[err200:CODE]]`` a 200 carrying an error with that code."""
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if "endless" in script or "hugelength" in script:
+            return await self._flood(request, endless="endless" in script)
+        if "gzipbomb" in script:
+            return web.Response(body=_gzip_bomb(), headers={"Content-Encoding": "gzip"},
+                                content_type="application/json")
+        if "keyecho" in script:
+            text = "upstream proxy rejected the request; the credentials it saw were " + key + " (ok?)"
+            return web.Response(status=int(script["keyecho"][0] or 500), text=text)
+        if "redirectloop" in script:
+            raise web.HTTPTemporaryRedirect(str(request.rel_url))
+        if "err200" in script:
+            code = script["err200"][0]
+            return web.json_response({"error": {"message": "This model's maximum context length is "
+                                                "8192 tokens.", "code": int(code) if code.isdigit() else code}})
+        odd = {"badjsonkey", "parts", "numcontent", "strusage"} & set(script)
+        if not odd:
+            return None
+        answer = self._completion(body, messages, prompt, script)
+        message, usage = answer["choices"][0]["message"], answer["usage"]
+        if "badjsonkey" in script:
+            message["content"] = f"sure: {key} is what you sent"
+        if "parts" in script:
+            message["content"] = [{"type": "text", "text": message["content"]},
+                                  {"type": "image_url", "image_url": {"url": "x"}},
+                                  {"type": "text", "text": " (parts)"}]
+        if "numcontent" in script:
+            message["content"] = 42
+        if "strusage" in script:
+            answer["usage"] = {k: str(v) for k, v in usage.items()}
+        return web.json_response(answer)
+
+    async def _flood(self, request: web.Request, endless: bool) -> web.StreamResponse:
+        """Send 64 KB chunks until the client hangs up (or 60 s pass): chunked with no end,
+        or under a Content-Length of 1 GB."""
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if not endless:
+            resp.content_length = 10**9
+        await resp.prepare(request)
+        chunk = b" " * 65536
+        await resp.write(b'{"choices": [{"message": {"content": "flood"}}]}')
+        deadline = time.monotonic() + 60
+        try:
+            while time.monotonic() < deadline:
+                await resp.write(chunk)
+        except (ConnectionError, RuntimeError):
+            pass  # the client hung up, as it should
+        return resp
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
             {"id": self.model, "object": "model", "created": 0, "owned_by": "fakeserver"}]})
@@ -347,6 +409,20 @@ class FakeOpenAI:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+_bomb: list = []
+
+
+def _gzip_bomb(size: int = 100 * 2**20) -> bytes:
+    """A valid completion padded with ``size`` spaces, gzipped (about 100 KB); built once."""
+    if not _bomb:
+        import zlib
+        z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        head = b'{"choices": [{"message": {"content": "bomb"}}]}'
+        parts = [z.compress(head)] + [z.compress(b" " * 2**20) for _ in range(size // 2**20)]
+        _bomb.append(b"".join(parts) + z.flush())
+    return _bomb[0]
 
 
 def _prompt_tokens(messages: list) -> int:

@@ -122,7 +122,9 @@ class ChatMany(_Defaults):
         action = line.strip()
         if action not in ("", "clear"):
             raise ConfigError(f"%chatmany_cache {action}: expected no argument or 'clear'")
-        cache = Cache.open()
+        cache, removed = Cache.open_or_remove() if action == "clear" else (Cache.open(), None)
+        if removed:
+            print(removed)
         try:
             if action == "clear" and cache is not None:
                 cache.clear()

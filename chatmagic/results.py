@@ -105,8 +105,8 @@ class Results(Sequence):
         failed = Counter(_reason(r.error) for r in self._records if r.status == "error")
         cancelled = sum(r.status == "cancelled" for r in self._records)
         flagged = Counter(r.finish_reason for r in self._records if r.ok and r.flagged)
-        tokens_in = sum(r.prompt_tokens or 0 for r in self._records)
-        tokens_out = sum(r.completion_tokens or 0 for r in self._records)
+        tokens_in = sum(_count(r.prompt_tokens) or 0 for r in self._records)
+        tokens_out = sum(_count(r.completion_tokens) or 0 for r in self._records)
         parts = [f"{ok}/{len(self)} ok"]
         cached = sum(r.cached for r in self._records)
         if cached:
@@ -130,7 +130,7 @@ class Results(Sequence):
             if self.batch:
                 from .batch import cost as batch_cost
             spent = [batch_cost(r, prices) if self.batch else
-                     cost(r.prompt_tokens, r.completion_tokens, r.model or "", prices)
+                     cost(_count(r.prompt_tokens), _count(r.completion_tokens), str(r.model or ""), prices)
                      for r in self._records if r.ok and not r.cached]
             if spent and None not in spent:
                 parts.append(f"${sum(spent):.4f}" + (" (batch price)" if self.batch else ""))
@@ -143,4 +143,10 @@ class Results(Sequence):
 
 def _reason(error: str | None) -> str:
     """The short reason of an error string: its part before the first colon."""
-    return (error or "unknown").split(":", 1)[0]
+    return str(error or "unknown").split(":", 1)[0]
+
+
+def _count(tokens) -> int | None:
+    """A token count as summed: records may be built or edited by hand, so anything that is
+    not a whole number counts as unknown; the summary never raises."""
+    return tokens if type(tokens) is int else None
