@@ -70,7 +70,7 @@ class Client:
         if self._key:
             _warn_if_clear(self.url)
 
-    async def __aenter__(self) -> "Client":
+    async def __aenter__(self) -> Client:
         s = self._settings
         headers = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
         if self._key:
@@ -165,7 +165,7 @@ class FilesClient(Client):
     (or the lines of a file), errors as ``RequestError``. Uploads and downloads may be large,
     so only connecting and each read are timed, not the whole transfer."""
 
-    async def __aenter__(self) -> "FilesClient":
+    async def __aenter__(self) -> FilesClient:
         s = self._settings
         headers = {"Authorization": _Hidden(f"Bearer {self._key}")} if self._key else {}
         self.base = s.base_url.rstrip("/")

@@ -48,3 +48,19 @@ def cancelled_run(server):
             return run.results
         return asyncio.run(main())
     return cancel
+
+
+@pytest.fixture
+def ip(server):
+    """Terminal IPython with chatmagic loaded, pointed at the practice server, quiet."""
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    shell.run_cell("%load_ext chatmagic")
+    shell.run_cell(f"%config ChatMany.base_url = {server.base_url!r}")
+    shell.run_cell("%config ChatMany.quiet = True")
+    yield shell
+    shell.run_cell("%unload_ext chatmagic")
+    for name in ("base_url", "quiet", "model", "concurrency", "out", "params"):
+        shell.run_cell(f"%config ChatMany.{name} = {'None' if name in ('base_url', 'model', 'concurrency', 'params') else repr(False) if name == 'quiet' else repr('chatmany_results')}")
+    for name in ("answers", "chatmany_results", "df"):
+        shell.user_ns.pop(name, None)

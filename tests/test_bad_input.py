@@ -3,7 +3,6 @@
 import math
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 import chatmagic
 from chatmagic import ConfigError
@@ -42,18 +41,6 @@ def test_params_that_cannot_be_sent(server, params, why):
 @pytest.mark.parametrize("name, value", [("system", 123), ("system", ["a"]), ("api_key_env", 5)])
 def test_strings_that_are_not(server, name, value):
     assert f"{name} must be a string" in refused(server, **{name: value})
-
-
-@pytest.fixture
-def ip(server):
-    shell = InteractiveShell.instance()
-    shell.run_cell("%load_ext chatmagic")
-    shell.run_cell(f"%config ChatMany.base_url = {server.base_url!r}")
-    shell.run_cell("%config ChatMany.quiet = True")
-    yield shell
-    shell.run_cell("%config ChatMany.base_url = None")
-    shell.run_cell("%config ChatMany.quiet = False")
-    shell.run_cell("%unload_ext chatmagic")
 
 
 @pytest.mark.parametrize("flags, message", [

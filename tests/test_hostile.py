@@ -3,8 +3,8 @@ memory, the key never shown, deterministic failures failing at once, odd answers
 
 import asyncio
 import logging
-import warnings
 import time
+import warnings
 from dataclasses import replace
 
 import pytest
