@@ -17,7 +17,7 @@ from .config import is_loopback
 from .errors import ConfigError, RequestError, RunAborted
 from .limits import connection_cap
 from .progress import make_progress
-from .ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Throttle
+from .ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Paces, Throttle
 from .results import Result, Results
 from .retry import ABORT, RETRY, classify, policy
 from .timeline import CANCELLED, OK, Timeline, known_rate, outcome_of, throttle_wait
@@ -33,15 +33,17 @@ class _NotSent(Exception):
 class Run:
     """One run of prompts with resolved ``settings``; ``results`` fills in as answers arrive."""
 
-    def __init__(self, prompts, settings, *, progress=None, sleep=None, desc: str = "chatmany"):
+    def __init__(self, prompts, settings, *, progress=None, sleep=None, desc: str = "chatmany",
+                 paces: Paces | None = None):
         self.settings = settings
         self.results = Results([Result(i, p) for i, p in enumerate(check_prompts(prompts))])
         self.abort: RequestError | None = None
         self.timeline = self.results.timeline = Timeline(settings.concurrency, label=settings.model)
         self._policy = policy(settings.retries, settings.max_retry_wait,
                               self.timeline.sleeper(sleep or asyncio.sleep))
-        self._throttle = Throttle(settings.rpm, settings.tpm, url=settings.url, probe_wait=(
-            PROBE_WAIT_LOCAL if is_loopback(settings.base_url) else PROBE_WAIT))
+        self._throttle = Throttle(settings.rpm, settings.tpm, url=settings.url, paces=paces,
+                                  max_wait=settings.max_retry_wait, probe_wait=(
+                                      PROBE_WAIT_LOCAL if is_loopback(settings.base_url) else PROBE_WAIT))
         self._throttle.sleep = self.timeline.sleeper(self._throttle.sleep, throttle_wait(self._throttle))
         self._progress = make_progress(settings.progress if progress is None else progress, desc)
         system = [{"role": "system", "content": settings.system}] if settings.system else []
@@ -89,6 +91,7 @@ class Run:
         finally:
             self.results.elapsed_s = time.perf_counter() - started
             self.timeline.rate = known_rate(self._throttle)
+            self.results.notes.extend(self._throttle.notes)
             self._progress.close(outcome)
             if self._cache is not None:
                 self._cache.close()  # writes what is buffered, also after an interrupt
@@ -168,21 +171,21 @@ class Run:
 
     async def _attempt(self, record: Result, body: bytes, cost: int) -> Completion:
         async with self._slots:
-            if not self._throttle.idle:
-                await self._throttle.acquire(cost)
+            ticket = await self._throttle.acquire(cost)
             if self.abort:
                 raise _NotSent
             record.attempts += 1
-            self._throttle.sent += 1
             started = time.perf_counter()
             try:
                 done = await self._client.complete(body)
             except RequestError as e:
                 self.timeline.add(started, time.perf_counter(), outcome_of(e), record.attempts)
                 if e.status == 429 and classify(e) == RETRY:
-                    self._throttle.rate_limited(e.retry_after, e.hints)
+                    quota = self._throttle.rate_limited(e.hints, ticket)
+                    if quota:
+                        raise RequestError(quota, status=429, code="quota_exhausted") from None
                 else:
-                    self._throttle.observe(e.hints)
+                    self._throttle.observe(e.hints if e.status else None, ticket)
                 raise
             except asyncio.CancelledError:
                 self.timeline.add(started, time.perf_counter(), CANCELLED, record.attempts)
@@ -190,7 +193,7 @@ class Run:
             ended = time.perf_counter()
             record.latency_s = ended - started
             self.timeline.add(started, ended, OK, record.attempts)
-            self._throttle.observe(done.hints)
+            self._throttle.observe(done.hints, ticket)
             if self.settings.json:
                 record.data = self._parse_json(record, done.text)
             return done

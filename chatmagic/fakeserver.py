@@ -8,7 +8,12 @@ Not used by the engine (which never imports aiohttp.web); it is here so that a c
 demo, like notebooks/teaching.ipynb, can show rate limits, failures and stalls offline.
 
 It echoes the last user message back and can simulate latency, rate limits
-(with OpenAI / Azure style headers), random failures and stalls.  Individual
+(with OpenAI / Azure style headers), random failures and stalls.  Rate limits come in
+the shapes real servers have, one keyword (or flag) each: ``limit_shape`` "per_second"
+(default), "bucket" or "window" (with ``window_s``); ``daily=N`` announces a per-day budget
+while the rpm limit is enforced silently; ``headers`` "openai", "azure" (remaining only),
+"retry-after" (429s say only that) or "none"; ``storm_s`` answers 429 to everything for that
+long (``math.inf``: forever); ``retry_after`` overrides the wait every 429 asks for.  Individual
 prompts can script their own behaviour with ``[[directive]]`` markers, e.g.
 ``"hello [[fail:500:2]]"`` fails twice, then answers.  Only binds 127.0.0.1.
 """
@@ -54,31 +59,68 @@ def _decimal(value: int, size: int) -> str:
 
 
 class TokenBucket:
-    """Per-minute limit enforced per second: capacity limit/60, refilled continuously.
+    """Per-minute limit refilled continuously, starting full.
 
-    A continuous bucket (rather than a fixed 1 s window) handles non-integer
-    limit/60.  A request needing more than the capacity is admitted once the
-    bucket is full and drives it negative, so the long-run rate still holds.
+    The default capacity, limit/60, enforces the per-minute limit per second (a continuous
+    bucket rather than a fixed 1 s window handles non-integer limit/60); ``capacity=limit``
+    is OpenAI's documented bucket. A request needing more than the capacity is admitted once
+    the bucket is full and drives it negative, so the long-run rate still holds. ``limit`` is
+    what the headers announce.
     """
 
-    def __init__(self, per_minute: float):
-        self.limit = per_minute
+    def __init__(self, per_minute: float, capacity: float | None = None, limit: float | None = None):
+        self.limit = per_minute if limit is None else limit
         self.rate = per_minute / 60.0
-        self.level = self.rate
+        self.capacity = self.rate if capacity is None else capacity
+        self.level = self.capacity
         self.stamp = time.monotonic()
 
     def wait_for(self, cost: float) -> float:
         """Seconds until `cost` could be taken (0 = now)."""
         now = time.monotonic()
-        self.level = min(self.rate, self.level + (now - self.stamp) * self.rate)
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
         self.stamp = now
-        return max(0.0, (min(cost, self.rate) - self.level) / self.rate)
+        return max(0.0, (min(cost, self.capacity) - self.level) / self.rate)
 
     def take(self, cost: float) -> None:
         self.level -= cost
 
     def reset_in(self) -> float:
-        return (self.rate - self.level) / self.rate
+        return (self.capacity - self.level) / self.rate
+
+
+class FixedWindow:
+    """``limit`` per window of ``window_s`` seconds, counted from the first request: remaining
+    counts down, and all of it comes back when the window ends (reset = time to that end)."""
+
+    def __init__(self, limit: float, window_s: float):
+        self.limit, self.window_s = limit, window_s
+        self.start: float | None = None
+        self.used = 0.0
+
+    def _roll(self) -> float:
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        if now - self.start >= self.window_s:
+            self.start += (now - self.start) // self.window_s * self.window_s
+            self.used = 0.0
+        return now
+
+    @property
+    def level(self) -> float:
+        self._roll()
+        return self.limit - self.used
+
+    def wait_for(self, cost: float) -> float:
+        now = self._roll()
+        return 0.0 if self.used + cost <= self.limit else self.start + self.window_s - now
+
+    def take(self, cost: float) -> None:
+        self.used += cost
+
+    def reset_in(self) -> float:
+        return self.start + self.window_s - self._roll()
 
 
 class Stats:
@@ -112,8 +154,13 @@ class FakeOpenAI:
                  stall_s: float = 30.0, seed: int = 0, model: str = "fake-model",
                  unknown_models: set | None = None, record_times: bool = False, port: int = 0,
                  batch_pace: float = 0.0, batch_invalid: str | None = None,
-                 batch_expire_after: int | None = None):
+                 batch_expire_after: int | None = None,
+                 limit_shape: str = "per_second", window_s: float = 60.0, daily: int | None = None,
+                 storm_s: float = 0.0, retry_after: float | None = None):
         self.latency, self.headers = latency, headers
+        # rate-limit shapes (see _bucket); set before rpm/tpm, which build the buckets
+        self.limit_shape, self.window_s, self.daily = limit_shape, window_s, daily
+        self.storm_s, self.retry_after = storm_s, retry_after
         self.fail_rate, self.stall_rate, self.stall_s = fail_rate, stall_rate, stall_s
         self.seed, self.model = seed, model
         self.unknown_models = set(unknown_models or ())
@@ -132,12 +179,29 @@ class FakeOpenAI:
 
     def _set_limit(self, name: str, value) -> None:
         setattr(self, "_" + name, value)
-        setattr(self, "_" + name + "_bucket", TokenBucket(value) if value else None)
+        setattr(self, "_" + name + "_bucket", self._bucket(value) if value else None)
+        if name == "rpm":  # the announced daily budget starts full along with the minute's
+            self._daily_bucket = (TokenBucket(self.daily / 1440, self.daily, limit=self.daily)
+                                  if self.daily else None)
+        self._storm_started = None
+
+    def _bucket(self, per_minute: float):
+        """The limit per minute, enforced as ``limit_shape`` says: "per_second" (a bucket one
+        second deep: OpenAI in practice), "bucket" (one minute deep, starting full: OpenAI's
+        documented semantics) or "window" (fixed windows of ``window_s`` seconds)."""
+        if self.limit_shape == "bucket":
+            return TokenBucket(per_minute, per_minute)
+        if self.limit_shape == "window":
+            return FixedWindow(per_minute * self.window_s / 60, self.window_s)
+        if self.limit_shape != "per_second":
+            raise ValueError(f"unknown limit_shape {self.limit_shape!r}")
+        return TokenBucket(per_minute)
 
     def reset_stats(self) -> None:
         """Fresh stats and attempt counts (so [[...:N]] scripts restart), reseeded rng."""
         self.stats = Stats(self.stats.in_flight, self.record_times)
         self.rng = random.Random(self.seed)
+        self._storm_started = None  # a storm starts again with the next request
 
     @property
     def base_url(self) -> str:
@@ -181,7 +245,7 @@ class FakeOpenAI:
         if model in self.unknown_models:
             return _error(404, f"The model `{model}` does not exist or you do not have access "
                           "to it.", "model_not_found")
-        limited, headers = self._rate_limit(body, messages)
+        limited, headers = self._storm() or self._rate_limit(body, messages)
         if limited is not None:
             return limited
         script = self._directives(prompt) if "[[" in prompt else {}
@@ -229,25 +293,43 @@ class FakeOpenAI:
         return _error(status, f"Scripted failure {status}.", code,
                       "insufficient_quota" if code == "insufficient_quota" else None, headers)
 
+    def _storm(self):
+        """With ``storm_s``: a 429 (retry-after 1 s) for every request in the first ``storm_s``
+        seconds after the first request (math.inf: 429 forever)."""
+        if not self.storm_s:
+            return None
+        now = time.monotonic()
+        if self._storm_started is None:
+            self._storm_started = now
+        if now - self._storm_started >= self.storm_s:
+            return None
+        headers = {} if self.headers == "none" else {"retry-after": "1"}
+        return _error(429, "The server is overloaded; please retry.", "rate_limit_exceeded",
+                      headers=headers), headers
+
     def _rate_limit(self, body: dict, messages: list):
-        """Check rpm/tpm buckets; returns (429 response or None, headers for the reply)."""
-        rb, tb = self._rpm_bucket, self._tpm_bucket
+        """Check the rpm/tpm (and daily) buckets; returns (429 or None, headers for the reply).
+
+        With ``daily``, the headers announce a per-day request budget while the rpm limit is
+        enforced silently: its 429s say only retry-after (Groq's free tier does this)."""
+        rb, tb, db = self._rpm_bucket, self._tpm_bucket, self._daily_bucket
         if rb is None and tb is None:
             return None, {}
         tokens = _prompt_tokens(messages) + int(
             body.get("max_tokens") or body.get("max_completion_tokens") or 16)
-        waits = {"requests": rb.wait_for(1) if rb else 0.0,
+        waits = {"requests": max(rb.wait_for(1) if rb else 0.0, db.wait_for(1) if db else 0.0),
                  "tokens": tb.wait_for(tokens) if tb else 0.0}
         kind = max(waits, key=waits.get)
         if waits[kind] == 0:
-            for bucket, cost in ((rb, 1), (tb, tokens)):
+            for bucket, cost in ((rb, 1), (tb, tokens), (db, 1)):
                 if bucket is not None:
                     bucket.take(cost)
-        headers = self._limit_headers(rb, tb)
+        headers = self._limit_headers(db or rb, tb)
         if waits[kind] == 0:
             return None, headers
         if self.headers != "none":
-            headers.update(_retry_headers(waits[kind]))
+            headers.update(_retry_headers(waits[kind] if self.retry_after is None else self.retry_after,
+                                          ms=self.headers != "retry-after" and not db))
         limit = (rb if kind == "requests" else tb).limit
         message = (f"Rate limit reached for {kind} per min (RPM/TPM): Limit {limit}. "
                    f"Please try again in {go_duration(waits[kind])}.")
@@ -256,7 +338,7 @@ class FakeOpenAI:
 
     def _limit_headers(self, rb: TokenBucket | None, tb: TokenBucket | None) -> dict:
         headers = {}
-        if self.headers == "none":
+        if self.headers in ("none", "retry-after"):  # 429s say retry-after, nothing more
             return headers
         for kind, bucket in (("requests", rb), ("tokens", tb)):
             if bucket is None:
@@ -429,19 +511,23 @@ def _prompt_tokens(messages: list) -> int:
     return sum(len(_text(m.get("content"))) for m in messages) // 4 + 1
 
 
-def _retry_headers(seconds: float) -> dict:
-    return {"retry-after": str(max(1, math.ceil(seconds))),
-            "retry-after-ms": str(max(1, math.ceil(seconds * 1000)))}
+def _retry_headers(seconds: float, ms: bool = True) -> dict:
+    headers = {"retry-after": str(max(1, math.ceil(seconds)))}
+    if ms:
+        headers["retry-after-ms"] = str(max(1, math.ceil(seconds * 1000)))
+    return headers
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description="Fake OpenAI chat-completions server (127.0.0.1).")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--headers", choices=["openai", "azure", "none"])
+    p.add_argument("--headers", choices=["openai", "azure", "retry-after", "none"])
+    p.add_argument("--limit-shape", choices=["per_second", "bucket", "window"])
     p.add_argument("--model")
     for name, kind in (("latency", float), ("rpm", int), ("tpm", int), ("fail-rate", float),
                        ("stall-rate", float), ("stall-s", float), ("seed", int),
-                       ("batch-pace", float), ("batch-invalid", str), ("batch-expire-after", int)):
+                       ("batch-pace", float), ("batch-invalid", str), ("batch-expire-after", int),
+                       ("window-s", float), ("daily", int), ("storm-s", float), ("retry-after", float)):
         p.add_argument("--" + name, type=kind)
     # Options left out keep FakeOpenAI's own defaults.
     options = {k: v for k, v in vars(p.parse_args()).items() if v is not None}

@@ -1,24 +1,43 @@
-"""Pacing request starts from user caps and the server's own rate-limit headers.
+"""Pacing request starts: as fast as each server allows, and never stuck.
 
-The recipe answered each 429 with its own random backoff, so rejected requests came back in
-waves and were rejected again. Here every request start goes through one ``Throttle``:
+Every request start goes through one ``Throttle`` per run. The model, for every server shape:
 
-- starts are spaced evenly at the allowed rate (no bursts), from ``--rpm``/``--tpm`` or from
-  the rate the server's ``x-ratelimit-*`` headers imply, whichever is lower;
-- the first request goes alone, so the limit is known before a full burst is sent;
-- a 429 starts one shared cooldown (the server's retry-after or reset) that every request
-  waits out, and lowers the pace a little so the limit is approached, not crossed again.
+- **Announced budget** (``x-ratelimit-{limit,remaining,reset}-{requests,tokens}``): ``remaining``
+  is credit that may be spent at once. It is re-read from every answer and projected forward:
+  minus what was sent after the answered request, plus the refill since. The refill rate is
+  (limit - remaining) / reset, at most limit / 60 s, so one reading serves a per-minute limit
+  enforced per second (OpenAI), a token bucket starting full, a daily limit (Groq announces
+  per day) and a fixed window. When ``reset`` has passed the whole budget is back (the largest
+  ``remaining`` seen): a fixed window's credit returns at its end, not bit by bit.
+- **Hidden limit** (no headers at all, Azure's remaining-only once spent, or a per-minute limit
+  enforced while a daily one is announced): a 429 the budget does not explain sets the pace to
+  the rate the server accepted over the last seconds (AIMD-style: decrease to what worked, then
+  probe upwards a few percent a second). If it accepted almost nothing (a 429 storm) the pace
+  drops to ``FLOOR`` requests per second, never lower, and the first answers after the storm
+  double it each time until the limit is lifted again.
+- **Waits**: a 429 the budget explains (remaining 0) makes every request wait the server's
+  retry-after (or reset), capped at ``max_wait``; a longer ask is noted once (``notes``). A 429
+  whose budget is spent and resets later than ``QUOTA_WAIT`` is a quota the run cannot outwait:
+  ``rate_limited`` returns a reason and the engine ends the run.
+- User caps (``--rpm``/``--tpm``) space starts evenly and apply on top of all this.
+
+The first request goes alone, so the budget is known before a burst (skipped for a server whose
+paces this process remembers, in a ``Paces`` object the engine passes in).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 import math
 import time
+from dataclasses import dataclass
 
-from .hints import Budget, Hints
+from .hints import Budget, Hints, say
 
 INF = math.inf
+log = logging.getLogger("chatmagic")
 
 #: Pace at this fraction of the server's rate: room for clock drift between us and it.
 SAFETY = 0.97
@@ -27,28 +46,144 @@ SAFETY = 0.97
 #: Ollama), which announces no limits and would only make every run wait a generation.
 PROBE_WAIT = 2.0
 PROBE_WAIT_LOCAL = 0.25
-
-def server_rate(budget: Budget | None) -> float | None:
-    """Requests (or tokens) per second that an announced budget allows, or None.
-
-    The limit is per minute at OpenAI; at Groq ``limit-requests`` is per day. The refill seen
-    so far, (limit - remaining) / reset, tells them apart: when it is far below limit/60,
-    it is the real rate.
-    """
-    if budget is None or not budget.limit:
-        return None
-    limit, remaining, reset = budget.limit, budget.remaining, budget.reset
-    rate = limit / 60
-    if remaining is not None and reset and limit - remaining >= 1:
-        refill = (limit - remaining) / reset
-        if refill < rate / 2:
-            rate = refill
-    return rate
+#: The slowest pace a hidden limit or a 429 storm brings us to, in requests per second.
+FLOOR = 2.0
+#: Seconds over which the accepted rate is measured when a hidden limit answers 429.
+WINDOW = 2.0
+#: Growth of a learnt hidden pace per second without 429s (probing for more).
+PROBE_GROWTH = 0.05
+#: A hidden pace above this (requests per second) is lifted altogether.
+LIFT = 1000.0
+#: Shared pause after a 429 that names no wait and that no budget explains.
+NO_HINT_WAIT = 0.5
+#: A 429 whose budget is spent and resets at least this much later (and 10x max_wait) ends the run.
+QUOTA_WAIT = 600.0
 
 
-#: The limits each server announced in earlier runs of this process, url -> (requests/s,
-#: tokens/s), so that later runs pace from their first request and skip the probe.
-_known: dict[str, tuple[float, float]] = {}
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One send: its number, its start time, and the token costs sent up to it (included)."""
+
+    seq: int
+    at: float
+    tokens: float
+    cost: float
+
+
+class Paces:
+    """Paces learnt per server URL, so a later run starts at them and skips the first probe.
+    One per process by default (``PACES``); pass your own to keep runs apart."""
+
+    def __init__(self):
+        self._rates: dict[str, tuple[float, float]] = {}
+
+    def get(self, url) -> tuple[float, float] | None:
+        return self._rates.get(url)
+
+    def remember(self, url, requests: float, tokens: float) -> None:
+        self._rates[url] = (requests, tokens)
+
+    def forget(self, url) -> None:
+        self._rates.pop(url, None)
+
+
+PACES = Paces()
+
+
+class Credit:
+    """One kind of announced budget (requests or tokens), projected from its latest reading."""
+
+    def __init__(self):
+        self.known = False
+        self.capacity = 0.0     # the whole budget: the largest remaining seen
+        self.fill: float | None = None  # refill per second; None when not announced (Azure)
+        self.level = 0.0        # remaining at ``stamp``, after the answered request
+        self.stamp = 0.0        # when the answered request was sent
+        self.spent_at = 0.0     # our total cost sent up to the answered request
+        self.seq = -1           # the answered request's number: a later answer is newer
+        self.reset_at = INF     # when the whole budget is back
+
+    def assume(self, fill: float, now: float) -> None:
+        """Pace from a remembered fill rate until the first answer (no credit yet)."""
+        self.known, self.fill, self.capacity, self.stamp = True, fill, 1.0, now
+
+    def observe(self, b: Budget, ticket: Ticket, spent: float, cost: float) -> None:
+        """A reading from the answer to ``ticket``; ``spent``: our total cost up to it."""
+        if ticket.seq < self.seq or b.remaining is None:
+            return  # an older reading than the one we have, or nothing to count
+        self.known, self.seq, self.stamp = True, ticket.seq, ticket.at
+        self.level, self.spent_at = float(b.remaining), spent
+        self.capacity = max(self.capacity, b.remaining + cost)
+        if b.limit:
+            self.capacity = min(self.capacity, b.limit)
+            per_minute = b.limit / 60
+            drained = b.limit - b.remaining
+            self.fill = SAFETY * (min(drained / b.reset, per_minute) if b.reset and drained > 0
+                                  else per_minute)
+        self.reset_at = ticket.at + b.reset if b.reset is not None else INF
+
+    def available(self, now: float, spent: float) -> float:
+        """Credit at ``now``, given our total cost sent so far."""
+        if now >= self.reset_at and spent == self.spent_at:
+            # the whole budget is back (a window's end). Only when nothing was sent since the
+            # reading: ``reset`` assumed so, and a continuous bucket's refill covers the rest
+            self.level, self.stamp, self.reset_at = self.capacity, now, INF
+        level = self.level + (self.fill or 0.0) * (now - self.stamp) - (spent - self.spent_at)
+        return min(level, self.capacity)
+
+    def ready_at(self, now: float, need: float, spent: float) -> float:
+        """When a request costing ``need`` fits (now if it does, or if the refill is unknown)."""
+        short = min(need, self.capacity) - self.available(now, spent)
+        if short <= 0 or not self.fill:
+            return now
+        ready = now + short / self.fill
+        return min(ready, self.reset_at) if spent == self.spent_at else ready
+
+    def explains(self, b: Budget | None, cost: float) -> bool:
+        """A 429 whose reading shows this budget spent, with a known refill."""
+        return b is not None and b.remaining is not None and b.remaining < cost and self.fill is not None
+
+
+class Hidden:
+    """The pace for a limit the server does not announce, learnt from its 429s (AIMD-style)."""
+
+    def __init__(self, clock):
+        self.rate = INF
+        self.ceiling = INF     # the rate the server accepted at the last 429; INF after a storm
+        self.decreased_at = -INF
+        self._sends: collections.deque = collections.deque()    # send times in WINDOW
+        self._rejects: collections.deque = collections.deque()  # send times of 429s in WINDOW
+        self._clock = clock
+        self._started = clock()
+
+    def sent(self, at: float) -> None:
+        self._sends.append(at)
+
+    def rejected(self, ticket: Ticket, now: float) -> None:
+        """A 429 no budget explains: pace at the rate accepted lately (or the floor)."""
+        self._rejects.append(ticket.at)
+        horizon = now - WINDOW
+        for times in (self._sends, self._rejects):
+            while times and times[0] < horizon:
+                times.popleft()
+        accepted = (len(self._sends) - len(self._rejects)) / min(WINDOW, max(now - self._started, 1.0))
+        self.ceiling = accepted if accepted >= 2 * FLOOR else INF
+        target = max(FLOOR, SAFETY * accepted)
+        if target < self.rate:
+            self.rate, self.decreased_at = target, now
+        elif ticket.at >= self.decreased_at:  # sent at the current pace, and still too fast
+            self.rate, self.decreased_at = max(FLOOR, self.rate * 0.9), now
+
+    def accepted(self) -> None:
+        """An answer that was not a 429: probe upwards, fast after a storm."""
+        if self.rate == INF:
+            return
+        if self.ceiling == INF:
+            self.rate *= 2
+        else:
+            self.rate *= 1 + PROBE_GROWTH / self.rate
+        if self.rate > LIFT:
+            self.rate = INF
 
 
 def _advance(scheduled: float, now: float, interval: float) -> float:
@@ -58,66 +193,92 @@ def _advance(scheduled: float, now: float, interval: float) -> float:
 
 
 class Throttle:
-    """Paces request starts. All times come from ``clock`` and waits go through ``sleep``
-    (tests pass a fake clock).
+    """Paces request starts and counts them. All times come from ``clock`` and waits go
+    through ``sleep`` (tests pass a fake clock).
 
-    Attributes: ``user_rpm``/``user_tpm`` (caps given by the user, or None), ``request_rate``
-    and ``token_rate`` (per second, INF when unknown), ``cooldown_until`` (clock time),
-    ``sent`` and ``rejected`` (requests sent, and answered 429).
+    ``sent``/``rejected``: requests started, and answered 429. ``notes``: what the run should
+    tell its user (a wait the server asked for that was longer than ``max_wait``).
     """
 
-    def __init__(self, rpm=None, tpm=None, *, url=None, probe=True, probe_wait=PROBE_WAIT,
-                 clock=time.monotonic, sleep=asyncio.sleep):
+    def __init__(self, rpm=None, tpm=None, *, url=None, paces: Paces | None = None, probe=True,
+                 probe_wait=PROBE_WAIT, max_wait: float = 60.0, clock=time.monotonic,
+                 sleep=asyncio.sleep):
         self.user_rpm, self.user_tpm = rpm, tpm
-        self.request_rate = rpm / 60 if rpm else INF
-        self.token_rate = tpm / 60 if tpm else INF
-        self.cooldown_until = 0.0
         self.clock, self.sleep = clock, sleep
-        self._next_start = 0.0   # earliest start for the next request (request pacing)
-        self._next_tokens = 0.0  # same for token pacing
+        self.max_wait = max_wait
+        self.cooldown_until = 0.0
+        self.sent = self.rejected = 0
+        self.tokens_sent = 0.0
+        self.notes: list[str] = []
+        self.requests, self.tokens = Credit(), Credit()
+        self.hidden = Hidden(clock)
+        self._next = {"rpm": 0.0, "tpm": 0.0, "hidden": 0.0}  # evenly spaced starts
         self._lock = asyncio.Lock()
         self._probing: asyncio.Event | None = None
-        self._probe = probe
         self.probe_wait = probe_wait
-        self._started = clock()
-        self.sent = 0      # requests sent (counted by the engine) and rejected with 429
-        self.rejected = 0
-        self._server_rate = INF
-        self._server_token_rate = INF
-        self._estimated = False  # request_rate was inferred from 429s, not given or announced
-        self.url = url
-        self._remembered = url in _known  # paced from an earlier run until this one hears back
-        if self._remembered:
-            self._probe = False
-            self._learn(*_known[url])
+        self.url, self.paces = url, PACES if paces is None else paces
+        remembered = self.paces.get(url) if url is not None else None
+        self._remembered = remembered is not None  # paced from an earlier run until this one hears back
+        self._probe = probe and not self._remembered
+        if remembered:
+            for credit, fill in zip((self.requests, self.tokens), remembered):
+                if fill:
+                    credit.assume(fill, clock())
 
     @property
     def idle(self) -> bool:
-        """Nothing to pace: no rate known and no cooldown (the hot path checks this)."""
-        return (self.request_rate == INF and self.token_rate == INF
-                and self.cooldown_until <= self.clock() and not self._probe)
+        """Nothing to pace (the hot path checks this)."""
+        return not (self.user_rpm or self.user_tpm or self.requests.known or self.tokens.known
+                    or self._probe or self.hidden.rate != INF or self.cooldown_until > self.clock())
 
-    async def acquire(self, tokens: int = 0) -> None:
-        """Wait until a request costing ``tokens`` may start.
+    @property
+    def rate(self) -> float | None:
+        """Requests per second once any credit is spent: the server's refill, the pace learnt
+        from its 429s or the user's rpm, whichever is lowest; None if none is known."""
+        rates = [self.requests.fill or INF, self.hidden.rate, (self.user_rpm or 0) / 60 or INF]
+        return min(rates) if min(rates) < INF else None
+
+    async def acquire(self, tokens: float = 0) -> Ticket:
+        """Wait until a request costing ``tokens`` may start; count it; return its ticket.
 
         One waiter at a time holds the lock and sleeps until its start, re-checking after each
-        sleep, so a cooldown or a new rate applies at once and no one is woken for nothing.
+        sleep, so a cooldown or a new reading applies at once and no one is woken for nothing.
         """
+        if self.idle:
+            return self._count(self.clock(), tokens)
         if self._probe:
             await self._wait_for_probe()
         async with self._lock:
             while True:
                 now = self.clock()
-                start = max(self.cooldown_until, self._next_start,
-                            self._next_tokens if self.token_rate != INF else 0.0)
+                start = self._start(now, tokens)
                 if start <= now:
                     break
                 await self.sleep(start - now)
-            if self.request_rate != INF:
-                self._next_start = _advance(self._next_start, now, 1 / self.request_rate)
-            if self.token_rate != INF:
-                # a request that alone exceeds the budget still goes; the ones after it wait
-                self._next_tokens = _advance(self._next_tokens, now, tokens / self.token_rate)
+            if self.user_rpm:
+                self._next["rpm"] = _advance(self._next["rpm"], now, 60 / self.user_rpm)
+            if self.user_tpm:
+                # a request that alone exceeds the cap still goes; the ones after it wait
+                self._next["tpm"] = _advance(self._next["tpm"], now, tokens * 60 / self.user_tpm)
+            if self.hidden.rate != INF:
+                self._next["hidden"] = _advance(self._next["hidden"], now, 1 / self.hidden.rate)
+            return self._count(now, tokens)
+
+    def _start(self, now: float, tokens: float) -> float:
+        start = max(self.cooldown_until, self._next["rpm"], self._next["tpm"])
+        if self.hidden.rate != INF:
+            start = max(start, self._next["hidden"])
+        if self.requests.known:
+            start = max(start, self.requests.ready_at(now, 1, self.sent))
+        if self.tokens.known and tokens:
+            start = max(start, self.tokens.ready_at(now, tokens, self.tokens_sent))
+        return start
+
+    def _count(self, now: float, tokens: float) -> Ticket:
+        self.sent += 1
+        self.tokens_sent += tokens
+        self.hidden.sent(now)
+        return Ticket(self.sent - 1, now, self.tokens_sent, tokens)
 
     async def _wait_for_probe(self) -> None:
         if self._probing is None:  # this is the first request: it goes alone
@@ -133,51 +294,62 @@ class Throttle:
         if self._probing is not None:
             self._probing.set()
 
-    def observe(self, hints: Hints) -> None:
-        """Learn from what a response said (any status)."""
+    def observe(self, hints: Hints | None, ticket: Ticket) -> None:
+        """An answer other than a 429 (``hints`` None: no answer at all, e.g. a timeout)."""
         if self._probe:
             self._end_probe()
-        if self._estimated:
-            self.request_rate *= 1.005
-        requests, tokens = server_rate(hints.requests), server_rate(hints.tokens)
-        if requests is not None or tokens is not None:
-            self._learn(requests or self._server_rate, tokens or self._server_token_rate)
-        elif self._remembered:  # the server no longer announces a limit: forget the old one
-            self._learn(INF, INF)
+        if hints is None:
+            return
+        self.hidden.accepted()
+        self._read(hints, ticket)
+
+    def _read(self, hints: Hints, ticket: Ticket) -> None:
+        if hints.requests is not None:
+            self.requests.observe(hints.requests, ticket, ticket.seq + 1, 1.0)
+        if hints.tokens is not None:
+            self.tokens.observe(hints.tokens, ticket, ticket.tokens, ticket.cost)
+        if self.url is None:
+            return
+        fills = (self.requests.fill or 0.0, self.tokens.fill or 0.0)
+        if hints.budgets and any(fills):
+            self.paces.remember(self.url, *fills)
+        elif self._remembered and not hints.budgets:
+            # the server no longer announces a limit: forget the old one
+            self.requests, self.tokens = Credit(), Credit()
+            self.paces.forget(self.url)
         self._remembered = False
-        if self.url is not None:
-            if self._server_rate == self._server_token_rate == INF:
-                # nothing announced: probe again next time, in case a limit appears
-                _known.pop(self.url, None)
-            else:
-                _known[self.url] = (self._server_rate, self._server_token_rate)
 
-    def _learn(self, requests: float, tokens: float) -> None:
-        if requests != self._server_rate:
-            self._server_rate, self._estimated = requests, False
-            self.request_rate = min(requests * SAFETY, self.user_rpm / 60 if self.user_rpm else INF)
-        if tokens != self._server_token_rate:
-            self._server_token_rate = tokens
-            self.token_rate = min(tokens * SAFETY, self.user_tpm / 60 if self.user_tpm else INF)
-
-    def rate_limited(self, wait: float | None, hints: Hints | None = None) -> None:
-        """A 429: every request waits out one shared cooldown, and the pace slows a little."""
+    def rate_limited(self, hints: Hints, ticket: Ticket) -> str | None:
+        """A 429: wait as the server asks (capped), or learn its hidden limit. Returns a reason
+        to end the run when a spent quota resets too far away to wait for."""
         if self._probe:
             self._end_probe()
         now = self.clock()
-        if wait is None and hints is not None:
-            resets = [b.reset for b in (hints.requests, hints.tokens) if b is not None]
-            wait = max((r for r in resets if r is not None), default=None)
         self.rejected += 1
-        first_of_wave = now >= self.cooldown_until  # the rest of a wave were sent at the old pace
-        self.cooldown_until = max(self.cooldown_until, now + (1.0 if wait is None else wait))
-        self._next_start = max(self._next_start, self.cooldown_until)
-        accepted = max((self.sent - self.rejected) / max(now - self._started, 1.0), 1.0)
-        if self.request_rate == INF:
-            # no headers and no cap: pace at the rate the server has been accepting (each 429 of
-            # the wave refines it), then speed up a little with each success
-            self.request_rate, self._estimated = accepted, True
-        elif first_of_wave:
-            self.request_rate *= 0.9
-        if self._estimated:
-            self.request_rate = min(self.request_rate, accepted)
+        self._read(hints, ticket)
+        spent = [(c, b) for c, b, cost in ((self.requests, hints.requests, 1.0),
+                                           (self.tokens, hints.tokens, ticket.cost))
+                 if c.explains(b, cost)]
+        resets = [b.reset for _, b in spent if b.reset is not None]
+        if resets and min(resets) >= max(QUOTA_WAIT, 10 * self.max_wait):
+            kind = "requests" if spent[0][0] is self.requests else "tokens"
+            return f"the server's {kind} quota is spent and resets in {say(min(resets))}"
+        wait = hints.retry_after
+        if spent:
+            wait = wait if wait is not None else max(resets, default=NO_HINT_WAIT)
+        else:
+            self.hidden.rejected(ticket, now)
+            # the new pace spaces the others; a wait of a second or less is a per-second
+            # limiter's rounding, a longer one a real ask
+            wait = NO_HINT_WAIT if wait is None else (wait if wait > 1.0 else 0.0)
+        if wait > self.max_wait:
+            self._note(wait)
+            wait = self.max_wait
+        self.cooldown_until = max(self.cooldown_until, now + wait)
+        return None
+
+    def _note(self, asked: float) -> None:
+        if not self.notes:
+            note = f"server asked to wait {say(asked)}; waited {say(self.max_wait)} (max_retry_wait)"
+            self.notes.append(note)
+            log.warning(note)

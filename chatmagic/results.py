@@ -54,6 +54,7 @@ class Results(Sequence):
         self.batch = False      # sent through the Batch API (priced as such)
         self.batch_ids: list[str] = []  # batches still running, holding the pending records
         self.timeline = None  # the run's attempts (a chatmagic.timeline.Timeline), set by the run
+        self.notes: list[str] = []  # what the run had to tell (a wait longer than allowed)
 
     def __getitem__(self, i):
         return self._records[i]
@@ -135,7 +136,7 @@ class Results(Sequence):
             if spent and None not in spent:
                 parts.append(f"${sum(spent):.4f}" + (" (batch price)" if self.batch else ""))
         parts.append(f"{self.elapsed_s:.1f}s")
-        return ", ".join(parts)
+        return ", ".join(parts + self.notes)
 
     def __repr__(self) -> str:
         return f"<Results {self.summary()}>"

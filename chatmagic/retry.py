@@ -1,7 +1,8 @@
 """The retry policy: which failures retry, how long to wait, when to stop.
 
 Composed from tenacity strategies. The server's own wait (``retry-after-ms``, ``retry-after``)
-wins over our backoff, up to ``max_retry_wait``.
+wins over our backoff, up to ``max_retry_wait``. Pacing across prompts (429s) is the
+throttle's job (ratelimit.py); this policy only spaces one prompt's own attempts.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from .errors import RequestError
 
@@ -22,15 +23,20 @@ ABORT_STATUSES = {401: "bad API key", 402: "out of credits", 403: "forbidden",
                   404: "not found (unknown model or wrong base URL)"}
 
 
+#: 429 codes that no wait within the run fixes: no credit left, or a quota that resets hours away
+#: (the throttle names the latter).
+QUOTA_CODES = ("insufficient_quota", "quota_exhausted")
+
+
 def classify(err: RequestError) -> str:
     """RETRY (transient), FAIL (this prompt only) or ABORT (the whole run)."""
     status = err.status
-    if err.retryable is not None and err.status not in ABORT_STATUSES and err.code != "insufficient_quota":
+    if err.retryable is not None and err.status not in ABORT_STATUSES and err.code not in QUOTA_CODES:
         return RETRY if err.retryable else FAIL  # x-should-retry, or our own say
     if status is None or status == 200:  # timeout, connection error, or a 200 that is no completion
         return RETRY
     if status == 429:
-        return ABORT if err.code == "insufficient_quota" else RETRY
+        return ABORT if err.code in QUOTA_CODES else RETRY
     if status in ABORT_STATUSES:
         return ABORT
     if status in (408, 409) or status >= 500:
@@ -38,21 +44,28 @@ def classify(err: RequestError) -> str:
     return FAIL  # 400 (context_length_exceeded and the like), 413, 422
 
 
-class ServerOrBackoff:
-    """tenacity wait: the server's retry-after if it gave one (capped), else jittered backoff."""
+#: Backoff after a transient fault (5xx, connection): 0.5 s, doubling, at most 8 s, as
+#: openai-python, each shortened by up to a quarter at random so retries do not come in waves.
+FIRST_BACKOFF, MAX_BACKOFF = 0.5, 8.0
 
-    def __init__(self, cap: float, backoff=None):
+
+class ServerOrBackoff:
+    """tenacity wait for one prompt: the server's retry-after if it gave one (capped); none
+    after a timeout (the timeout was the wait) or a 429 without one (the throttle paces those);
+    else a short jittered exponential backoff."""
+
+    def __init__(self, cap: float):
         self.cap = cap
-        self.backoff = backoff or wait_random_exponential(multiplier=0.5, max=min(20.0, cap))
 
     def __call__(self, state) -> float:
         err = state.outcome.exception()
         asked = getattr(err, "retry_after", None)
         if asked is not None:
             return min(asked, self.cap)
-        if getattr(err, "code", None) == "timeout":
-            return random.uniform(0, 0.5)  # the timeout itself was the wait; don't add a long one
-        return self.backoff(state)
+        if getattr(err, "code", None) == "timeout" or getattr(err, "status", None) == 429:
+            return 0.0
+        backoff = min(FIRST_BACKOFF * 2 ** (state.attempt_number - 1), MAX_BACKOFF, self.cap)
+        return backoff * (1 - 0.25 * random.random())
 
 
 def policy(retries: int, max_retry_wait: float, sleep=None) -> AsyncRetrying:

@@ -105,8 +105,7 @@ def throttle_wait(throttle):
 
 def known_rate(throttle) -> float | None:
     """Requests per second the server announced (or the user's ``rpm``), None if neither."""
-    rates = [throttle._server_rate, (throttle.user_rpm or 0) / 60 or INF]
-    return min(rates) if min(rates) < INF else None
+    return throttle.rate
 
 
 def in_flight(tl: Timeline) -> tuple[list[float], list[int]]:

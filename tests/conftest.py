@@ -6,10 +6,11 @@ from chatmagic.fakeserver import FakeOpenAI
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """No test sees the user's keys, base URL, model or cache."""
+    """No test sees the user's keys, base URL, model or cache, nor paces another test learnt."""
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATMAGIC_MODEL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CHATMAGIC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(ratelimit, "PACES", ratelimit.Paces())  # this test's own memory
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +26,6 @@ def server(_server):
                             stall_rate=0.0, stall_s=30.0, unknown_models=set()).items():
         setattr(_server, name, value)
     _server.reset_stats()
-    ratelimit._known.clear()  # no test inherits a pace learnt by another
     return _server
 
 

@@ -1,31 +1,19 @@
-"""Pacing from caps and rate-limit headers: the parser, the throttle on a fake clock, and the
-engine against a server that enforces a limit."""
+"""The throttle's pacing policies on a fake clock (budget spent at once, refill pacing, windows,
+capped and noted waits, quota abort, hidden limits learnt from 429s, storms), the per-prompt
+backoff, and the engine against a server that enforces a limit."""
 
 import asyncio
 import heapq
+import math
+import random
 
 import pytest
 
 import chatmagic
-from chatmagic.hints import parse
-from chatmagic.ratelimit import INF, Throttle, server_rate
-
-
-@pytest.mark.parametrize("headers, rate", [
-    ({}, None),
-    ({"x-ratelimit-limit-requests": "1200"}, 20.0),                                 # per minute
-    ({"x-ratelimit-limit-requests": "1200", "x-ratelimit-remaining-requests": "1199",
-      "x-ratelimit-reset-requests": "50ms"}, 20.0),
-    # Groq: limit-requests counts per day; the refill seen, 30 over 179.56 s, is the real rate
-    ({"x-ratelimit-limit-requests": "14400", "x-ratelimit-remaining-requests": "14370",
-      "x-ratelimit-reset-requests": "2m59.56s"}, 30 / 179.56),
-    ({"x-ratelimit-remaining-requests": "5"}, None),                                # Azure: remaining only
-    ({"x-ratelimit-limit-requests": "junk"}, None),
-    ({"x-ratelimit-limit-requests": "0"}, None),
-])
-def test_server_rate(headers, rate):
-    got = server_rate(parse(headers).requests)
-    assert got == (pytest.approx(rate) if rate is not None else None)
+from chatmagic.errors import RequestError
+from chatmagic.hints import NONE, parse
+from chatmagic.ratelimit import FLOOR, INF, LIFT, NO_HINT_WAIT, SAFETY, Paces, Throttle
+from chatmagic.retry import ServerOrBackoff
 
 
 class FakeClock:
@@ -53,95 +41,233 @@ class FakeClock:
         heapq.heappop(self._heap)[2].set_result(None)
 
 
+
+
+def make(**kw):
+    clock = FakeClock()
+    return Throttle(probe=False, clock=clock, sleep=clock.sleep, **kw), clock
+
+
 def starts(throttle, clock, n, tokens=0):
+    """Start ``n`` requests one after another; their start times and tickets."""
     async def main():
         out = []
         for _ in range(n):
-            await throttle.acquire(tokens)
-            out.append(clock.now)
+            out.append(await throttle.acquire(tokens))
         return out
-    return asyncio.run(main())
+    tickets = asyncio.run(main())
+    return [t.at for t in tickets], tickets
+
+
+def gaps(times):
+    return [round(b - a, 6) for a, b in zip(times, times[1:])]
+
+
+def openai(limit, remaining, reset, kind="requests"):
+    return parse({f"x-ratelimit-limit-{kind}": str(limit), f"x-ratelimit-remaining-{kind}": str(remaining),
+                  f"x-ratelimit-reset-{kind}": reset})
 
 
 def test_user_rpm_spaces_starts_evenly():
-    clock = FakeClock()
-    t = Throttle(rpm=600, probe=False, clock=clock, sleep=clock.sleep)
-    times = starts(t, clock, 5)
-    assert [round(b - a, 6) for a, b in zip(times, times[1:])] == [0.1] * 4
+    t, clock = make(rpm=600)
+    times, _ = starts(t, clock, 5)
+    assert gaps(times) == [0.1] * 4
 
 
 def test_token_cap_and_a_request_bigger_than_the_cap_is_sent_alone():
-    clock = FakeClock()
-    t = Throttle(tpm=600, probe=False, clock=clock, sleep=clock.sleep)  # 10 tokens/s
-    times = starts(t, clock, 3, tokens=5)
-    assert [round(b - a, 6) for a, b in zip(times, times[1:])] == [0.5, 0.5]
-    big = starts(t, clock, 2, tokens=6000)  # ten minutes of budget each: goes, never spins
+    t, clock = make(tpm=600)  # 10 tokens/s
+    times, _ = starts(t, clock, 3, tokens=5)
+    assert gaps(times) == [0.5, 0.5]
+    big, _ = starts(t, clock, 2, tokens=6000)  # ten minutes of budget each: goes, never spins
     assert big[1] - big[0] == pytest.approx(600)
     assert len(clock.sleeps) <= 4
 
 
-def test_server_headers_set_the_pace_below_a_looser_user_cap():
-    clock = FakeClock()
-    t = Throttle(rpm=6000, probe=False, clock=clock, sleep=clock.sleep)
-    t.observe(parse({"x-ratelimit-limit-requests": "1200"}))
-    assert t.request_rate == pytest.approx(20 * 0.97)
-    t2 = Throttle(rpm=60, probe=False, clock=clock, sleep=clock.sleep)
-    t2.observe(parse({"x-ratelimit-limit-requests": "1200"}))
-    assert t2.request_rate == pytest.approx(1.0)  # the user's lower cap wins
+def test_the_throttle_counts_its_own_sends():
+    t, clock = make()
+    assert t.idle
+    _, tickets = starts(t, clock, 3, tokens=7)
+    assert t.sent == 3 and [k.seq for k in tickets] == [0, 1, 2] and tickets[-1].tokens == 21
 
 
-def test_429_starts_one_shared_cooldown_and_slows_the_pace():
-    clock = FakeClock()
-    t = Throttle(probe=False, clock=clock, sleep=clock.sleep)
-    t.observe(parse({"x-ratelimit-limit-requests": "600"}))
-    before = t.request_rate
-    t.rate_limited(2.0)
-    assert t.cooldown_until == pytest.approx(102.0)
-    assert t.request_rate == pytest.approx(before * 0.9)
-
-    async def many():
-        return await asyncio.gather(*(_start(t, clock) for _ in range(4)))
-    times = asyncio.run(many())
-    assert min(times) >= 102.0  # nobody went before the cooldown ended
-    assert sorted(round(b - a, 6) for a, b in zip(sorted(times), sorted(times)[1:])) == \
-        [round(1 / t.request_rate, 6)] * 3  # then one at a time, not in a wave
+def test_announced_budget_is_spent_at_once_then_paced_at_the_refill():
+    # a bucket that starts full (OpenAI's documented semantics): 600 a minute, 10 left now
+    t, clock = make()
+    _, (first,) = starts(t, clock, 1)
+    t.observe(openai(600, 10, "59s"), first)  # 590 spent, refilled at 10/s: full in 59 s
+    times, _ = starts(t, clock, 14)
+    assert times[:10] == [100.0] * 10  # the credit, at once
+    assert gaps(times[9:]) == [round(1 / (10 * SAFETY), 6)] * 4  # then the refill rate
 
 
-async def _start(t, clock):
-    await t.acquire()
-    return clock.now
+def test_per_second_enforcement_paces_at_limit_over_60():
+    # OpenAI in practice: 1200 a minute announced, a bucket one second deep
+    t, clock = make()
+    _, (first,) = starts(t, clock, 1)
+    t.observe(openai(1200, 19, "50ms"), first)
+    assert t.requests.fill == pytest.approx(20 * SAFETY) and t.requests.capacity == 20
+    times, _ = starts(t, clock, 25)
+    assert times[:19] == [100.0] * 19
+    assert gaps(times[19:]) == [round(1 / (20 * SAFETY), 6)] * 5
 
 
-def test_429_without_headers_uses_reset_header_or_one_second():
-    clock = FakeClock()
-    t = Throttle(probe=False, clock=clock, sleep=clock.sleep)
-    t.rate_limited(None, parse({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "3s",
-                           "x-ratelimit-remaining-tokens": "9", "x-ratelimit-reset-tokens": "20ms"}))
-    assert t.cooldown_until == pytest.approx(103.0)
-    t2 = Throttle(probe=False, clock=clock, sleep=clock.sleep)
-    t2.rate_limited(None, parse({}))
-    assert t2.cooldown_until == pytest.approx(clock.now + 1.0)
-    assert t2.request_rate < INF  # a server that says nothing still gets paced after a 429
+def test_fixed_window_credit_comes_back_whole_at_the_window_end():
+    t, clock = make()
+    _, (first,) = starts(t, clock, 1)
+    t.observe(openai(120, 119, "20s"), first)  # window of 120, ends in 20 s
+    times, tickets = starts(t, clock, 119)
+    assert times[-1] == 100.0  # the credit, at once
+    t.observe(openai(120, 0, "19.9s"), tickets[-1])
+    times, tickets = starts(t, clock, 1)  # a refill is guessed (at most limit/60 s)...
+    assert times[0] == pytest.approx(100 + 1 / (2 * SAFETY))
+    assert t.rate_limited(openai(120, 0, "19s"), tickets[-1]) is None  # ...the server: wait for the window
+    assert t.cooldown_until == pytest.approx(times[0] + 19)
+    times, _ = starts(t, clock, 100)
+    assert times[0] == times[-1] == pytest.approx(t.cooldown_until)  # 120 again, at once
 
 
-def test_idle_without_limits_after_the_probe():
-    clock = FakeClock()
-    t = Throttle(clock=clock, sleep=clock.sleep)
-    assert not t.idle  # the first request goes alone
-    t.observe(parse({}))
-    assert t.idle and t.request_rate == INF
+def test_daily_budget_announced_is_credit_and_a_silent_minute_limit_is_learnt():
+    t, clock = make()
+    _, (first,) = starts(t, clock, 1)
+    t.observe(openai(14400, 14399, "6s"), first)  # Groq: per day
+    times, tickets = starts(t, clock, 50)
+    assert set(times) == {100.0}  # the daily credit is spent at once
+    for ticket in tickets[20:]:  # the minute limit allowed 20 of them
+        t.rate_limited(parse({"retry-after": "1", "x-ratelimit-limit-requests": "14400",
+                              "x-ratelimit-remaining-requests": "14350"}), ticket)
+    assert t.hidden.rate == pytest.approx((51 - 30) * SAFETY)  # what the server accepted
+    assert t.cooldown_until <= clock.now  # a 1 s retry-after is a per-second limiter's rounding
+    times, _ = starts(t, clock, 5)
+    assert gaps(times) == [round(1 / (21 * SAFETY), 6)] * 4
+
+
+def test_no_headers_a_burst_of_429s_sets_the_pace_to_what_was_accepted():
+    t, clock = make()
+    _, tickets = starts(t, clock, 50)
+    for ticket in tickets[:30]:
+        t.rate_limited(NONE, ticket)
+    assert t.hidden.rate == pytest.approx(20 * SAFETY)
+    assert t.cooldown_until == pytest.approx(clock.now + NO_HINT_WAIT)  # no wait named: a short one
+
+
+def test_a_storm_drops_to_the_floor_and_recovers_within_a_few_answers():
+    t, clock = make()
+    _, tickets = starts(t, clock, 16)
+    for ticket in tickets:
+        t.rate_limited(parse({"retry-after": "1"}), ticket)
+    assert t.hidden.rate == FLOOR
+    clock.now += 10
+    times, tickets = starts(t, clock, 3)  # during the storm: never slower than the floor
+    assert max(gaps(times)) <= 1 / FLOOR + 1e-9
+    answers = 0
+    while t.hidden.rate != INF:  # the storm is over: each answer doubles the pace
+        t.observe(NONE, tickets[-1])
+        answers += 1
+    assert answers <= math.ceil(math.log2(LIFT / FLOOR)) + 1
+    assert t.idle
+
+
+def test_a_hidden_pace_probes_upwards_slowly_without_429s():
+    t, clock = make()
+    _, tickets = starts(t, clock, 50)
+    for ticket in tickets[:30]:
+        t.rate_limited(NONE, ticket)
+    learnt = t.hidden.rate
+    for ticket in tickets[30:]:
+        t.observe(NONE, ticket)
+    assert learnt < t.hidden.rate < learnt * 1.1
+
+
+@pytest.mark.parametrize("headers, cooldown", [
+    ({"retry-after": "3600"}, 60.0),                                                  # capped
+    ({"retry-after": "600", "x-ratelimit-remaining-requests": "0"}, 60.0),
+    ({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0",
+      "x-ratelimit-reset-requests": "1h"}, None),                                      # a quota: abort
+    ({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0",
+      "x-ratelimit-reset-requests": "30s"}, 30.0),                                     # a window: wait
+    ({"retry-after": "5"}, 5.0),
+])
+def test_every_wait_is_capped_and_a_quota_far_away_ends_the_run(headers, cooldown):
+    t, clock = make(max_wait=60.0)
+    _, (ticket,) = starts(t, clock, 1)
+    reason = t.rate_limited(parse(headers), ticket)
+    if cooldown is None:
+        assert reason == "the server's requests quota is spent and resets in 1h"
+    else:
+        assert reason is None and t.cooldown_until == pytest.approx(clock.now + cooldown)
+
+
+def test_a_wait_longer_than_the_cap_is_said_once():
+    t, clock = make(max_wait=3.0)
+    _, tickets = starts(t, clock, 3)
+    for ticket in tickets:
+        t.rate_limited(parse({"retry-after": "3600"}), ticket)
+    assert t.notes == ["server asked to wait 1h; waited 3 s (max_retry_wait)"]
+    assert t.cooldown_until == pytest.approx(clock.now + 3.0)
+
+
+def test_an_older_reading_does_not_replace_a_newer_one():
+    t, clock = make()
+    _, (a, b) = starts(t, clock, 2)
+    t.observe(openai(600, 5, "1s"), b)
+    t.observe(openai(600, 500, "1s"), a)  # answered late, read earlier
+    assert t.requests.level == 5
+
+
+def test_remaining_only_is_credit_and_the_refill_is_learnt_from_429s():
+    t, clock = make()
+    _, (first,) = starts(t, clock, 1)
+    t.observe(parse({"x-ratelimit-remaining-requests": "9"}), first)  # Azure
+    times, tickets = starts(t, clock, 12)
+    assert set(times) == {100.0}  # 9 of credit, then no refill known: no wait either
+    t.rate_limited(parse({"x-ratelimit-remaining-requests": "0", "retry-after-ms": "50"}), tickets[-1])
+    assert t.hidden.rate < INF
 
 
 def test_first_request_goes_alone_until_the_server_answers():
     async def main():
         t = Throttle()
-        await t.acquire()  # the probe
+        first = await t.acquire()  # the probe
         waiter = asyncio.ensure_future(t.acquire())
         await asyncio.sleep(0.05)
         assert not waiter.done()
-        t.observe(parse({"x-ratelimit-limit-requests": "60000"}))
+        t.observe(openai(60000, 59999, "1ms"), first)
         await asyncio.wait_for(waiter, 1)
     asyncio.run(main())
+
+
+def test_paces_are_remembered_in_the_object_passed_in():
+    paces, clock = Paces(), FakeClock()
+    t = Throttle(url="u", paces=paces, clock=clock, sleep=clock.sleep)
+    _, (first,) = starts(t, clock, 1)
+    t.observe(openai(1200, 19, "50ms"), first)
+    assert paces.get("u") == (pytest.approx(20 * SAFETY), 0.0)
+    again = Throttle(url="u", paces=paces, clock=clock, sleep=clock.sleep)
+    assert not again._probe  # no first probe: paced from the first request
+    times, (one, *_) = starts(again, clock, 3)
+    assert gaps(times) == [round(1 / (20 * SAFETY), 6)] * 2
+    again.observe(NONE, one)  # the server says nothing now: forget
+    assert paces.get("u") is None and again.idle
+    assert Throttle(url="u", paces=Paces()).paces.get("u") is None  # another memory knows nothing
+
+
+class _State:
+    def __init__(self, attempt, err):
+        self.attempt_number = attempt
+        self.outcome = type("O", (), {"exception": lambda self: err})()
+
+
+def test_backoff_is_short_for_faults_none_for_timeouts_and_429s():
+    random.seed(1)
+    wait = ServerOrBackoff(cap=60)
+    fault = RequestError("x", status=500)
+    for attempt, base in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (6, 8.0)]:
+        got = [wait(_State(attempt, fault)) for _ in range(20)]
+        assert all(0.75 * base <= w <= base for w in got) and len(set(got)) > 1  # jittered
+    assert wait(_State(6, RequestError("t", code="timeout"))) == 0  # retried at once
+    assert wait(_State(6, RequestError("x", status=429))) == 0      # the throttle paces it
+    assert wait(_State(1, RequestError("x", status=429, retry_after=1e12))) == 60
+    assert ServerOrBackoff(cap=3)(_State(6, fault)) <= 3
 
 
 # The engine against servers that enforce a limit
@@ -178,17 +304,10 @@ def test_a_later_run_paces_from_the_first_request_and_forgets_a_limit_no_longer_
     server.rpm, server.latency = 1200, 0.0
     run(server, 5, concurrency=5)
     again = Throttle(url=server.base_url + "/chat/completions")
-    assert not again._probe and again.request_rate == pytest.approx(20 * 0.97)
-    again.observe(parse({}))  # the server says nothing now
-    assert again.request_rate == INF
+    assert not again._probe and again.requests.fill == pytest.approx(20 * SAFETY)
+
+    async def one_answer_without_headers():
+        again.observe(NONE, await again.acquire())
+    asyncio.run(one_answer_without_headers())  # the server says nothing now
+    assert again.idle
     assert Throttle(url=again.url)._probe  # and the next run probes again
-
-
-def test_timeouts_do_not_grow_the_backoff():
-    from chatmagic.errors import RequestError
-    from chatmagic.retry import ServerOrBackoff
-
-    class State:
-        attempt_number = 6
-        outcome = type("O", (), {"exception": lambda self: RequestError("t", code="timeout")})()
-    assert all(0 <= ServerOrBackoff(cap=60)(State()) <= 0.5 for _ in range(20))
