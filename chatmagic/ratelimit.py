@@ -96,7 +96,7 @@ class Credit:
     def __init__(self):
         self.known = False
         self.capacity = 0.0     # the whole budget: the largest remaining seen
-        self.fill: float | None = None  # refill per second; None when not announced (Azure)
+        self.fill: float | None = None  # announced refill per second (paced at SAFETY x); None: Azure
         self.level = 0.0        # remaining at ``stamp``, after the answered request
         self.stamp = 0.0        # when the answered request was sent
         self.spent_at = 0.0     # our total cost sent up to the answered request
@@ -118,8 +118,7 @@ class Credit:
             self.capacity = min(self.capacity, b.limit)
             per_minute = b.limit / 60
             drained = b.limit - b.remaining
-            self.fill = SAFETY * (min(drained / b.reset, per_minute) if b.reset and drained > 0
-                                  else per_minute)
+            self.fill = min(drained / b.reset, per_minute) if b.reset and drained > 0 else per_minute
         self.reset_at = ticket.at + b.reset if b.reset is not None else INF
 
     def available(self, now: float, spent: float) -> float:
@@ -128,7 +127,7 @@ class Credit:
             # the whole budget is back (a window's end). Only when nothing was sent since the
             # reading: ``reset`` assumed so, and a continuous bucket's refill covers the rest
             self.level, self.stamp, self.reset_at = self.capacity, now, INF
-        level = self.level + (self.fill or 0.0) * (now - self.stamp) - (spent - self.spent_at)
+        level = self.level + SAFETY * (self.fill or 0.0) * (now - self.stamp) - (spent - self.spent_at)
         return min(level, self.capacity)
 
     def ready_at(self, now: float, need: float, spent: float) -> float:
@@ -136,7 +135,7 @@ class Credit:
         short = min(need, self.capacity) - self.available(now, spent)
         if short <= 0 or not self.fill:
             return now
-        ready = now + short / self.fill
+        ready = now + short / (SAFETY * self.fill)
         return min(ready, self.reset_at) if spent == self.spent_at else ready
 
     def explains(self, b: Budget | None, cost: float) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from array import array
-from math import inf as INF
 
 #: Outcomes of an attempt, stored as their index (one byte).
 OUTCOMES = ("ok", "429", "5xx", "timeout", "connection", "cancelled", "error")

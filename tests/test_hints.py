@@ -4,7 +4,15 @@ import email.utils
 
 import pytest
 
-from chatmagic.hints import NONE, Budget, Hints, parse, parse_duration, parse_retry_after, say
+from chatmagic.hints import (
+    NONE,
+    Budget,
+    Hints,
+    parse,
+    parse_duration,
+    parse_retry_after,
+    say,
+)
 
 
 @pytest.mark.parametrize("text, seconds", [
