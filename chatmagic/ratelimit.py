@@ -326,13 +326,12 @@ class Throttle:
         now = self.clock()
         self.rejected += 1
         self._read(hints, ticket)
-        spent = [(c, b) for c, b, cost in ((self.requests, hints.requests, 1.0),
-                                           (self.tokens, hints.tokens, ticket.cost))
-                 if c.explains(b, cost)]
-        resets = [b.reset for _, b in spent if b.reset is not None]
+        spent = {kind: b for kind, c, b, cost in (("requests", self.requests, hints.requests, 1.0),
+                                                  ("tokens", self.tokens, hints.tokens, ticket.cost))
+                 if b is not None and c.explains(b, cost)}
+        resets = {b.reset: kind for kind, b in spent.items() if b.reset is not None}
         if resets and min(resets) >= max(QUOTA_WAIT, 10 * self.max_wait):
-            kind = "requests" if spent[0][0] is self.requests else "tokens"
-            return f"the server's {kind} quota is spent and resets in {say(min(resets))}"
+            return f"the server's {resets[min(resets)]} quota is spent and resets in {say(min(resets))}"
         wait = hints.retry_after
         if spent:
             wait = wait if wait is not None else max(resets, default=NO_HINT_WAIT)
