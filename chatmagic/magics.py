@@ -160,20 +160,29 @@ class ChatMany(_Defaults):
 
     @line_magic
     def chatmany_plot(self, line: str):
-        """%chatmany_plot [NAME]: a picture of the last %%chatmany run, of the run stored in
-        NAME (its -o), or of the Results in variable NAME: requests in flight, latency, answers
-        over time; one row per model. Returns the matplotlib Figure. Needs chatmagic[plot]."""
+        """%chatmany_plot [NAME ...]: a picture of the last %%chatmany run, or of each NAME (a
+        run's -o, a Results or a Timeline variable), one row per run and model on one time axis:
+        requests in flight, latency, answers over time. Returns the matplotlib Figure.
+        Needs chatmagic[plot]."""
         from .plotting import figure
+        names = line.split() or ([self._last_out] if self._last_out else [])
+        if not names:
+            raise ConfigError("%chatmany_plot: no %%chatmany run yet; run one, or name a Results variable")
+        rows = [(name, tl) for name in names for tl in self._timelines_of(name)]
+        labels = [f"{name} ({tl.label})" if tl.label and tl.label != name else name for name, tl in rows]
+        return figure([tl for _, tl in rows], labels=labels if len(names) > 1 else None)
+
+    def _timelines_of(self, name: str) -> list:
         from .results import Results
-        name = line.strip() or self._last_out
-        if name is None:
-            raise ConfigError("%chatmany_plot: no %%chatmany run yet; run one, or give a Results variable")
+        from .timeline import Timeline
         value = self.shell.user_ns.get(name)
-        if isinstance(value, Results):
-            return value.plot()
+        if isinstance(value, Timeline):
+            return [value]
+        if isinstance(value, Results) and value.timeline is not None:
+            return [value.timeline]
         if name not in self._timelines:
-            raise ConfigError(f"%chatmany_plot {name}: no %%chatmany run stored there and no Results")
-        return figure(self._timelines[name])
+            raise ConfigError(f"%chatmany_plot {name}: no %%chatmany run stored there, and no Results or Timeline")
+        return self._timelines[name]
 
     @line_magic
     def chatmany_local(self, line: str):

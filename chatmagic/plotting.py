@@ -35,35 +35,37 @@ def _pyplot():
     return plt
 
 
-def figure(timelines: list[Timeline], title: str | None = None):
-    """A matplotlib ``Figure`` with one row of three panels per timeline."""
+def figure(timelines: list[Timeline], title: str | None = None, labels: list[str] | None = None):
+    """A matplotlib ``Figure`` with one row of three panels per timeline, all on one time axis
+    (so runs compare at a glance); ``labels`` name the rows (default: each timeline's label)."""
     if not timelines:
         raise ConfigError("nothing to plot: no run was recorded")
     plt = _pyplot()
     fig = plt.figure(figsize=(WIDTH, ROW_HEIGHT * len(timelines) + (0.4 if title else 0)), layout="constrained")
     plt.close(fig)  # not shown again at the end of the cell: the caller returns it
     rows = fig.subfigures(len(timelines), 1, squeeze=False)[:, 0]
-    for row, tl in zip(rows, timelines):
-        _row(row, tl)
+    end = max(max(tl.span for tl in timelines), 1e-3)
+    for row, tl, label in zip(rows, timelines, labels or [tl.label for tl in timelines]):
+        _row(row, tl, end, label)
     if title:
         fig.suptitle(title, fontsize=14, fontweight="bold")
     return fig
 
 
-def headline(tl: Timeline) -> str:
+def headline(tl: Timeline, label: str | None = None) -> str:
     """The row's title: what was sent and what came of it."""
     found = marks(tl)
     ok = len(completed(tl))
     parts = [f"{len(tl)} attempts, {ok} answered"]
     parts += [f"{len(found[k])} {name}" for k, name in HEADLINE.items() if found[k]]
     parts.append(f"{tl.span:.1f} s")
-    return (f"{tl.label}: " if tl.label else "") + ", ".join(parts)
+    label = tl.label if label is None else label
+    return (f"{label}: " if label else "") + ", ".join(parts)
 
 
-def _row(fig, tl: Timeline) -> None:
-    fig.suptitle(headline(tl), fontsize=12)
+def _row(fig, tl: Timeline, end: float, label: str) -> None:
+    fig.suptitle(headline(tl, label), fontsize=12)
     ax_flight, ax_latency, ax_done = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.4, 1, 1]})
-    end = max(tl.span, 1e-3)
     _in_flight_panel(ax_flight, tl, end)
     _latency_panel(ax_latency, tl)
     _throughput_panel(ax_done, tl, end)

@@ -88,6 +88,10 @@ def test_a_multi_model_run_draws_one_row_per_model_and_the_magic_finds_runs(serv
     assert sum(b > a for a, b in zip(y, y[1:])) == 2  # its two attempts
     with pytest.raises(ConfigError, match="no %%chatmany run stored there"):
         ip.run_line_magic("chatmany_plot", "nothing_here")
+    fig = ip.run_line_magic("chatmany_plot", "single both mine")  # one figure, one time axis
+    assert [s._suptitle.get_text().split(":")[0] for s in fig.subfigs] == [
+        "single (gpt-4o-mini)", "both (one)", "both (two)", "mine (gpt-4o-mini)"]
+    assert len({row[0].get_xlim() for row in panels(fig)}) == 1
 
 
 def test_an_interrupted_run_draws_until_the_interrupt(server, cancelled_run):
