@@ -102,6 +102,7 @@ def _level(times: list[float], counts: list[int], t: float) -> int:
 
 
 def _latency_panel(ax, tl: Timeline) -> None:
+    from matplotlib.ticker import MaxNLocator
     values = latencies(tl)
     ax.set(title="Latency of answers", xlabel="seconds per successful attempt", ylabel="attempts")
     if not values:
@@ -113,6 +114,7 @@ def _latency_panel(ax, tl: Timeline) -> None:
     for q, colour in ((50, "black"), (95, "#d62728")):
         value = percentile(values, q)
         ax.axvline(value, color=colour, ls="--", lw=1.5, label=f"p{q} {value:.2f} s")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.legend(loc="upper right", fontsize=8)
 
 

@@ -66,3 +66,9 @@ def test_teaching_notebook_shows_each_lesson():
     stderr = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("name") == "stderr"]
     assert stderr == []  # nothing that looks like an error where nothing went wrong
     assert "1/3 ok, 2 failed" in joined and "stopped: 401" in joined
+    pictures = [c.source for c in nb.cells if c.cell_type == "code"
+                and any("image/png" in o.get("data", {}) for o in c.outputs)]
+    assert pictures == ["%chatmany_plot one_by_one together", "%chatmany_plot recipe paced",
+                        "%chatmany_plot resilient"]
+    sent, rejected = map(int, re.search(r"the recipe: (\d+) requests for 40 prompts, (\d+) rejected", joined).groups())
+    assert sent == 40 + rejected and rejected > 0  # the recipe's waves of 429s, each one sent again
