@@ -18,6 +18,7 @@ the batch keeps running; re-running the same prompts collects them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -58,6 +59,7 @@ class BatchRun:
         self.batch_keys: dict[str, list[str]] = {}  # batch id -> every request key in it
         self.failures: list[str] = []
         self.store: BatchStore | None = None
+        self._recent: list[dict] | None = None  # the server's last batches, listed once per run
 
     async def run_batch(self) -> Results:
         started = time.perf_counter()
@@ -125,14 +127,31 @@ class BatchRun:
             os.unlink(path)
 
     async def _create(self, path: str, keys: list[str]) -> None:
-        n = len(self.batches) + 1
-        uploaded = await self.client.upload(path, f"chatmagic-{n}.jsonl")
-        batch = await self.client.call("POST", "/batches", json={
-            "input_file_id": uploaded["id"], "endpoint": ENDPOINT, "completion_window": "24h",
-            "metadata": {"created_by": "chatmagic"}})
+        part = hashlib.sha256("".join(keys).encode()).hexdigest()[:32]
+        batch = await self._unrecorded(part)
+        if batch is None:
+            uploaded = await self.client.upload(path, f"chatmagic-{part[:12]}.jsonl")
+            batch = await self.client.call("POST", "/batches", json={
+                "input_file_id": uploaded["id"], "endpoint": ENDPOINT, "completion_window": "24h",
+                "metadata": {"created_by": "chatmagic", "chatmagic_part": part}})
         self.batches[batch["id"]], self.batch_keys[batch["id"]] = batch, keys
         if self.store is not None:
             self.store.add(batch["id"], self.settings.url, self.settings.model, keys, len(keys))
+
+    async def _unrecorded(self, part: str) -> dict | None:
+        """A recent batch of exactly these requests that the store does not hold (a kernel
+        killed between creating and recording it, or a store that could not be written),
+        found by its metadata among the server's last 100 batches; None if there is none."""
+        if self._recent is None:
+            try:
+                self._recent = (await self.client.call("GET", "/batches", params={"limit": "100"}))["data"]
+            except (RequestError, KeyError, TypeError):
+                self._recent = []  # a server that cannot list batches: nothing to find
+        for batch in self._recent:
+            if ((batch.get("metadata") or {}).get("chatmagic_part") == part
+                    and (self.store is None or self.store.get(batch["id"]) is None)):
+                return batch
+        return None
 
     # ---- waiting and collecting ----------------------------------------------------
 

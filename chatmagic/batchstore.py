@@ -83,13 +83,17 @@ class BatchStore:
                 for batch_id, packed in rows}
 
     def listing(self) -> list[StoredBatch]:
-        rows = self._conn.execute("SELECT id, server, model, created, status, total, completed, failed, "
-                                  "collected FROM batches ORDER BY created")
-        return [StoredBatch(id=r[0], server=r[1], model=r[2], created=r[3], status=r[4], total=r[5],
-                            completed=r[6], failed=r[7], collected=bool(r[8])) for r in rows]
+        return self._rows("ORDER BY created")
 
     def get(self, batch_id: str) -> StoredBatch | None:
-        return next((b for b in self.listing() if b.id == batch_id), None)
+        found = self._rows("WHERE id=?", (batch_id,))
+        return found[0] if found else None
+
+    def _rows(self, where: str, args: tuple = ()) -> list[StoredBatch]:
+        rows = self._conn.execute("SELECT id, server, model, created, status, total, completed, failed, "
+                                  f"collected FROM batches {where}", args)
+        return [StoredBatch(id=r[0], server=r[1], model=r[2], created=r[3], status=r[4], total=r[5],
+                            completed=r[6], failed=r[7], collected=bool(r[8])) for r in rows]
 
     def close(self) -> None:
         self._conn.close()

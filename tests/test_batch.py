@@ -255,3 +255,21 @@ def test_status_checks_back_off_from_a_few_seconds_to_a_minute():
                                                                  34.171875, 51.2578125, 60.0, 60.0]
     assert max(islice(batchmod.poll_delays(0.01, 60.0), 50)) == 0.2  # a test's interval stays small
 
+
+
+def test_a_batch_created_but_never_recorded_is_found_by_its_metadata(bserver, monkeypatch):
+    """A kernel killed between the server creating a batch and the store recording it (here:
+    no store at all for the first run) must not pay for the same requests again."""
+    bserver.batch.pace = 0.02
+    with monkeypatch.context() as m:
+        m.setattr(batchmod, "_open_store", lambda: None)
+        run(bserver, ["m1", "m2", "m3"], wait=False)
+    assert bserver.batch.batches["batch_fake1"]["metadata"]["created_by"] == "chatmagic"
+    results = run(bserver, ["m1", "m2", "m3"])
+    assert results.texts() == ["echo: m1", "echo: m2", "echo: m3"]
+    assert bserver.batch.stats["batches"] == 1 and bserver.batch.stats["files"] == 1
+    bserver.batch.invalid = "not today"  # a recorded, collected batch of the same requests...
+    with pytest.raises(RunAborted):
+        run(bserver, ["m4"])
+    bserver.batch.invalid = None  # ...is never taken again: the re-run submits anew
+    assert run(bserver, ["m4"]).texts() == ["echo: m4"] and bserver.batch.stats["batches"] == 3
