@@ -156,7 +156,8 @@ class BatchRun:
     # ---- waiting and collecting ----------------------------------------------------
 
     async def _wait(self) -> None:
-        progress = BatchProgress(self.settings.progress, sum(len(v) for v in self.wanted.values()))
+        progress = BatchProgress(self.settings.progress, sum(len(v) for v in self.wanted.values()),
+                                 f"batch {self.settings.model}")
         delays = poll_delays(POLL_FIRST, POLL_MAX)
         open_ids = list(self.batches)
         try:
@@ -172,7 +173,7 @@ class BatchRun:
                 if open_ids:
                     await asyncio.sleep(next(delays))
         finally:
-            progress.close()
+            progress.close(self.batches.values(), interrupted=bool(open_ids))
 
     async def _poll(self, batch_id: str) -> dict:
         """The batch's state; a transient failure (timeout, 5xx, 429) keeps the last one seen."""
@@ -270,29 +271,38 @@ def _open_store() -> BatchStore | None:
 
 
 class BatchProgress:
-    """The bar of a batch run: the batches' own request_counts and status."""
+    """The bar of a batch run: the batches' own request_counts and status, ending as the
+    interactive bar does (a static picture in a notebook, coloured by the outcome)."""
 
-    def __init__(self, enabled, total: int):
+    def __init__(self, enabled, total: int, desc: str):
         self.bar = None
+        self.failed = 0
         if enabled is True:
-            from .progress import _tqdm_class
-            self.bar = _tqdm_class()(total=total, desc="batch", unit="request")
+            from .progress import Bar
+            self.bar = Bar(total, 0, desc, "request")
 
     def show(self, batches) -> None:
         if self.bar is None:
             return
-        batches = list(batches)
+        bar, batches = self.bar.tqdm, list(batches)
         counts = [b.get("request_counts") or {} for b in batches]
-        self.bar.total = max(self.bar.total, sum(c.get("total", 0) for c in counts))
-        self.bar.n = sum(c.get("completed", 0) + c.get("failed", 0) for c in counts)
-        statuses = sorted({b.get("status", "?") for b in batches})
-        failed = sum(c.get("failed", 0) for c in counts)
-        self.bar.set_postfix_str(", ".join(statuses) + (f" failed={failed}" if failed else ""), refresh=False)
-        self.bar.refresh()
+        bar.total = max(bar.total, sum(c.get("total", 0) for c in counts))
+        bar.n = sum(c.get("completed", 0) + c.get("failed", 0) for c in counts)
+        self.failed = sum(c.get("failed", 0) for c in counts)
+        if self.failed and self.bar.state == "running":
+            self.bar.paint("failed")
+        bar.set_postfix_str(self._postfix(batches), refresh=False)
+        bar.refresh()
 
-    def close(self) -> None:
+    def _postfix(self, batches) -> str:
+        statuses = sorted({b.get("status", "?") for b in batches})
+        return ", ".join(statuses) + (f", {self.failed} failed" if self.failed else "")
+
+    def close(self, batches, interrupted: bool) -> None:
         if self.bar is not None:
-            self.bar.close()
+            state = "stopped" if interrupted else "failed" if self.failed else "ok"
+            postfix = self._postfix(batches) + (", interrupted: the batch keeps running" if interrupted else "")
+            self.bar.finish(state, postfix)
 
 
 def dry_run_note(requests_per_model: int, models: int) -> str:
