@@ -27,7 +27,8 @@ import tempfile
 import time
 import warnings
 
-from .batchformat import ENDPOINT, ID_HEX, completion, line_error, request_line, unfinished, write_parts
+from .answers import completion_of
+from .batchformat import ENDPOINT, ID_HEX, line_error, request_line, unfinished, write_parts
 from .batchstore import BatchStore
 from .cache import CacheWarning, request_keys
 from .errors import APIError, RequestError, RunAborted
@@ -59,6 +60,7 @@ class BatchRun:
         self.batch_keys: dict[str, list[str]] = {}  # batch id -> every request key in it
         self.failures: list[str] = []
         self.store: BatchStore | None = None
+        self.collected: set[str] = set()           # batches whose results are in the records
         self._recent: list[dict] | None = None  # the server's last batches, listed once per run
 
     async def run_batch(self) -> Results:
@@ -204,6 +206,7 @@ class BatchRun:
                     record.status, record.error = "error", why
         if batch["status"] == "failed":
             self.failures.append(f"batch {batch['id']} failed: {why.split(': ', 1)[1]}")
+        self.collected.add(batch["id"])
         if self.store is not None:
             self.store.update(batch["id"], batch["status"], batch.get("request_counts"), collected=True)
 
@@ -214,7 +217,7 @@ class BatchRun:
         seen.add(key)
         response = line.get("response") or {}
         body = response.get("body") or {}
-        done = completion(body) if response.get("status_code") == 200 else None
+        done = completion_of(body) if response.get("status_code") == 200 else None
         if done is not None and self.run._cache is not None:
             self.run._cache.put(key, *done)
         for record in self.wanted.get(key, ()):
@@ -236,9 +239,9 @@ class BatchRun:
             record.status, record.error = "error", f"200 invalid_json: not valid JSON: {text[:60]!r}"
 
     def _mark_pending(self, unsent: str) -> None:
-        """Records still in a running batch become ``pending``; those never submitted keep
-        status ``cancelled`` with ``unsent`` as the reason."""
-        running = [b for b, v in self.batches.items() if v.get("status") not in TERMINAL]
+        """Records of a batch not collected (still running, or its results not read) become
+        ``pending``; those never submitted keep status ``cancelled`` with ``unsent`` as the reason."""
+        running = [b for b in self.batches if b not in self.collected]
         for batch_id in running:
             for key in self.batch_keys[batch_id]:
                 for record in self.wanted.get(key, ()):

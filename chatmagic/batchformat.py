@@ -2,7 +2,6 @@
 
     request_line(custom_id, body) -> one JSONL line: {custom_id, method, url, body}
     write_parts(lines, path, ...) -> the lines streamed into ``path``, one file per batch
-    completion(body)              -> (text, finish_reason, prompt_tokens, completion_tokens, model)
     line_error(line, ...)         -> "<status> <code>: <message>", as interactive runs record
     unfinished(batch)             -> why a request of a finished batch has no result line
 """
@@ -41,17 +40,6 @@ def write_parts(lines: Iterable[tuple[str, bytes]], path: str, max_requests: int
     finally:
         out.close()
     yield part
-
-
-def completion(body: dict) -> tuple | None:
-    """(text, finish_reason, prompt_tokens, completion_tokens, model) of a chat completion."""
-    try:
-        choice = body["choices"][0]
-        usage = body.get("usage") or {}
-        return (choice["message"].get("content") or "", choice.get("finish_reason"),
-                usage.get("prompt_tokens"), usage.get("completion_tokens"), body.get("model"))
-    except (KeyError, IndexError, TypeError, AttributeError):
-        return None
 
 
 def line_error(line: dict, response: dict, body: dict) -> str:

@@ -186,9 +186,9 @@ class FilesClient(Client):
         """One JSON request (``json=`` or ``data=``) to ``base_url + path``; the answer's JSON."""
         try:
             async with self._session.request(method, self.base + path, proxy=self._proxy, **kw) as resp:
-                raw = await resp.read()
+                raw = await read_capped(resp, self._cap)
                 status, headers = resp.status, resp.headers
-        except (asyncio.TimeoutError, aiohttp.ClientError) as e:
+        except Exception as e:  # noqa: BLE001 -- as in _post: no aiohttp frame escapes
             raise self._failed(e) from None
         data = _json(raw)
         if status != 200 or not isinstance(data, dict):
@@ -198,7 +198,12 @@ class FilesClient(Client):
     def _failed(self, e: BaseException) -> RequestError:
         if isinstance(e, asyncio.TimeoutError):
             return RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout")
-        return RequestError(self.scrub(f"{type(e).__name__}: {e}"), code="connection")
+        if isinstance(e, TooLarge):
+            return RequestError(f"answer over the {self._cap / 1e6:g} MB limit", code="too_large",
+                                retryable=False)
+        if isinstance(e, aiohttp.ClientError):
+            return self._client_error(e)
+        return RequestError(self.scrub(f"{type(e).__name__}: {e}"), code="client_error", retryable=False)
 
     async def lines(self, file_id: str):
         """The lines of a file's content (``GET /files/{id}/content``), as bytes, streamed."""
@@ -212,9 +217,13 @@ class FilesClient(Client):
                     *complete, rest = (rest + chunk).split(b"\n")
                     for line in complete:
                         yield line
+                    if len(rest) > self._cap:  # one result line is one answer: the same cap
+                        raise TooLarge(len(rest))
                 if rest.strip():
                     yield rest
-        except (asyncio.TimeoutError, aiohttp.ClientError) as e:
+        except RequestError:
+            raise
+        except Exception as e:  # noqa: BLE001
             raise self._failed(e) from None
 
 
