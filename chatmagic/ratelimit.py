@@ -248,9 +248,12 @@ class Throttle:
         if self._probe:
             await self._wait_for_probe()
         async with self._lock:
+            # a budget that refills too slowly to wait for is tried at the cap anyway: its 429
+            # says whether the quota is gone for hours (the run ends) or just slow
+            give_up = self.clock() + self.max_wait
             while True:
                 now = self.clock()
-                start = self._start(now, tokens)
+                start = self._start(now, tokens, give_up)
                 if start <= now:
                     break
                 await self.sleep(start - now)
@@ -263,15 +266,14 @@ class Throttle:
                 self._next["hidden"] = _advance(self._next["hidden"], now, 1 / self.hidden.rate)
             return self._count(now, tokens)
 
-    def _start(self, now: float, tokens: float) -> float:
-        start = max(self.cooldown_until, self._next["rpm"], self._next["tpm"])
-        if self.hidden.rate != INF:
-            start = max(start, self._next["hidden"])
+    def _start(self, now: float, tokens: float, give_up: float) -> float:
+        budget = now
         if self.requests.known:
-            start = max(start, self.requests.ready_at(now, 1, self.sent))
+            budget = self.requests.ready_at(now, 1, self.sent)
         if self.tokens.known and tokens:
-            start = max(start, self.tokens.ready_at(now, tokens, self.tokens_sent))
-        return start
+            budget = max(budget, self.tokens.ready_at(now, tokens, self.tokens_sent))
+        start = max(self.cooldown_until, self._next["rpm"], self._next["tpm"], min(budget, give_up))
+        return max(start, self._next["hidden"]) if self.hidden.rate != INF else start
 
     def _count(self, now: float, tokens: float) -> Ticket:
         self.sent += 1

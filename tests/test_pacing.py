@@ -1,0 +1,103 @@
+"""The engine against each server shape of the pacing model (ratelimit.py), at small N: every
+prompt answered, few 429s, no crawl; waits capped and said; a far quota ends the run; storms
+and 429-only servers end. Shapes are set before the limit (setting rpm/tpm builds the buckets)."""
+
+import math
+
+import pytest
+
+import chatmagic
+from chatmagic.errors import RunAborted
+
+
+def run(server, n, **options):
+    options.setdefault("progress", False)
+    return chatmagic.chat_many([f"p{i}" for i in range(n)], base_url=server.base_url, **options)
+
+
+def all_ok(results):
+    return [r.status for r in results] == ["ok"] * len(results)
+
+
+def test_fixed_window_budget_is_spent_at_once(server):
+    server.limit_shape, server.latency, server.rpm = "window", 0.02, 600  # 600 per 60 s window
+    results = run(server, 100, concurrency=50)
+    assert all_ok(results) and server.stats.by_status[429] == 0
+    assert results.elapsed_s < 10, results.summary()  # was 1 request per 60 s
+
+
+def test_a_run_larger_than_the_window_goes_on_when_the_next_one_opens(server):
+    server.limit_shape, server.window_s, server.latency = "window", 2.0, 0.02
+    server.rpm = 600  # 20 per 2 s window
+    results = run(server, 30, concurrency=30)
+    assert all_ok(results)
+    assert server.stats.by_status[200] == 30 and server.stats.by_status[429] <= 15
+    assert 1.9 <= results.elapsed_s < 12, results.summary()  # the second window, not the 60 s cap
+
+
+def test_a_bucket_starting_full_is_spent_then_paced_at_its_refill(server):
+    server.limit_shape, server.rpm = "bucket", 240  # 240 at once, then 4 per second
+    results = run(server, 250, concurrency=50)
+    assert all_ok(results) and server.stats.by_status[429] <= 12
+    assert results.elapsed_s >= 10 / 4 * 0.9, results.summary()
+
+
+def test_an_announced_daily_budget_with_a_silent_minute_limit(server):
+    server.daily, server.latency, server.rpm = 14400, 0.02, 1200  # 20 per second, enforced silently
+    results = run(server, 60, concurrency=30)
+    assert all_ok(results)
+    assert results.elapsed_s < 12, results.summary()  # not the daily refill (10 per minute)
+
+
+def test_a_token_budget_is_spent_then_paced(server):
+    server.limit_shape, server.tpm = "bucket", 6000  # 6000 tokens at once, then 100 per second
+    results = run(server, 350, concurrency=50, max_tokens=16)  # about 18 tokens each
+    assert all_ok(results) and server.stats.by_status[429] <= 17
+    assert results.elapsed_s >= 1.5, results.summary()  # the last ~300 tokens waited for the refill
+
+
+@pytest.mark.parametrize("headers", ["azure", "retry-after", "none"])
+def test_without_a_refill_announced_the_pace_is_learnt_from_429s(server, headers):
+    server.headers, server.latency, server.rpm = headers, 0.02, 1200
+    results = run(server, 80, concurrency=30)
+    assert all_ok(results)
+    assert server.stats.by_status[429] <= 40, server.stats.by_status
+    assert results.elapsed_s < 80 / 20 * 3, results.summary()
+
+
+def test_after_a_storm_of_429s_the_pace_recovers_at_once(server):
+    server.storm_s, server.latency = 2.0, 0.02
+    results = run(server, 40, concurrency=16)
+    assert all_ok(results)
+    assert server.stats.by_status[429] <= 20  # at most a few requests a second during the storm
+    assert results.elapsed_s < 2.0 + 4, results.summary()
+
+
+def test_429_forever_ends_with_every_prompt_failed(server):
+    server.storm_s = math.inf
+    results = run(server, 3, concurrency=3, retries=2)
+    assert [r.status for r in results] == ["error"] * 3 and all("429" in r.error for r in results)
+    assert server.stats.requests == 9  # each prompt's attempts, no more
+    assert "3 failed (3 429 rate_limit_exceeded)" in results.summary()
+
+
+def test_a_long_retry_after_is_capped_and_said_once(server):
+    prompts = ["a [[fail:429:1]] [[retry_after:3600]]", "b [[fail:429:1]] [[retry_after:3600]]"]
+    results = chatmagic.chat_many(prompts, base_url=server.base_url, progress=False, max_retry_wait=0.5)
+    assert all_ok(results) and [r.attempts for r in results] == [2, 2]
+    assert results.summary().endswith("server asked to wait 1h; waited 0.5 s (max_retry_wait)")
+
+
+def test_a_spent_quota_that_resets_hours_away_ends_the_run(server):
+    server.daily, server.rpm = 5, 6000  # 5 a day
+    with pytest.raises(RunAborted, match="requests quota is spent and resets in 2[34].*h") as caught:
+        run(server, 10, concurrency=1, max_retry_wait=1)  # the refill is waited for 1 s at most
+    statuses = [r.status for r in caught.value.results]
+    assert statuses[:5] == ["ok"] * 5 and "ok" not in statuses[5:]
+    assert server.stats.by_status[429] == 1  # said once, not retried
+
+
+def test_transient_faults_are_retried_soon(server):
+    server.fail_rate = 0.2
+    results = run(server, 40, concurrency=10)
+    assert all_ok(results) and results.retries >= 1
