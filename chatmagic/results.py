@@ -9,6 +9,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .timeline import Timeline
 
 #: Columns of ``Results.to_pandas()``, in order (``text`` is shown as ``response``).
 COLUMNS = ("prompt", "response", "status", "error", "attempts", "latency_s",
@@ -53,7 +57,7 @@ class Results(Sequence):
         self.retries = retries  # attempts beyond the first, over all prompts
         self.batch = False      # sent through the Batch API (priced as such)
         self.batch_ids: list[str] = []  # batches still running, holding the pending records
-        self.timeline = None  # the run's attempts (a chatmagic.timeline.Timeline), set by the run
+        self.timeline: Timeline | None = None  # the run's attempts, set by the run
         self.notes: list[str] = []  # what the run had to tell (a wait longer than allowed)
 
     def __getitem__(self, i):

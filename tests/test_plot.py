@@ -3,6 +3,7 @@
 import base64
 import io
 import sys
+from itertools import pairwise
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -38,7 +39,7 @@ def test_the_figure_draws_every_attempt_under_the_cap(server):
     fig = results.plot()
     (flight, latency, answers), = panels(fig)
     y = labelled(flight, "requests in flight").get_ydata()
-    assert sum(b > a for a, b in zip(y, y[1:])) == sum(r.attempts for r in results) == server.stats.requests
+    assert sum(b > a for a, b in pairwise(y)) == sum(r.attempts for r in results) == server.stats.requests
     assert max(y) <= 5 and labelled(flight, "cap (-c 5)").get_ydata()[0] == 5
     assert len(labelled(flight, "5xx server error").get_offsets()) == server.stats.by_status[500] > 0
     assert len(labelled(flight, "retry sent").get_offsets()) == results.retries
@@ -85,7 +86,7 @@ def test_a_multi_model_run_draws_one_row_per_model_and_the_magic_finds_runs(serv
     ip.user_ns["mine"] = run(server, ["p", "q"])
     (flight, _, _), = panels(ip.run_line_magic("chatmany_plot", "mine"))
     y = labelled(flight, "requests in flight").get_ydata()
-    assert sum(b > a for a, b in zip(y, y[1:])) == 2  # its two attempts
+    assert sum(b > a for a, b in pairwise(y)) == 2  # its two attempts
     with pytest.raises(ConfigError, match="no %%chatmany run stored there"):
         ip.run_line_magic("chatmany_plot", "nothing_here")
     fig = ip.run_line_magic("chatmany_plot", "single both mine")  # one figure, one time axis

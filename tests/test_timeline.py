@@ -2,13 +2,26 @@
 
 import asyncio
 import time
+from itertools import pairwise
 
 import pytest
 
 import chatmagic
 from chatmagic.fakeserver import FakeOpenAI
-from chatmagic.timeline import (BACKOFF, COOLDOWN, OUTCOMES, Timeline, backing_off, buckets, completed,
-                                cooldowns, in_flight, latencies, marks, percentile)
+from chatmagic.timeline import (
+    BACKOFF,
+    COOLDOWN,
+    OUTCOMES,
+    Timeline,
+    backing_off,
+    buckets,
+    completed,
+    cooldowns,
+    in_flight,
+    latencies,
+    marks,
+    percentile,
+)
 
 
 def run(server, prompts, **options):
@@ -38,7 +51,7 @@ def test_in_flight_never_exceeds_the_cap_and_reaches_it(server):
     assert results.timeline.concurrency == 6
     assert max(counts) == 6 == server.stats.peak_in_flight
     assert counts[-1] == 0 and times == sorted(times)
-    assert sum(step > 0 for step in (b - a for a, b in zip(counts, counts[1:]))) == 40
+    assert sum(step > 0 for step in (b - a for a, b in pairwise(counts))) == 40
 
 
 def test_429s_are_recorded_when_the_server_sent_them():
