@@ -21,7 +21,7 @@ from . import hints
 from .answers import completion_of
 from .config import is_loopback
 from .errors import ChatmagicWarning, RequestError
-from .limits import ACCEPT_ENCODING, MAX_RESPONSE_MB, TooLarge, read_capped
+from .limits import ACCEPT_ENCODING, TooLarge, read_capped
 from .proxies import proxy_for
 
 #: Server text kept in an error message, after the key is scrubbed.
@@ -64,8 +64,8 @@ class Client:
         self._key = settings.api_key
         self._settings = settings
         self._limit = limit or settings.concurrency
-        self._cap = int(MAX_RESPONSE_MB * 1_000_000)
-        self._proxy = proxy_for(self.url)  # the environment, read once per run
+        self._cap = int(settings.max_response_mb * 1_000_000)
+        self._proxy = proxy_for(self.url, settings.proxy)  # the environment, read once per run
         self._session: aiohttp.ClientSession | None = None
         if self._key:
             _warn_if_clear(self.url)
@@ -115,7 +115,7 @@ class Client:
                 return resp.status, hints.parse(resp.headers), await read_capped(resp, self._cap)
         except TooLarge as e:
             size = f"{e.size / 1e6:,.0f} MB announced" if e.announced else "more than that"
-            raise RequestError(f"answer over the {self._cap / 1e6:g} MB limit ({size})",
+            raise RequestError(f"answer over the {self._cap / 1e6:g} MB limit ({size}; max_response_mb)",
                                code="too_large", retryable=False) from None
         except asyncio.TimeoutError:
             raise RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout") from None

@@ -121,6 +121,18 @@ def clean_key(key: Any, where: str = "api_key") -> str | None:
     return key or None
 
 
+def _proxy(value: Any) -> str | None:
+    """None: from the environment; "none": no proxy; else a checked proxy URL."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError("proxy must be a URL like http://host:port, or 'none'")
+    if value.strip().lower() in ("", "none"):
+        return "none"
+    from .proxies import check_proxy
+    return check_proxy(value)
+
+
 def check_identifier(name: Any) -> str:
     """A variable name for ``-o``."""
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
@@ -170,6 +182,12 @@ OPTIONS: tuple[Option, ...] = (
            unset="learnt from the server", positive=True),
     Option("tpm", float, None, "tokens per minute at most (estimated from text + max_tokens)",
            flags=("--tpm",), metavar="N", unset="learnt from the server", positive=True),
+    Option("proxy", str, None, "proxy for every request, e.g. `http://proxy:3128`; `none` for none",
+           flags=("--proxy",), metavar="URL", unset="$HTTPS_PROXY or $HTTP_PROXY, except $NO_PROXY hosts",
+           check=_proxy),
+    # far above any real completion; bounds memory against endless bodies and gzip bombs
+    Option("max_response_mb", float, 8.0, "largest answer accepted, in MB after decompression; a larger "
+           "one fails its prompt", positive=True),
     Option("over", str, None, "the cell is one template, rendered per item of the list, Series or "
            "DataFrame `NAME` (see Prompts from data)", flags=("--over",), metavar="NAME", scope=MAGIC, config=False),
     Option("sep", str, None, "prompts are separated by lines equal to `TEXT` (multi-line prompts)",

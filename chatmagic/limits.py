@@ -13,8 +13,6 @@ import zlib
 
 from .errors import ChatmagicWarning
 
-#: Default cap on one answer, after decompression: far above any real completion.
-MAX_RESPONSE_MB = 8.0
 #: What we ask servers for; other encodings are refused as unreadable, not inflated blind.
 ACCEPT_ENCODING = "gzip, deflate"
 CHUNK = 64 * 1024

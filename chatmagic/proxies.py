@@ -17,7 +17,8 @@ from .errors import ConfigError
 
 
 def proxy_for(url: str, option: str | None = None, environ=None) -> str | None:
-    """The proxy URL for requests to ``url``, or None to connect directly."""
+    """The proxy URL for requests to ``url``, or None to connect directly. ``option`` is the
+    ``proxy`` setting: None to read the environment, "none" for no proxy, else the proxy."""
     if option is not None:
         return None if option.strip().lower() in ("", "none") else check_proxy(option)
     environ = os.environ if environ is None else environ

@@ -49,6 +49,15 @@ def test_an_announced_length_over_the_cap_is_refused_before_reading(server):
     assert "1,000 MB announced" in results[0].error
 
 
+def test_the_cap_is_an_option(server):
+    long = "x" * 3000  # echoed back: an answer of about 3 KB
+    results = run(server, [long, "short"], max_response_mb=0.002)
+    assert results[0].error.startswith("too_large: answer over the 0.002 MB limit")
+    assert results[1].text == "echo: short"
+    with pytest.raises(chatmagic.ConfigError, match="max_response_mb must be positive"):
+        run(server, ["a"], max_response_mb=0)
+
+
 # --- the key is never shown ---------------------------------------------------------------
 
 def test_key_echoed_in_a_plain_text_error_is_scrubbed_before_it_is_cut(server):
