@@ -275,19 +275,17 @@ def test_a_batch_created_but_never_recorded_is_found_by_its_metadata(bserver, mo
 
 def test_answers_and_result_lines_over_the_size_cap_fail_in_one_line(bserver, monkeypatch):
     from aiohttp import web
-
-    from chatmagic import client
-    monkeypatch.setattr(client, "MAX_RESPONSE_MB", 0.002)  # 2,000 bytes: a batch object fits
+    cap = {"max_response_mb": 0.002}  # 2,000 bytes: a batch object fits
 
     async def endless_line(request):
         return web.Response(body=b"x" * 200_000)
     monkeypatch.setattr(bserver.batch, "_content", endless_line)
     with pytest.raises(RunAborted, match="too_large: answer over the 0.002 MB limit") as caught:
-        run(bserver, ["z1"])
+        run(bserver, ["z1"], **cap)
     assert caught.value.results[0].status == "pending"  # the batch is done; a re-run can collect it
 
     async def huge(request):
         return web.json_response({"id": "batch_fake2", "pad": "y" * 5000})
     monkeypatch.setattr(bserver.batch, "_get", huge)
     with pytest.raises(RunAborted, match="too_large"):
-        run(bserver, ["z2"])
+        run(bserver, ["z2"], **cap)
