@@ -84,13 +84,19 @@ def _in_flight_panel(ax, tl: Timeline, end: float) -> None:
         top = max(top, max(waiting))
     for i, (s, e) in enumerate(cooldowns(tl)):
         ax.axvspan(s, e, color="#ff7f0e", alpha=0.12, lw=0, label=None if i else "shared cooldown (after a 429)")
-    for kind, at in marks(tl).items():
+    found = marks(tl)
+    if found["cancelled"]:  # the run was interrupted (or cancelled) here
+        ax.axvline(max(found["cancelled"]), color="grey", ls="-.", lw=1.2, label="interrupted")
+    for kind, at in found.items():
         if at:
             label, marker, colour = MARK_STYLE[kind]
             ax.scatter(at, [_level(times, counts, t) for t in at], marker=marker, color=colour,
                        s=36, zorder=4 if kind == "429" else 3, label=label, linewidths=1.5)
     ax.set(xlim=(0, end * 1.02), ylim=(0, top * 1.15 + 0.5), xlabel="seconds since the run started",
            ylabel="requests in flight", title="Requests in flight")
+    if not len(tl):
+        ax.text(0.5, 0.5, "nothing sent: every answer came from the cache\n(or from the Batch API)",
+                ha="center", va="center", transform=ax.transAxes)
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, fontsize=8, frameon=False)
 
 

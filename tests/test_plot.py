@@ -101,6 +101,7 @@ def test_an_interrupted_run_draws_until_the_interrupt(server, cancelled_run):
     (flight, latency, answers), = panels(results.plot())
     assert len(labelled(flight, "cancelled").get_offsets()) == len(results.timeline) > 0
     assert max(labelled(flight, "requests in flight").get_xdata()) < 3
+    assert labelled(flight, "interrupted").get_xdata()[0] == max(results.timeline.ends)
     assert labelled(answers, "answers").get_ydata()[-1] == 0
     assert "no successful attempt" in [t.get_text() for t in latency.texts]
 
@@ -111,6 +112,13 @@ def test_without_matplotlib_one_line_error(monkeypatch, server):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ConfigError, match=r"pip install 'chatmagic\[plot\]'"):
         results.plot()
+
+
+def test_a_run_that_sent_nothing_says_so(server):
+    run(server, ["a", "b"], cache=True)
+    (flight, latency, _), = panels(run(server, ["a", "b"], cache=True).plot())
+    assert "nothing sent" in flight.texts[0].get_text()
+    assert "no successful attempt" in latency.texts[0].get_text()
 
 
 def test_hand_made_results_have_nothing_to_plot():
