@@ -20,7 +20,7 @@ from .progress import make_progress
 from .ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Paces, Throttle
 from .results import Result, Results
 from .retry import ABORT, RETRY, classify, policy
-from .timeline import CANCELLED, OK, Timeline, known_rate, outcome_of, throttle_wait
+from .timeline import CANCELLED, ERROR, OK, Timeline, known_rate, outcome_of, throttle_wait
 
 #: Output tokens assumed per request for token pacing when max_tokens is not set.
 DEFAULT_OUTPUT_TOKENS = 256
@@ -203,6 +203,7 @@ class Run:
             return json.loads(text)
         except ValueError:
             record.text = text  # kept, so the user can see what came back
+            self.timeline.outcomes[-1] = ERROR  # the attempt just recorded brought no answer after all
             shown = self._client.scrub(text)[:60]  # scrubbed before it is cut
             raise RequestError(f"not valid JSON: {shown!r}", status=200, code="invalid_json",
                                retryable=record.attempts < 2) from None

@@ -87,6 +87,13 @@ def test_an_interrupted_run_has_what_happened_until_the_interrupt(server, cancel
     assert max(tl.ends) < 3 and in_flight(tl)[1][-1] == 0
 
 
+def test_an_answer_that_is_not_json_is_no_answer_on_the_timeline(server):
+    results = run(server, ["fine [[json]]", "broken [[badjson]]"], json=True, retries=1)
+    assert [r.status for r in results] == ["ok", "error"]
+    assert [OUTCOMES[o] for o in results.timeline.outcomes].count("ok") == 1
+    assert len(completed(results.timeline)) == 1 and len(results.timeline) == 3
+
+
 def test_cached_prompts_add_no_attempt(server):
     run(server, ["a", "b"], cache=True)
     again = run(server, ["a", "b", "c"], cache=True)
