@@ -16,3 +16,12 @@ def test_quick_benchmark_runs_and_loses_nothing():
     lost = int(rows[0][7])
     assert lost == 0
     assert "target: 'pandas' not in sys.modules after import chatmagic -> PASS" in done.stdout
+
+
+def test_hostile_memory_benchmark_runs():
+    script = BENCH.parent / "bench_hostile.py"
+    done = subprocess.run([sys.executable, str(script), "--quick", "hugelength"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| hugelength |"))
+    assert "too_large" in row.split("|")[2]
