@@ -129,7 +129,7 @@ def _throughput_panel(ax, tl: Timeline, end: float) -> None:
             label="answers")
     if tl.rate:
         ax.plot([0, end], [0, tl.rate * end], color="#d62728", ls="--", lw=1.2,
-                label=f"rate limit ({tl.rate * 60:g}/min)")
+                label=f"rate limit ({tl.rate * 60:.0f}/min)")
     rate = len(done) / done[-1] if done and done[-1] > 0 else 0.0
     ax.set(xlim=(0, end * 1.02), ylim=(0, max(len(done), 1) * 1.1), xlabel="seconds since the run started",
            ylabel="answers completed", title=f"Answers over time ({rate:.1f}/s)")

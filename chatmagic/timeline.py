@@ -103,8 +103,10 @@ def throttle_wait(throttle):
 
 
 def known_rate(throttle) -> float | None:
-    """Requests per second the server announced (or the user's ``rpm``), None if neither."""
-    return throttle.rate
+    """Requests per second the server announced (its refill) or the user's ``rpm`` allows,
+    whichever is lower; None if neither. (A pace learnt from 429s is a guess, not drawn.)"""
+    rates = [r for r in (throttle.requests.fill, (throttle.user_rpm or 0) / 60) if r]
+    return min(rates) if rates else None
 
 
 def in_flight(tl: Timeline) -> tuple[list[float], list[int]]:
