@@ -51,6 +51,7 @@ def test_strings_that_are_not(server, name, value):
     ("-p 'model=\"x\"'", "param 'model' cannot be set"),
     ("-m a,b -p 'model=\"x\"'", "param 'model' cannot be set"),
     ("-p 'messages=[]'", "param 'messages' cannot be set"),
+    ("--proxy ftp://p:1", "proxy: expected a proxy like http://host:port"),
 ])
 def test_magic_flags_one_line_nothing_sent(ip, server, capsys, flags, message):
     result = ip.run_cell(f"%%chatmany {flags}\nhello\n")

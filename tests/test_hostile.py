@@ -127,6 +127,16 @@ def test_nothing_escapes_the_http_call_so_no_verbose_frame_shows_the_key(verbose
     assert res[0].error.startswith("client_error: ValueError") and not shows_key(res[0].error)
 
 
+def test_the_request_headers_hide_the_key_in_their_repr(server):
+    from chatmagic.client import Client
+
+    async def headers_shown():
+        async with Client(resolve({"base_url": server.base_url, "api_key": KEY})) as client:
+            return repr(client._session.headers)
+    shown = asyncio.run(headers_shown())
+    assert "'Authorization': 'Bearer ***'" in shown and not shows_key(shown)
+
+
 # --- deterministic failures fail at once ---------------------------------------------------
 
 def test_redirect_loop_fails_at_once(server):
