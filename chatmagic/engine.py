@@ -20,15 +20,7 @@ from .progress import make_progress
 from .ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Paces, Throttle
 from .results import Result, Results
 from .retry import ABORT, RETRY, classify, policy
-from .timeline import (
-    CANCELLED,
-    ERROR,
-    OK,
-    Timeline,
-    known_rate,
-    outcome_of,
-    throttle_wait,
-)
+from .timeline import CANCELLED, ERROR, OK, Timeline, known_rate, outcome_of, throttle_wait
 
 #: Output tokens assumed per request for token pacing when max_tokens is not set.
 DEFAULT_OUTPUT_TOKENS = 256
