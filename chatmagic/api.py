@@ -14,9 +14,10 @@ async def achat_many(prompts, **options) -> Results:
     """Send ``prompts`` concurrently and return their results in order.
 
     Options are the magic's flags in snake_case: model, concurrency, timeout, retries, system,
-    temperature, max_tokens, params, base_url, api_key or api_key_env, rpm, tpm, json, cache,
-    refresh, progress. Raises ``ConfigError`` before sending anything if an option is invalid,
-    and ``RunAborted`` (with ``.results``) if the server refuses the whole run.
+    temperature, max_tokens, params, base_url, api_key or api_key_env, rpm, tpm, json, schema
+    (a concise spec, a JSON-schema dict or a pydantic model class), cache, refresh, progress.
+    Raises ``ConfigError`` before sending anything if an option is invalid, and ``RunAborted``
+    (with ``.results``) if the server refuses the whole run.
     """
     from .engine import Run
     return await Run(prompts, resolve(options)).run()

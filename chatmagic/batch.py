@@ -228,15 +228,10 @@ class BatchRun:
             (record.text, record.finish_reason, record.prompt_tokens,
              record.completion_tokens, record.model) = done
             record.status = "ok"
-            if self.settings.json:
-                self._parse_json(record)
-
-    def _parse_json(self, record: Result) -> None:
-        text = record.text or ""
-        try:
-            record.data = json.loads(text)
-        except ValueError:
-            record.status, record.error = "error", f"200 invalid_json: not valid JSON: {text[:60]!r}"
+            try:  # --json or --schema: parsed and checked as in an interactive run, not retried
+                record.data = self.run._decode(record, record.text or "")
+            except RequestError as e:
+                record.status, record.error = "error", str(e)
 
     def _mark_pending(self, unsent: str) -> None:
         """Records of a batch not collected (still running, or its results not read) become

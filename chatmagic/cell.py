@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .prompts import split_lines
+from .results import add_columns
 from .templates import join_results, render_over, split_sep
 
 
@@ -20,6 +21,7 @@ class Plan:
     out: str
     as_df: bool = False
     json: bool = False
+    schema: object = None  # the runs' chatmagic.schema.Schema, if any
     data: object = None  # the --over object, when it was a DataFrame or Series
     labels: list = field(default_factory=list)
     prices: dict | None = None  # for the cost in the summary line
@@ -57,13 +59,14 @@ def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, pri
     models = models_of(settings.model)
     runs = {m: Run(prompts, settings.replace(model=m), desc=m if len(models) > 1 else "chatmany")
             for m in models}
-    return Plan(runs, out, as_df, settings.json, data, labels, prices)
+    return Plan(runs, out, as_df, settings.json, settings.schema, data, labels, prices)
 
 
 def value(plan: Plan):
     """The list or DataFrame stored in the notebook variable."""
     results = {m: r.results for m, r in plan.runs.items()}
-    answers = {m: (rs.values() if plan.json else rs.texts()) for m, rs in results.items()}
+    parsed = plan.json or plan.schema is not None
+    answers = {m: (rs.values() if parsed else rs.texts()) for m, rs in results.items()}
     if not plan.as_df:
         if len(results) == 1:
             return next(iter(answers.values()))
@@ -77,14 +80,18 @@ def _frame(plan: Plan, results: dict, answers: dict):
         frame = next(iter(results.values())).to_pandas()
         if plan.json:
             parsed = [a if isinstance(a, dict) else {} for a in next(iter(answers.values()))]
-            keys = pd.DataFrame(parsed, index=frame.index)
-            frame = frame.join(keys.rename(columns=lambda c: f"{c}_json" if c in frame.columns else c))
+            frame = add_columns(frame, pd.DataFrame(parsed, index=frame.index))
     else:
         frame = pd.DataFrame({"prompt": plan.prompts})
         for model, rs in results.items():
-            frame[f"response_{model}"] = answers[model]
+            frame[f"response_{model}"] = rs.texts() if plan.schema is not None else answers[model]
             frame[f"status_{model}"] = [r.status for r in rs]
             frame[f"error_{model}"] = [r.error for r in rs]
+            if plan.schema is not None:
+                from .schema import columns
+                typed = columns(plan.schema, answers[model], frame.index)
+                typed.columns = [f"{c}_{model}" for c in typed.columns]
+                frame = frame.join(typed)
     if type(plan.data).__name__ == "DataFrame":
         return join_results(plan.data, frame.drop(columns=["prompt"]))
     frame.index = pd.Index(plan.labels)

@@ -154,7 +154,7 @@ class Client:
 
     def scrub(self, text: str) -> str:
         """``text`` without the key. Scrub first, cut after: a cut key is no longer found."""
-        return text.replace(self._key, "***") if self._key else text
+        return scrub(text, self._key)
 
     def __repr__(self) -> str:
         return f"<Client {self.url}>"
@@ -255,3 +255,8 @@ def _json(raw: bytes):
         return json.loads(raw)
     except (ValueError, RecursionError):
         return None
+
+
+def scrub(text: str, key: str | None) -> str:
+    """``text`` with ``key`` replaced by ***. Scrub first, cut after: a cut key is no longer found."""
+    return text.replace(key, "***") if key else text

@@ -21,6 +21,9 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
+if TYPE_CHECKING:
+    from .schema import Schema
+
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 #: Body fields the engine builds itself; ``params`` may not override them.
@@ -37,7 +40,7 @@ class Option:
     """One row of ``OPTIONS``: everything that is written about an option, written once."""
 
     name: str               # snake_case: the keyword, the %config trait, the Settings field
-    type: type              # str, int, float, bool or dict: what a set value is converted to
+    type: type              # str, int, float, bool, dict, or object (``check`` converts it)
     default: Any            # the built-in default; None: not set (``unset`` says what happens then)
     help: str               # one line, lower case, no default (added where shown); `code` for README
     flags: tuple[str, ...] = ()  # spellings of the %%chatmany flag, e.g. ("-c", "--concurrency")
@@ -104,6 +107,13 @@ def _params(params: Any) -> dict:
             raise ConfigError(f"param {key!r} must be plain JSON (no NaN or Infinity), "
                               f"got {type(value).__name__}: {value!r:.60}") from None
     return dict(params)
+
+
+def _schema(value: Any) -> Schema | None:
+    if value is None:
+        return None
+    from .schema import load  # only when a schema is used
+    return load(value)
 
 
 def clean_key(key: Any, where: str = "api_key") -> str | None:
@@ -194,6 +204,9 @@ OPTIONS: tuple[Option, ...] = (
            flags=("--sep",), metavar="TEXT", scope=MAGIC, config=False),
     Option("json", bool, False, "ask for a JSON object (`response_format`) and parse each answer",
            flags=("--json",)),
+    Option("schema", object, None, "typed, checked answers: a concise spec, or a variable holding a pydantic "
+           "model or JSON-schema dict (see Typed columns)", flags=("--schema",), metavar="SPEC",
+           check=_schema),
     Option("batch", bool, False, "send through the provider's Batch API (half price, results within 24 h); "
            "see below", flags=("--batch",)),
     Option("wait", bool, True, "with `--batch`: wait for the results (`--no-wait`: submit and return at once; "
@@ -250,8 +263,17 @@ class Settings:
             body["max_tokens"] = self.max_tokens
         if self.json:
             body["response_format"] = {"type": "json_object"}
+        if self.schema is not None:
+            body["response_format"] = self.schema.response_format()
         body.update(self.params)
         return body
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The system prompt sent: ``system``, then the schema's instruction. Appended to it rather
+        than sent as a second system message, which some chat templates refuse."""
+        parts = [self.system, self.schema.instruction() if self.schema is not None else None]
+        return "\n\n".join(p for p in parts if p) or None
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (already valid values)."""
@@ -277,6 +299,9 @@ def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None
     if unknown:
         raise ConfigError(f"unknown option: {', '.join(sorted(unknown))}")
     settings = Settings(**_merged(engine, layers, environ))
+    if settings.schema is not None and settings.json:
+        raise ConfigError("--schema and --json together: --schema already asks for JSON "
+                          "(checked against the schema); drop --json")
     if settings.api_key is None:
         key = clean_key(environ.get(settings.api_key_env), f"${settings.api_key_env}")
         if key is None and need_key and not is_loopback(settings.base_url):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -76,14 +77,15 @@ def _preview(prompt: str, indent: str = "      ") -> str:
 
 def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str | None = None,
                    max_tokens: int | None = None, prices: Mapping | None = None, show: int = 3,
-                   labels: Sequence | None = None) -> str:
+                   labels: Sequence | None = None, schema=None) -> str:
     """What a run would send, as a few lines of text (nothing is sent or printed).
 
     Requests (prompts × models), the first ``show`` prompts (at most ~200 characters each, shown
     with ``labels`` if given, else their positions), estimated prompt tokens (see
     ``estimate_tokens``; the system prompt counts once per request), and with ``prices`` an
     estimated cost per priced model and in total: from input only up to input plus ``max_tokens``
-    per answer, or input only (output not counted) when ``max_tokens`` is None.
+    per answer, or input only (output not counted) when ``max_tokens`` is None. With a
+    ``schema`` (a chatmagic.schema.Schema), the ``response_format`` sent, counted once per request.
     """
     models = list(models)
     n = len(prompts)
@@ -99,8 +101,12 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
             lines.append(f"  [{label}] {_preview(prompts[i])}")
         if n > show:
             lines.append(f"  ... and {n - show:,} more")
-    system_tokens = estimate_tokens(system) if system else 0
-    tokens_in = sum(estimate_tokens(p) for p in prompts) + n * system_tokens
+    per_request = estimate_tokens(system) if system else 0
+    if schema is not None:  # shown whole: it is what the server compiles or checks against
+        sent = json.dumps(schema.response_format(), ensure_ascii=False)
+        lines.append(f"response_format: {sent}")
+        per_request += estimate_tokens(sent)
+    tokens_in = sum(estimate_tokens(p) for p in prompts) + n * per_request
     tokens_out = n * max_tokens if max_tokens else 0
     tokens = f"tokens (estimate, ~4 characters each): ~{tokens_in:,} in per model, ~{tokens_in * len(models):,} in total"
     if max_tokens:

@@ -12,7 +12,7 @@ import json
 import time
 
 from .cache import Cache, request_keys
-from .client import Client, Completion
+from .client import Client, Completion, scrub
 from .config import is_loopback
 from .errors import ConfigError, RequestError, RunAborted
 from .limits import connection_cap
@@ -46,10 +46,11 @@ class Run:
                                       PROBE_WAIT_LOCAL if is_loopback(settings.base_url) else PROBE_WAIT))
         self._throttle.sleep = self.timeline.sleeper(self._throttle.sleep, throttle_wait(self._throttle))
         self._progress = make_progress(settings.progress if progress is None else progress, desc)
-        system = [{"role": "system", "content": settings.system}] if settings.system else []
+        self.results.schema = settings.schema
+        system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
         self._head = {**settings.body_params(), "messages": system}
         _dumps(self._head)  # bad input fails here, before anything is sent
-        self._fixed_tokens = len(settings.system or "") // 4 + (settings.max_tokens or DEFAULT_OUTPUT_TOKENS)
+        self._fixed_tokens = len(settings.system_prompt or "") // 4 + (settings.max_tokens or DEFAULT_OUTPUT_TOKENS)
 
     async def run(self) -> Results:
         """Send every prompt; raise ``RunAborted`` (with the results) if the run had to stop."""
@@ -116,15 +117,14 @@ class Run:
         todo = []
         for record, key in zip(self.results, self._keys):
             row = found.get(key)
+            if row is not None:
+                try:
+                    record.data = self._decode(record, row[0])
+                except (RequestError, TypeError):  # stored by a run without --json, or the
+                    record.text, row = None, None   # pydantic model's checks changed: ask again
             if row is None:
                 todo.append(record)
                 continue
-            if self.settings.json:
-                try:
-                    record.data = json.loads(row[0])
-                except (TypeError, ValueError):  # stored by a run without --json: ask again
-                    todo.append(record)
-                    continue
             (record.text, record.finish_reason, record.prompt_tokens,
              record.completion_tokens, record.model) = row
             record.status, record.cached = "ok", True
@@ -194,19 +194,32 @@ class Run:
             record.latency_s = ended - started
             self.timeline.add(started, ended, OK, record.attempts)
             self._throttle.observe(done.hints, ticket)
-            if self.settings.json:
-                record.data = self._parse_json(record, done.text)
+            try:
+                record.data = self._decode(record, done.text, done.finish_reason)
+            except RequestError:
+                self.timeline.outcomes[-1] = ERROR  # the attempt just recorded brought no answer after all
+                raise
             return done
 
-    def _parse_json(self, record: Result, text: str):
+    def _decode(self, record: Result, text: str, finish_reason: str | None = None):
+        """The parsed answer with --json or --schema; one that does not parse or match is kept in
+        ``record.text`` and raised as an error that is retried once."""
+        schema = self.settings.schema
+        if schema is None and not self.settings.json:
+            return None
         try:
-            return json.loads(text)
-        except ValueError:
+            return schema.validate(text) if schema is not None else json.loads(text)
+        except ValueError as e:
             record.text = text  # kept, so the user can see what came back
-            self.timeline.outcomes[-1] = ERROR  # the attempt just recorded brought no answer after all
-            shown = self._client.scrub(text)[:60]  # scrubbed before it is cut
-            raise RequestError(f"not valid JSON: {shown!r}", status=200, code="invalid_json",
-                               retryable=record.attempts < 2) from None
+            shown = scrub(text, self.settings.api_key)[:60]  # scrubbed before it is cut
+            if schema is None:
+                message, code = f"not valid JSON: {shown!r}", "invalid_json"
+            else:
+                reason = scrub(str(e), self.settings.api_key)[:160]
+                message, code = f"does not match the schema: {reason}", "schema_mismatch"
+            if finish_reason == "length":
+                message += " (cut off at max_tokens)"
+            raise RequestError(message, status=200, code=code, retryable=record.attempts < 2) from None
 
 
 def check_prompts(prompts) -> list[str]:

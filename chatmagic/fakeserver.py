@@ -16,6 +16,10 @@ while the rpm limit is enforced silently; ``headers`` "openai", "azure" (remaini
 long (``math.inf``: forever); ``retry_after`` overrides the wait every 429 asks for.  Individual
 prompts can script their own behaviour with ``[[directive]]`` markers, e.g.
 ``"hello [[fail:500:2]]"`` fails twice, then answers.  Only binds 127.0.0.1.
+
+A request with ``response_format`` ``json_schema`` gets an object that conforms to the schema,
+its values derived from the prompt (``[[badschema]]``, or ``[[badschema:N]]`` for the first N
+attempts, answers one that does not); ``schemas=False`` refuses such requests with a 400.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ import random
 import re
 import threading
 import time
+import zlib
 from collections import Counter
 
 from aiohttp import web
@@ -156,7 +161,8 @@ class FakeOpenAI:
                  batch_pace: float = 0.0, batch_invalid: str | None = None,
                  batch_expire_after: int | None = None,
                  limit_shape: str = "per_second", window_s: float = 60.0, daily: int | None = None,
-                 storm_s: float = 0.0, retry_after: float | None = None):
+                 storm_s: float = 0.0, retry_after: float | None = None,
+                 schemas: bool = True):
         self.latency, self.headers = latency, headers
         # rate-limit shapes (see _bucket); set before rpm/tpm, which build the buckets
         self.limit_shape, self.window_s, self.daily = limit_shape, window_s, daily
@@ -165,6 +171,7 @@ class FakeOpenAI:
         self.seed, self.model = seed, model
         self.unknown_models = set(unknown_models or ())
         self.record_times, self.port = record_times, port
+        self.schemas = schemas
         self.rpm, self.tpm = rpm, tpm  # properties: (re)build the buckets
         self.rng = random.Random(seed)
         self.stats = Stats(record_times=record_times)
@@ -245,6 +252,9 @@ class FakeOpenAI:
         if model in self.unknown_models:
             return _error(404, f"The model `{model}` does not exist or you do not have access "
                           "to it.", "model_not_found")
+        if not self.schemas and _schema_of(body) is not None:
+            return _error(400, "Invalid parameter: 'response_format' of type 'json_schema' is not "
+                          "supported with this model.", None)
         limited, headers = self._storm() or self._rate_limit(body, messages)
         if limited is not None:
             return limited
@@ -354,10 +364,13 @@ class FakeOpenAI:
     def _completion(self, body: dict, messages: list, prompt: str, script: dict) -> dict:
         text = DIRECTIVE.sub("", prompt).strip() if script else prompt.strip()
         system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
-        if "json" in script:
-            content = json.dumps({"echo": text})
-        elif "badjson" in script:
+        schema = _schema_of(body)
+        if "badjson" in script:
             content = "not json {"
+        elif schema is not None:
+            content = json.dumps(self._structured(schema, text, script, prompt))
+        elif "json" in script:
+            content = json.dumps({"echo": text})
         else:
             content = f"echo: [system={system}] {text}" if system else f"echo: {text}"
         self._ids += 1
@@ -432,6 +445,15 @@ class FakeOpenAI:
             pass  # the client hung up, as it should
         return resp
 
+    # ---- structured answers (response_format json_schema) ---------------------
+
+    def _structured(self, schema: dict, text: str, script: dict, prompt: str) -> dict:
+        """An answer to a json_schema request: conforming, unless [[badschema]] says otherwise."""
+        bad = script.get("badschema")
+        if bad is not None and (not bad or self.stats.attempts[prompt] <= int(bad[0])):
+            return {"not_in_schema": text}
+        return conforming(schema, text)
+
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
             {"id": self.model, "object": "model", "created": 0, "owned_by": "fakeserver"}]})
@@ -505,6 +527,46 @@ def _gzip_bomb(size: int = 100 * 2**20) -> bytes:
         parts = [z.compress(head)] + [z.compress(b" " * 2**20) for _ in range(size // 2**20)]
         _bomb.append(b"".join(parts) + z.flush())
     return _bomb[0]
+
+
+# ---- structured answers ------------------------------------------------------
+
+
+def _schema_of(body: dict) -> dict | None:
+    rf = body.get("response_format")
+    if isinstance(rf, dict) and rf.get("type") == "json_schema":
+        schema = (rf.get("json_schema") or {}).get("schema")
+        return schema if isinstance(schema, dict) else {}
+    return None
+
+
+def conforming(schema: dict, text: str, root: dict | None = None, path: str = "") -> object:
+    """A value that matches ``schema``, the same for the same ``text``: enums pick one of their
+    values, numbers and booleans come from a hash of the text and the field's path."""
+    root = schema if root is None else root
+    ref = schema.get("$ref", "")
+    if ref.startswith("#/"):
+        target = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {})
+        return conforming(target, text, root, path)
+    h = zlib.crc32(f"{path}|{text}".encode())
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][h % len(schema["enum"])]
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if options:
+        return conforming(next((o for o in options if o.get("type") != "null"), options[0]), text, root, path)
+    kind = schema.get("type")
+    kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        return {k: conforming(v, text, root, f"{path}/{k}")
+                for k, v in schema.get("properties", {}).items()}
+    if kind == "array":
+        return [conforming(schema.get("items", {}), text, root, f"{path}/{i}") for i in range(1 + h % 2)]
+    values = {"integer": h % 10, "number": (h % 100) / 100, "boolean": h % 2 == 0, "null": None}
+    return values.get(kind, text[:40])
 
 
 def _prompt_tokens(messages: list) -> int:

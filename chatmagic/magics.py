@@ -13,7 +13,7 @@ import shlex
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Dict, Float, Integer, TraitType, Unicode
+from traitlets import Any, Bool, Dict, Float, Integer, TraitType, Unicode
 
 from .bridge import interruptible, run_sync
 from .cell import Plan
@@ -22,6 +22,7 @@ from .cell import value as cell_value
 from .config import OPTIONS, Option, resolve_cell
 from .dryrun import dry_run_report
 from .errors import ConfigError, RunAborted, interrupted
+from .schema import lookup
 
 MAGIC = "%%chatmany"
 #: Answer length while the local model is the default: a tiny model on 2 cores is slow past this.
@@ -29,7 +30,7 @@ LOCAL_MAX_TOKENS = 48
 
 
 def _trait(option: Option) -> TraitType:
-    kind = {str: Unicode, int: Integer, float: Float, bool: Bool, dict: Dict}[option.type]
+    kind = {str: Unicode, int: Integer, float: Float, bool: Bool, dict: Dict, object: Any}[option.type]
     return kind(default_value=None, allow_none=True,
                 help=f"{option.plain_help} (default: {option.shown_default()})").tag(config=True)
 
@@ -42,7 +43,7 @@ def _flags(func):
         if option.type is bool:
             kwargs["action"] = "store_false" if option.flags[-1].startswith("--no-") else "store_true"
         else:  # a dict flag takes KEY=JSON and repeats; resolve_cell parses them
-            kwargs.update(metavar=option.metavar, type=str if option.type is dict else option.type,
+            kwargs.update(metavar=option.metavar, type=str if option.type in (dict, object) else option.type,
                           action="append" if option.type is dict else "store")
         func = argument(*option.flags, **kwargs)(func)
     return magic_arguments(name="%chatmany")(func)
@@ -87,12 +88,16 @@ class ChatMany(_Defaults):
             args = self.chatmany.parser.parse_args(shlex.split(line))
         except ValueError as e:
             raise ConfigError(f"%%chatmany {line}: {e}") from None
-        settings, options = resolve_cell(vars(args), self._defaults())
+        flags, defaults = vars(args), self._defaults()
+        for layer in (flags, defaults):  # --schema NAME: the notebook variable NAME
+            layer["schema"] = lookup(layer["schema"], self.shell.user_ns)
+        settings, options = resolve_cell(flags, defaults)
         plan_ = cell_plan(settings, cell=cell, out=options.out, as_df=options.df, over=options.over,
                           sep=options.sep, prices=options.prices, user_ns=self.shell.user_ns)
         if options.dry_run:
-            print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system,
-                                 max_tokens=settings.max_tokens, prices=options.prices, labels=plan_.labels))
+            print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system_prompt,
+                                 max_tokens=settings.max_tokens, prices=options.prices, labels=plan_.labels,
+                                 schema=settings.schema))
             if settings.batch:
                 from .batch import dry_run_note
                 print(dry_run_note(len(plan_.prompts), len(plan_.runs)))

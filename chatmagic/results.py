@@ -36,7 +36,7 @@ class Result:
     finish_reason: str | None = None
     model: str | None = None
     cached: bool = False  # the answer came from the cache; nothing was sent
-    data: object = None   # with json=True: the parsed answer
+    data: object = None   # with json=True: the parsed answer; with a schema: a dict or model instance
 
     @property
     def ok(self) -> bool:
@@ -59,6 +59,7 @@ class Results(Sequence):
         self.batch_ids: list[str] = []  # batches still running, holding the pending records
         self.timeline: Timeline | None = None  # the run's attempts, set by the run
         self.notes: list[str] = []  # what the run had to tell (a wait longer than allowed)
+        self.schema = None      # the run's chatmagic.schema.Schema, if it had one
 
     def __getitem__(self, i):
         return self._records[i]
@@ -71,7 +72,8 @@ class Results(Sequence):
         return [r.text if r.ok else None for r in self._records]
 
     def values(self) -> list:
-        """With json=True: the parsed answers in prompt order, None where a prompt failed."""
+        """With json=True or a schema: the parsed answers in prompt order (dicts, or instances of
+        the schema's pydantic model), None where a prompt failed."""
         return [r.data if r.ok else None for r in self._records]
 
     def to_pandas(self):
@@ -84,7 +86,11 @@ class Results(Sequence):
         names = [f.name for f in fields(Result) if f.name not in ("cached", "data")]
         rows = [[getattr(r, n) for n in names] for r in self._records]
         df = pd.DataFrame(rows, columns=names).rename(columns={"text": "response"})
-        return df.set_index("index").rename_axis(None)[list(COLUMNS)]
+        df = df.set_index("index").rename_axis(None)[list(COLUMNS)]
+        if self.schema is not None:  # one typed column per field of the schema
+            from .schema import columns
+            df = add_columns(df, columns(self.schema, self.values(), df.index))
+        return df
 
     def plot(self, title: str | None = None):
         """A matplotlib ``Figure`` of the run: requests in flight (with the cap, 429s, retries
@@ -128,6 +134,8 @@ class Results(Sequence):
                          f"%chatmany_batches cancel {self.batch_ids[0] if self.batch_ids else 'ID'})")
         if flagged:
             parts.append(", ".join(f"{n} cut by {why}" for why, n in flagged.items()))
+        if self.schema is not None and any(_refused_schema(r) for r in self._records):
+            parts.append("the server does not support schemas (response_format json_schema)")
         parts.append(f"{self.retries} retries")
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
         if prices:
@@ -144,6 +152,19 @@ class Results(Sequence):
 
     def __repr__(self) -> str:
         return f"<Results {self.summary()}>"
+
+
+def add_columns(frame, extra):
+    """``frame`` with the columns of ``extra`` (same index) added; a name already taken gets
+    ``_json`` appended."""
+    return frame.join(extra.rename(columns=lambda c: f"{c}_json" if c in frame.columns else c))
+
+
+def _refused_schema(record: Result) -> bool:
+    """A 400 that names the schema request: the server does not do structured outputs."""
+    error = record.error or ""
+    return record.status == "error" and error.startswith("400") and any(
+        word in error for word in ("response_format", "json_schema", "schema"))
 
 
 def _reason(error: str | None) -> str:

@@ -24,7 +24,8 @@ def server(_server):
     """A real OpenAI-compatible server on 127.0.0.1, reset for each test."""
     for name, value in dict(latency=0.0, limit_shape="per_second", window_s=60.0, daily=None,
                             storm_s=0.0, retry_after=None, rpm=None, tpm=None, headers="openai",
-                            fail_rate=0.0, stall_rate=0.0, stall_s=30.0, unknown_models=set()).items():
+                            fail_rate=0.0, stall_rate=0.0, stall_s=30.0, unknown_models=set(),
+                            schemas=True).items():
         setattr(_server, name, value)
     _server.reset_stats()
     return _server

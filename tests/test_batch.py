@@ -154,6 +154,15 @@ def test_json_and_system_go_into_each_line(bserver):
     assert body["response_format"] == {"type": "json_object"} and body["messages"][0]["role"] == "system"
 
 
+def test_schema_answers_are_checked_as_in_an_interactive_run(bserver):
+    results = run(bserver, ["fine", "off [[badschema]]"], schema="label: yes|no, n int")
+    assert results[0].data["label"] in ("yes", "no") and isinstance(results[0].data["n"], int)
+    assert results[1].status == "error" and results[1].error.startswith("200 schema_mismatch: ")
+    assert results[1].text == '{"not_in_schema": "off"}'
+    body = json.loads(bserver.batch.contents["file-fake1"].splitlines()[0])["body"]
+    assert body["response_format"]["json_schema"]["strict"] is True
+
+
 def test_summary_shows_the_batch_price(bserver):
     results = run(bserver, ["price me"])
     tokens = results[0].prompt_tokens * 1.0 + results[0].completion_tokens * 2.0

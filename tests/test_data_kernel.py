@@ -1,5 +1,5 @@
 """Prompts from data in a real kernel (ipykernel, the await path on its loop): templates over a
-list, a Series and a DataFrame, --sep, --json, two models, a dry run."""
+list, a Series and a DataFrame, --sep, --json, two models, a dry run, --schema."""
 
 import json
 import os
@@ -80,4 +80,73 @@ def test_sep_json_and_two_models(kernel, server):
 def test_dry_run_sends_nothing(kernel, server):
     reply, printed = cell(kernel, "%%chatmany --over xs --dry-run\nSay {item}")
     assert reply["status"] == "ok" and "2 prompts × 1 model = 2 requests" in printed and "Say cat" in printed
+    assert server.stats.requests == 0
+
+
+SPEC = "sentiment: positive|negative|mixed, stars int, confidence float"
+
+
+def test_schema_inline_into_typed_columns_joined_onto_the_frame(kernel, server):
+    cell(kernel, "reviews = pd.DataFrame({'review': ['Great.', 'Broke.', 'Fine.']}, index=['r1', 'r2', 'r3'])")
+    reply, printed = cell(kernel, f"%%chatmany --over reviews --df -o t --schema '{SPEC}'\nClassify: {{review}}")
+    assert reply["status"] == "ok" and "3/3 ok" in printed
+    assert value(kernel, "{c: str(t[c].dtype) for c in ['sentiment', 'stars', 'confidence']}") == {
+        "sentiment": "category", "stars": "Int64", "confidence": "float64"}
+    assert value(kernel, "list(t.index)") == ["r1", "r2", "r3"] and value(kernel, "list(t.columns[:2])") == ["review", "response"]
+    assert value(kernel, "list(t.sentiment.cat.categories)") == ["positive", "negative", "mixed"]
+    assert set(value(kernel, "list(t.sentiment)")) <= {"positive", "negative", "mixed"}
+    assert value(kernel, "[json.loads(r) == {'sentiment': s, 'stars': n, 'confidence': c} for r, s, n, c in "
+                         "zip(t.response, t.sentiment, t.stars, t.confidence)]") == [True] * 3
+    reply, printed = cell(kernel, f"%%chatmany --over reviews --dry-run --schema '{SPEC}'\n{{review}}")
+    assert '"required": ["sentiment", "stars", "confidence"], "additionalProperties": false' in printed
+    assert '"sentiment" (one of "positive", "negative", "mixed")' in printed and server.stats.requests == 3
+
+
+def test_schema_from_a_pydantic_model_variable(kernel, server):
+    cell(kernel, "from typing import Literal\nfrom pydantic import BaseModel\n"
+                 "class Label(BaseModel):\n    kind: Literal['bug', 'idea']\n    votes: int\n"
+                 "%config ChatMany.schema = 'Label'")
+    try:
+        reply, printed = cell(kernel, "%%chatmany -o p\nfirst\nsecond")
+        assert reply["status"] == "ok", printed
+        assert value(kernel, "[type(x).__name__ for x in p]") == ["Label", "Label"]
+        assert value(kernel, "[x.kind in ('bug', 'idea') and isinstance(x.votes, int) for x in p]") == [True, True]
+        cell(kernel, "%%chatmany -o q --df\nfirst")
+        assert value(kernel, "[str(q.kind.dtype), list(q.kind.cat.categories), str(q.votes.dtype)]") == [
+            "category", ["bug", "idea"], "Int64"]
+    finally:
+        cell(kernel, "%config ChatMany.schema = None")
+    assert server.stats.requests == 2  # the --df run came from the cache
+
+
+def test_schema_mismatch_retried_once_then_failed_with_the_raw_text(kernel, server):
+    reply, printed = cell(kernel, "%%chatmany --df -o b --schema 'label: yes|no'\n"
+                                  "fine\nonce [[badschema:1]]\nalways [[badschema]]")
+    assert reply["status"] == "ok" and "2/3 ok, 1 failed (1 200 schema_mismatch), 2 retries" in printed
+    assert value(kernel, "list(b.status)") == ["ok", "ok", "error"]
+    assert value(kernel, "b.response[2]") == '{"not_in_schema": "always"}'
+    assert value(kernel, "b.error[2]").startswith("200 schema_mismatch: does not match the schema: ")
+    assert value(kernel, "[bool(pd.isna(b.label[2])), int(b.attempts[2])]") == [True, 2]
+    assert server.stats.attempts["always [[badschema]]"] == 2
+
+
+def test_schema_with_two_models_gives_columns_per_model(kernel, server):
+    reply, printed = cell(kernel, "%%chatmany -m m1,m2 --df -o mm --schema 'label: yes|no, n int'\none\ntwo")
+    assert reply["status"] == "ok", printed
+    assert value(kernel, "list(mm.columns)") == [
+        "prompt", "response_m1", "status_m1", "error_m1", "label_m1", "n_m1",
+        "response_m2", "status_m2", "error_m2", "label_m2", "n_m2"]
+    assert value(kernel, "[str(mm.label_m1.dtype), str(mm.n_m2.dtype)]") == ["category", "Int64"]
+    cell(kernel, "%%chatmany -m m1,m2 -o ml --schema 'label: yes|no, n int'\none")
+    assert value(kernel, "[sorted(ml[0]), sorted(ml[0]['m1'])]") == [["m1", "m2"], ["label", "n"]]
+
+
+def test_schema_bad_input_is_one_line_and_sends_nothing(kernel, server):
+    cell(kernel, "not_a_schema = 42")
+    for line, message in [("--schema 'age integer'", "unknown type 'integer'"),
+                          ("--schema not_a_schema", "the notebook variable not_a_schema is of type int, not a pydantic"),
+                          ("--schema label --json", "--schema and --json together")]:
+        reply, printed = cell(kernel, f"%%chatmany {line}\nq")
+        assert reply["status"] == "error" and reply["ename"] == "ConfigError" and message in printed
+        assert "Traceback" not in printed
     assert server.stats.requests == 0

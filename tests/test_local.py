@@ -192,3 +192,25 @@ def test_chat_many_against_the_real_server(server):
     for r in results:
         assert r.text and r.prompt_tokens > 0 and 0 < r.completion_tokens <= 8
         assert r.finish_reason in ("length", "stop") and r.model == server.model
+
+
+def test_schema_with_the_real_server_gives_only_allowed_labels(server, capsys):
+    """llama.cpp turns the json_schema into a grammar: even this tiny model answers in shape."""
+    import pandas as pd
+    from IPython.core.interactiveshell import InteractiveShell
+    ip = InteractiveShell.instance()
+    ip.run_cell("%load_ext chatmagic")
+    ip.user_ns["reviews"] = pd.DataFrame({"review": [
+        "Boils fast. Love it.", "Burnt every slice.", "Does the job, a bit loud.",
+        "Stopped working after a week.", "Lovely warm light.", "Perfect toast."]})
+    try:
+        r = ip.run_cell(f"%%chatmany --over reviews --df -o t -q --base-url {server.base_url} -m {server.model}"
+                        " --max-tokens 24 --temperature 0 --schema 'sentiment: positive|negative|mixed'\n"
+                        "Classify the sentiment of this review.\n\nReview: {review}")
+        shown = "".join(capsys.readouterr())
+        assert r.success and "6/6 ok" in shown, shown
+        t = ip.user_ns["t"]
+        assert t["sentiment"].notna().all() and set(t["sentiment"]) <= {"positive", "negative", "mixed"}
+        assert t["sentiment"].value_counts().sum() == 6
+    finally:
+        ip.run_cell("%unload_ext chatmagic")

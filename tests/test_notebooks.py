@@ -14,9 +14,8 @@ LOCAL_MODEL = all(importlib.util.find_spec(m) for m in ("xllamacpp", "gemma3_270
 pytestmark = pytest.mark.kernel
 
 
-def execute(name: str, upto: int | None = None):
+def execute(name: str):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
-    nb.cells = nb.cells[:upto]
     NotebookClient(nb, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     return nb
@@ -30,18 +29,29 @@ def test_every_notebook_is_tested():
     assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"dataframe.ipynb", "quickstart.ipynb", "teaching.ipynb"}
 
 
-def test_dataframe_notebook_dry_run_needs_no_key():
-    nb = execute("dataframe.ipynb", upto=4)  # no key, no base URL: the dry run sends nothing
-    assert "6 prompts × 1 model = 6 requests" in outputs(nb.cells[3])
+def label_counts(text: str) -> dict:
+    """The label counts of the notebook's last cell (a value_counts of the sentiment column)."""
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(positive|negative|mixed)\s+(\d+)$", text, re.MULTILINE)}
 
 
 def test_dataframe_notebook(server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     nb = execute("dataframe.ipynb")
-    assert "6 prompts × 1 model = 6 requests" in outputs(nb.cells[3])
+    dry = outputs(nb.cells[3])
+    assert "6 prompts × 1 model = 6 requests" in dry and '"type": "json_schema"' in dry
     assert "6/6 ok" in outputs(nb.cells[5]) and server.stats.requests == 6
-    counts = outputs(nb.cells[-1])
-    assert "positive" in counts and "6" in counts
+    last = outputs(nb.cells[-1])
+    assert "category" in last and sum(label_counts(last).values()) == 6
+    assert set(label_counts(last)) == {"positive", "negative", "mixed"}  # unused labels counted as 0
+
+
+@pytest.mark.skipif(not LOCAL_MODEL, reason="needs chatmagic[local]")
+def test_dataframe_notebook_with_no_key_runs_offline_with_only_allowed_labels():
+    nb = execute("dataframe.ipynb")  # no key, no base URL: the setup cell starts the local model
+    assert "local model gemma3-270m" in outputs(nb.cells[1])
+    assert "6 prompts × 1 model = 6 requests" in outputs(nb.cells[3])  # the dry run
+    assert "6/6 ok" in outputs(nb.cells[5])
+    assert sum(label_counts(outputs(nb.cells[-1])).values()) == 6
 
 
 @pytest.mark.skipif(not LOCAL_MODEL, reason="needs chatmagic[local]")
