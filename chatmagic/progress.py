@@ -130,7 +130,7 @@ class Bar:
         width = 100 * d["n"] / d["total"] if d["total"] else 100
         html = (f'<div class="chatmagic-progress" data-state="{state}" style="display:flex;'
                 'align-items:center;gap:6px;font-family:var(--jp-code-font-family,monospace);'
-                f'font-size:var(--jp-code-font-size,13px)"><span>{escape(left)}</span>'
+                f'font-size:var(--jp-code-font-size,13px);white-space:nowrap"><span>{escape(left)}</span>'
                 '<div style="flex:0 1 300px;min-width:100px;height:1.1em;background:#e0e0e0">'
                 f'<div style="width:{width:.1f}%;height:100%;background:{COLOURS[state]}"></div></div>'
                 f'<span>{escape(right)}</span></div>')
