@@ -11,7 +11,7 @@ import pytest
 
 from chatmagic.fakeserver import FakeOpenAI
 
-pytestmark = [pytest.mark.kernel, pytest.mark.browser]
+pytestmark = [pytest.mark.kernel, pytest.mark.browser, pytest.mark.timeout(300)]  # JupyterLab starts in the first
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 GREEN, ORANGE, RED = "rgb(56, 142, 60)", "rgb(245, 124, 0)", "rgb(211, 47, 47)"
