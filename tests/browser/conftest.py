@@ -1,4 +1,4 @@
-"""JupyterLab and a headless Chromium for the browser tests, one of each per session.
+"""JupyterLab and a headless Chromium for the browser tests, one of each for the module.
 
 Chromium is Debian's (/usr/bin/chromium), driven by Playwright's Python package; Playwright's own
 browser download is not used. Screenshots of failures go to $CHATMAGIC_SCREENSHOTS (default: a
@@ -61,7 +61,7 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(f"browser test screenshots: {SCREENSHOTS}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 with a token and a temp root; yields (url, root, token)."""
     base = tmp_path_factory.mktemp("lab")
@@ -112,9 +112,11 @@ def _wait_until_up(proc, status_url: str, log: Path, timeout: float = 90) -> Non
     pytest.fail(f"JupyterLab did not answer within {timeout:.0f}s:\n{log.read_text()[-2000:]}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser_context(lab, tmp_path_factory):
-    """Headless Debian Chromium with a fresh profile; any request beyond the lab is refused."""
+    """Headless Debian Chromium with a fresh profile; any request beyond the lab is refused.
+    Module scope: while Playwright's sync API is open, its event loop counts as running in this
+    thread, which later tests that run cells in an InteractiveShell must not see."""
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
     from playwright.sync_api import sync_playwright
