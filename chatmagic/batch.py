@@ -199,7 +199,7 @@ class BatchRun:
                 async for raw in self.client.lines(file_id):
                     if raw.strip():
                         self._take(json.loads(raw), by_id, seen)
-        why = unfinished(batch)
+        why = self.client.scrub(unfinished(batch))
         for key in keys:
             if key not in seen:
                 for record in self.wanted.get(key, ()):
@@ -223,7 +223,7 @@ class BatchRun:
         for record in self.wanted.get(key, ()):
             record.attempts = 1
             if done is None:
-                record.status, record.error = "error", line_error(line, response, body)
+                record.status, record.error = "error", self.client.scrub(line_error(line, response, body))
                 continue
             (record.text, record.finish_reason, record.prompt_tokens,
              record.completion_tokens, record.model) = done

@@ -298,3 +298,11 @@ def test_answers_and_result_lines_over_the_size_cap_fail_in_one_line(bserver, mo
     monkeypatch.setattr(bserver.batch, "_get", huge)
     with pytest.raises(RunAborted, match="too_large"):
         run(bserver, ["z2"], **cap)
+
+
+def test_server_text_in_line_errors_is_scrubbed_of_the_key(bserver):
+    key = "sk-proj-" + "Zq7" * 20
+    results = run(bserver, [f"x [[fail:400]] [[code:{key}]]", f"{key} is not JSON"], api_key=key, json=True)
+    assert results[0].error == "400 ***: Scripted failure 400."
+    assert results[1].error.startswith("200 invalid_json: not valid JSON: 'echo: *** is not JSON")
+    assert not any("Zq7Zq7" in r.error for r in results)
