@@ -6,11 +6,15 @@ No IPython here: the magic hands in the parsed flags and the user's namespace.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
 from .prompts import split_lines
 from .results import add_columns
 from .templates import join_results, render_over, split_sep
+
+if TYPE_CHECKING:
+    from .schema import Schema
 
 
 @dataclass
@@ -21,7 +25,7 @@ class Plan:
     out: str
     as_df: bool = False
     json: bool = False
-    schema: object = None  # the runs' chatmagic.schema.Schema, if any
+    schema: Schema | None = None  # the runs' schema, if any
     data: object = None  # the --over object, when it was a DataFrame or Series
     labels: list = field(default_factory=list)
     prices: dict | None = None  # for the cost in the summary line

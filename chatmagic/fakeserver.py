@@ -566,7 +566,7 @@ def conforming(schema: dict, text: str, root: dict | None = None, path: str = ""
     if kind == "array":
         return [conforming(schema.get("items", {}), text, root, f"{path}/{i}") for i in range(1 + h % 2)]
     values = {"integer": h % 10, "number": (h % 100) / 100, "boolean": h % 2 == 0, "null": None}
-    return values.get(kind, text[:40])
+    return values.get(str(kind), text[:40])
 
 
 def _prompt_tokens(messages: list) -> int:

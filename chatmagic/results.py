@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .schema import Schema
     from .timeline import Timeline
 
 #: Columns of ``Results.to_pandas()``, in order (``text`` is shown as ``response``).
@@ -59,7 +60,7 @@ class Results(Sequence):
         self.batch_ids: list[str] = []  # batches still running, holding the pending records
         self.timeline: Timeline | None = None  # the run's attempts, set by the run
         self.notes: list[str] = []  # what the run had to tell (a wait longer than allowed)
-        self.schema = None      # the run's chatmagic.schema.Schema, if it had one
+        self.schema: Schema | None = None  # the run's schema, if it had one
 
     def __getitem__(self, i):
         return self._records[i]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from .errors import ConfigError
 
@@ -160,7 +161,7 @@ def _field(text: str) -> tuple[str, dict]:
     if item not in TYPES:
         raise ConfigError(f"schema: field {name!r} has unknown type {kind!r}; types: str, int, "
                           "float, bool, list, list[int] (of str, int, float or bool)")
-    prop = {"type": TYPES[item]}
+    prop: dict[str, Any] = {"type": TYPES[item]}
     enum = _ENUM.match(rest) if colon else None
     if enum:
         prop["enum"] = [_value(v, item, name) for v in re.split(r"\s*\|\s*", enum.group(1).strip())]
@@ -228,7 +229,7 @@ def _kind_text(prop: dict) -> str:
         return "a list, each " + _kind_text(prop.get("items", {}))
     # an example value: a tiny model given a grammar alone pads numbers until it is cut off
     return {"string": "a string", "integer": "a whole number such as 3", "number": "a number such as 0.5",
-            "boolean": "true or false", "object": "an object"}.get(kind, "any JSON value")
+            "boolean": "true or false", "object": "an object"}.get(str(kind), "any JSON value")
 
 
 def _name(text) -> str:
@@ -269,7 +270,7 @@ def columns(schema: Schema, values: list, index=None):
         if "enum" in prop and prop.get("type") != "array":
             frame[key] = pd.Categorical(column, categories=prop["enum"])
         else:
-            dtype = DTYPES.get(prop.get("type"), object)
+            dtype = DTYPES.get(str(prop.get("type")), object)
             frame[key] = pd.array(column, dtype=dtype) if dtype is not object else column
     return pd.DataFrame(frame, index=index)
 
