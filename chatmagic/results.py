@@ -162,10 +162,13 @@ def add_columns(frame, extra):
 
 
 def _refused_schema(record: Result) -> bool:
-    """A 400 that names the schema request: the server does not do structured outputs."""
-    error = record.error or ""
-    return record.status == "error" and error.startswith("400") and any(
-        word in error for word in ("response_format", "json_schema", "schema"))
+    """A 400 saying that response_format json_schema is not supported (OpenAI's older models,
+    older llama.cpp: 'must be one of "text" or "json_object"'); not a 400 about the schema
+    itself, whose own message says what to change."""
+    error = (record.error or "").lower()
+    return (record.status == "error" and error.startswith("400")
+            and ("response_format" in error or "json_schema" in error)
+            and any(w in error for w in ("not supported", "unsupported", "not support", "must be one of")))
 
 
 def _reason(error: str | None) -> str:

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, RootModel
 import chatmagic
 from chatmagic.errors import ConfigError
 from chatmagic.fakeserver import FakeOpenAI, conforming
+from chatmagic.results import Result, Results
 from chatmagic.schema import (
     Schema,
     SchemaMismatch,
@@ -231,6 +232,21 @@ def test_a_server_that_refuses_schemas_fails_the_prompt_with_its_message(server)
     server.schemas = True
     plain = chatmagic.chat_many(["q [[fail:400]]"], base_url=server.base_url, schema="a", progress=False)
     assert "does not support schemas" not in plain.summary()  # a 400 about something else
+
+
+@pytest.mark.parametrize("error, refused", [
+    ("400 invalid_request_error: Invalid parameter: 'response_format' of type 'json_schema' is not "
+     "supported with this model.", True),
+    ('400 None: response_format type must be one of "text" or "json_object"', True),
+    ("400 invalid_request_error: Invalid schema for response_format 'answer': 'format' is not "
+     "permitted", False),
+    ("400 context_length_exceeded: too long", False),
+    ("500 server_error: json_schema not supported", False),
+])
+def test_which_failures_mean_the_server_does_not_support_schemas(error, refused):
+    rs = Results([Result(0, "q", status="error", error=error)])
+    rs.schema = load("a")
+    assert ("the server does not support schemas" in rs.summary()) is refused
 
 
 def test_a_mismatch_never_shows_the_key(server):
