@@ -235,11 +235,11 @@ def test_a_server_that_refuses_schemas_fails_the_prompt_with_its_message(server)
 
 
 @pytest.mark.parametrize("error, refused", [
-    ("400 invalid_request_error: Invalid parameter: 'response_format' of type 'json_schema' is not "
-     "supported with this model.", True),
+    (("400 invalid_request_error: Invalid parameter: 'response_format' of type 'json_schema' is not "
+      "supported with this model."), True),
     ('400 None: response_format type must be one of "text" or "json_object"', True),
-    ("400 invalid_request_error: Invalid schema for response_format 'answer': 'format' is not "
-     "permitted", False),
+    (("400 invalid_request_error: Invalid schema for response_format 'answer': 'format' is not "
+      "permitted"), False),
     ("400 context_length_exceeded: too long", False),
     ("500 server_error: json_schema not supported", False),
 ])
