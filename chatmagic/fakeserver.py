@@ -586,6 +586,8 @@ def main() -> None:
     p.add_argument("--headers", choices=["openai", "azure", "retry-after", "none"])
     p.add_argument("--limit-shape", choices=["per_second", "bucket", "window"])
     p.add_argument("--model")
+    p.add_argument("--no-schemas", dest="schemas", action="store_false", default=None,
+                   help="refuse response_format json_schema with a 400")
     for name, kind in (("latency", float), ("rpm", int), ("tpm", int), ("fail-rate", float),
                        ("stall-rate", float), ("stall-s", float), ("seed", int),
                        ("batch-pace", float), ("batch-invalid", str), ("batch-expire-after", int),

@@ -2,6 +2,8 @@
 typed columns; the practice server's conforming answers; the option through the Python API."""
 
 import json
+import subprocess
+import sys
 from enum import Enum
 from typing import Literal
 
@@ -255,3 +257,15 @@ def test_a_mismatch_never_shows_the_key(server):
                              progress=False)
     assert rs[0].error.startswith("200 schema_mismatch: does not match the schema: not JSON: 'sure: ***")
     assert key not in rs[0].error and key[:20] not in rs[0].error
+
+
+def test_practice_server_command_line_can_refuse_schemas():
+    proc = subprocess.Popen([sys.executable, "-m", "chatmagic.fakeserver", "--port", "0", "--no-schemas"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[3]
+        rs = chatmagic.chat_many(["q"], base_url=url, schema="a", progress=False)
+        assert rs[0].error.startswith("400 invalid_request_error: Invalid parameter: 'response_format'")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
