@@ -20,7 +20,7 @@ from .progress import make_progress
 from .ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Paces, Throttle
 from .results import Result, Results
 from .retry import ABORT, RETRY, classify, policy
-from .timeline import CANCELLED, ERROR, OK, Timeline, known_rate, outcome_of, throttle_wait
+from .timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
 
 #: Output tokens assumed per request for token pacing when max_tokens is not set.
 DEFAULT_OUTPUT_TOKENS = 256
@@ -91,7 +91,7 @@ class Run:
             outcome = "stopped" if self.abort else "done"
         finally:
             self.results.elapsed_s = time.perf_counter() - started
-            self.timeline.rate = known_rate(self._throttle)
+            self.timeline.rate, self.timeline.burst = known_limit(self._throttle)
             self.results.notes.extend(self._throttle.notes)
             self._progress.close(outcome)
             if self._cache is not None:

@@ -128,8 +128,9 @@ def _throughput_panel(ax, tl: Timeline, end: float) -> None:
     ax.step([0.0, *done], range(len(done) + 1), where="post", color="#2ca02c", lw=1.8,
             label="answers")
     if tl.rate:
-        ax.plot([0, end], [0, tl.rate * end], color="#d62728", ls="--", lw=1.2,
-                label=f"rate limit ({tl.rate * 60:.0f}/min)")
+        after = f" after a burst of {tl.burst:.0f}" if tl.burst else ""
+        ax.plot([0, end], [tl.burst, tl.burst + tl.rate * end], color="#d62728", ls="--", lw=1.2,
+                label=f"rate limit: {tl.rate * 60:.0f}/min{after}")
     rate = len(done) / done[-1] if done and done[-1] > 0 else 0.0
     ax.set(xlim=(0, end * 1.02), ylim=(0, max(len(done), 1) * 1.1), xlabel="seconds since the run started",
            ylabel="answers completed", title=f"Answers over time ({rate:.1f}/s)")

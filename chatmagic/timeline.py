@@ -39,20 +39,21 @@ def outcome_of(err: BaseException) -> int:
 class Timeline:
     """The attempts and waits of one run; times are seconds since ``t0`` on ``clock``.
 
-    ``concurrency`` (the cap) and ``rate`` (requests per second allowed, None when unknown)
-    are drawn as lines; ``label`` names the panel (the model).
+    ``concurrency`` (the cap) and the rate limit are drawn as lines: ``rate`` requests per
+    second (None when unknown) after a first ``burst`` (a full bucket of requests allowed at
+    once); ``label`` names the row (the model).
     """
 
     __slots__ = ("clock", "t0", "starts", "ends", "outcomes", "tries",
-                 "wait_starts", "wait_ends", "wait_kinds", "concurrency", "rate", "label")
+                 "wait_starts", "wait_ends", "wait_kinds", "concurrency", "rate", "burst", "label")
 
     def __init__(self, concurrency: int | None = None, *, rate: float | None = None,
-                 label: str = "", clock=time.perf_counter):
+                 burst: float = 0.0, label: str = "", clock=time.perf_counter):
         self.clock, self.t0 = clock, clock()
         self.starts, self.ends = array("d"), array("d")
         self.outcomes, self.tries = array("b"), array("B")
         self.wait_starts, self.wait_ends, self.wait_kinds = array("d"), array("d"), array("b")
-        self.concurrency, self.rate, self.label = concurrency, rate, label
+        self.concurrency, self.rate, self.burst, self.label = concurrency, rate, burst, label
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -102,11 +103,14 @@ def throttle_wait(throttle):
     return lambda: COOLDOWN if throttle.cooldown_until > throttle.clock() else PACE
 
 
-def known_rate(throttle) -> float | None:
-    """Requests per second the server announced (its refill) or the user's ``rpm`` allows,
-    whichever is lower; None if neither. (A pace learnt from 429s is a guess, not drawn.)"""
-    rates = [r for r in (throttle.requests.fill, (throttle.user_rpm or 0) / 60) if r]
-    return min(rates) if rates else None
+def known_limit(throttle) -> tuple[float | None, float]:
+    """(requests per second, burst): what the server announced (its refill and its full
+    bucket) or the user's ``rpm`` allows, whichever is lower; (None, 0) if neither. A pace
+    learnt from 429s is a guess, not a known limit."""
+    announced, cap = throttle.requests.fill, (throttle.user_rpm or 0) / 60
+    if announced and not (cap and cap < announced):
+        return announced, throttle.requests.capacity
+    return (cap, 0.0) if cap else (None, 0.0)
 
 
 def in_flight(tl: Timeline) -> tuple[list[float], list[int]]:

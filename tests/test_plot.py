@@ -62,9 +62,9 @@ def test_the_rate_limit_is_drawn_when_known(server):
     server.rpm = 600  # announced in its headers
     fig = run(server, [f"q{i}" for i in range(5)]).plot(title="paced")
     (_, _, answers), = panels(fig)
-    limit = labelled(answers, "rate limit (600/min)")
+    limit = labelled(answers, "rate limit: 600/min after a burst of 10")  # the practice server's full bucket
     (x0, x1), (y0, y1) = limit.get_xdata(), limit.get_ydata()
-    assert (y1 - y0) / (x1 - x0) == pytest.approx(10.0)
+    assert (y1 - y0) / (x1 - x0) == pytest.approx(10.0) and (x0, y0) == (0, 10)
     assert fig._suptitle.get_text() == "paced"
     server.rpm = None
     (_, _, answers), = panels(run(server, ["q"]).plot())

@@ -73,9 +73,9 @@ def test_429s_are_recorded_when_the_server_sent_them():
 def test_the_announced_rate_limit_is_kept_for_the_plot(server):
     server.rpm = 1200
     results = run(server, [f"q{i}" for i in range(5)])
-    assert results.timeline.rate == pytest.approx(20.0)
+    assert results.timeline.rate == pytest.approx(20.0) and results.timeline.burst == 20  # a full bucket
     server.rpm = None
-    assert run(server, ["q"], rpm=90).timeline.rate == pytest.approx(1.5)
+    assert (run(server, ["q"], rpm=90).timeline.rate, run(server, ["q"], rpm=90).timeline.burst) == (1.5, 0)
     assert run(server, ["q"]).timeline.rate is None
     server.rpm, server.headers = 600, "none"  # a limit learnt from 429s is a guess: no line
     assert run(server, [f"q{i}" for i in range(30)], concurrency=30).timeline.rate is None
