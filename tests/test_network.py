@@ -146,7 +146,8 @@ CHILD = textwrap.dedent("""
     import asyncio, json, os, resource, sys, warnings
     import chatmagic, chatmagic.engine, chatmagic.client  # imported before descriptors run out
     url, prompts, concurrency, starve = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
-    resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256 if hard == resource.RLIM_INFINITY else min(256, hard), hard))
 
     async def main():
         held = []
