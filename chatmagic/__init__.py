@@ -7,8 +7,7 @@
 
 from .api import achat_many, chat_many
 from .config import Settings
-from .errors import (APIError, ChatmagicError, ChatmagicWarning, ConfigError, RequestError, RunAborted,
-                     RunInterrupted)
+from .errors import APIError, ChatmagicError, ChatmagicWarning, ConfigError, RequestError, RunAborted, RunInterrupted
 from .results import Result, Results
 
 __version__ = "0.1.0"

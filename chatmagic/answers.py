@@ -7,7 +7,7 @@ Each field is coerced to its type or dropped, so nothing odd reaches the results
 from __future__ import annotations
 
 
-def completion_of(data) -> tuple | None:
+def completion_of(data) -> tuple[str, str | None, int | None, int | None, str | None] | None:
     """(text, finish_reason, prompt_tokens, completion_tokens, model), or None if ``data``
     is not a completion (an error in a 200 body, or no message at all)."""
     try:

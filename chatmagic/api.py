@@ -2,32 +2,93 @@
 
 The engine (and with it aiohttp and tenacity) is imported on the first call, not on
 ``import chatmagic``, so ``%load_ext chatmagic`` stays fast.
+
+The keywords are the engine options of ``chatmagic.config.OPTIONS``, written out so that editors
+and type checkers show them; tests/test_options.py checks them against the table. ``model`` and
+``base_url`` default to None because an environment variable fills them in when not given.
 """
 
 from __future__ import annotations
 
-from .config import resolve
+from collections.abc import Iterable
+from typing import Any
+
+from .config import ENGINE, OPTIONS, resolve
 from .results import Results
 
 
-async def achat_many(prompts, **options) -> Results:
+async def achat_many(
+    prompts: Iterable[str],
+    *,
+    model: str | None = None,
+    concurrency: int = 16,
+    timeout: float = 120.0,
+    connect_timeout: float = 10.0,
+    retries: int = 6,
+    max_retry_wait: float = 60.0,
+    system: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    params: dict[str, Any] | None = None,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    api_key: str | None = None,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    proxy: str | None = None,
+    max_response_mb: float = 8.0,
+    json: bool = False,
+    schema: object | None = None,
+    batch: bool = False,
+    wait: bool = True,
+    refresh: bool = False,
+    cache: bool = True,
+    progress: bool = True,
+) -> Results:
     """Send ``prompts`` concurrently and return their results in order.
 
-    Options are the magic's flags in snake_case: model, concurrency, timeout, retries, system,
-    temperature, max_tokens, params, base_url, api_key or api_key_env, rpm, tpm, json, schema
-    (a concise spec, a JSON-schema dict or a pydantic model class), cache, refresh, progress.
     Raises ``ConfigError`` before sending anything if an option is invalid, and ``RunAborted``
     (with ``.results``) if the server refuses the whole run.
     """
+    options = {k: v for k, v in locals().items() if k != "prompts"}
     from .engine import Run
     return await Run(prompts, resolve(options)).run()
 
 
-def chat_many(prompts, **options) -> Results:
+def chat_many(
+    prompts: Iterable[str],
+    *,
+    model: str | None = None,
+    concurrency: int = 16,
+    timeout: float = 120.0,
+    connect_timeout: float = 10.0,
+    retries: int = 6,
+    max_retry_wait: float = 60.0,
+    system: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    params: dict[str, Any] | None = None,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    api_key: str | None = None,
+    rpm: float | None = None,
+    tpm: float | None = None,
+    proxy: str | None = None,
+    max_response_mb: float = 8.0,
+    json: bool = False,
+    schema: object | None = None,
+    batch: bool = False,
+    wait: bool = True,
+    refresh: bool = False,
+    cache: bool = True,
+    progress: bool = True,
+) -> Results:
     """Blocking ``achat_many``: works in scripts, and in notebooks (on a worker thread).
 
     Ctrl-C (or a kernel interrupt) raises ``RunInterrupted``, a KeyboardInterrupt whose
-    ``.results`` holds every answer that came back; the rest have status "cancelled"."""
+    ``.results`` holds every answer that came back; the rest have status "cancelled".
+    """
+    options = {k: v for k, v in locals().items() if k != "prompts"}
     from .bridge import run_sync
     from .engine import Run
     run = Run(prompts, resolve(options))  # bad input fails here, before any thread starts
@@ -37,3 +98,13 @@ def chat_many(prompts, **options) -> Results:
         from .errors import interrupted
         raise interrupted({run.settings.model: run.results}, where=".results", again="calling again",
                           cache=run.settings.cache) from None
+
+
+def _keywords_doc() -> str:
+    """The keywords' meanings, from the option table (appended to both docstrings)."""
+    lines = [f"    {o.name}: {o.plain_help} (default: {o.shown_default()})" for o in OPTIONS if o.scope == ENGINE]
+    return "\n\n    Keyword arguments (the flags of %%chatmany, in snake_case):\n\n" + "\n".join(lines) + "\n"
+
+
+achat_many.__doc__ = (achat_many.__doc__ or "") + _keywords_doc()
+chat_many.__doc__ = (chat_many.__doc__ or "") + _keywords_doc()

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import signal
 import threading
+from typing import Any
 
 
 def run_sync(make_coro):
@@ -26,7 +27,7 @@ def run_sync(make_coro):
 
 def _run_in_thread(make_coro):
     loop = asyncio.new_event_loop()
-    box = {}
+    box: dict[str, Any] = {}  # the task, then its result or error
     started = threading.Event()
 
     def main():

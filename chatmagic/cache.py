@@ -92,12 +92,12 @@ def request_keys(url: str, head: dict, prompts) -> list[str]:
     body = {**head, "messages": [*head["messages"], {"role": "user", "content": marker}]}
     before, after = _dumps([url, body]).split(_dumps(marker))
     start = _sha256(KEY_VERSION + before.encode("utf-8", "surrogatepass"))
-    after = after.encode("utf-8", "surrogatepass")
+    tail = after.encode("utf-8", "surrogatepass")
     keys = []
     for prompt in prompts:
         h = start.copy()
         h.update(_dumps(prompt).encode("utf-8", "surrogatepass"))
-        h.update(after)
+        h.update(tail)
         keys.append(h.hexdigest())
     return keys
 
@@ -134,9 +134,9 @@ class Cache:
         self._last_write = time.monotonic()
         self._timer = None
         self._timer_loop = None
-        self._conn = self._connect()
+        self._conn: sqlite3.Connection | None = self._connect()
         ref = weakref.ref(self)
-        self._atexit = lambda: (c := ref()) is not None and c.close()
+        self._atexit = lambda: None if (c := ref()) is None else c.close()
         atexit.register(self._atexit)
 
     @classmethod
@@ -225,6 +225,7 @@ class Cache:
         on the key index alone, then the rows by rowid (stored in the order they were
         answered). About 2x faster than fetching rows by key in prompt order."""
         conn = self._conn
+        assert conn is not None  # only called while open
         ids: dict[int, str] = {}
         conn.execute("BEGIN")  # one snapshot, one lock for all chunks
         try:

@@ -66,7 +66,7 @@ class Client:
         self._limit = limit or settings.concurrency
         self._cap = int(settings.max_response_mb * 1_000_000)
         self._proxy = proxy_for(self.url, settings.proxy)  # the environment, read once per run
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession  # opened by __aenter__
         if self._key:
             _warn_if_clear(self.url)
 
@@ -123,7 +123,7 @@ class Client:
             if _out_of_files(e):
                 raise _NoFiles from None
             raise self._client_error(e) from None
-        except Exception as e:  # noqa: BLE001 -- no aiohttp frame (and its headers) may escape
+        except Exception as e:  # no aiohttp frame (and its headers) may escape
             raise RequestError(self.scrub(f"{type(e).__name__}: {e}"), code="client_error",
                                retryable=False) from None
 
@@ -188,7 +188,7 @@ class FilesClient(Client):
             async with self._session.request(method, self.base + path, proxy=self._proxy, **kw) as resp:
                 raw = await read_capped(resp, self._cap)
                 status, headers = resp.status, resp.headers
-        except Exception as e:  # noqa: BLE001 -- as in _post: no aiohttp frame escapes
+        except Exception as e:  # as in _post: no aiohttp frame escapes
             raise self._failed(e) from None
         data = _json(raw)
         if status != 200 or not isinstance(data, dict):
@@ -223,7 +223,7 @@ class FilesClient(Client):
                     yield rest
         except RequestError:
             raise
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise self._failed(e) from None
 
 

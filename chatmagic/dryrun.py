@@ -108,14 +108,15 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
         per_request += estimate_tokens(sent)
     tokens_in = sum(estimate_tokens(p) for p in prompts) + n * per_request
     tokens_out = n * max_tokens if max_tokens else 0
-    tokens = f"tokens (estimate, ~4 characters each): ~{tokens_in:,} in per model, ~{tokens_in * len(models):,} in total"
+    tokens = (f"tokens (estimate, ~4 characters each): ~{tokens_in:,} in per model, "
+              f"~{tokens_in * len(models):,} in total")
     if max_tokens:
         tokens += f"; up to {tokens_out * len(models):,} out ({max_tokens:,} per answer)"
     else:
         tokens += "; output not counted (no max_tokens)"
     lines.append(tokens)
     priced = [(m, cost(tokens_in, 0, m, prices), cost(tokens_in, tokens_out, m, prices)) for m in models]
-    known = [(m, low, high) for m, low, high in priced if low is not None]
+    known = [(m, low, high) for m, low, high in priced if low is not None and high is not None]
     if known:
         parts = []
         for m, low, high in known:

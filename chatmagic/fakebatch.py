@@ -24,7 +24,7 @@ import json
 import time
 from collections import Counter
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from .fakeserver import DIRECTIVE, _error, _text
 
@@ -82,7 +82,10 @@ class BatchAPI:
     async def _upload(self, request: web.Request) -> web.Response:
         purpose, data, filename = None, None, "upload.jsonl"
         try:
-            async for part in await request.multipart():
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader):
+                    continue
                 if part.name == "purpose":
                     purpose = (await part.text()).strip()
                 elif part.name == "file":

@@ -119,13 +119,16 @@ class FixedWindow:
 
     def wait_for(self, cost: float) -> float:
         now = self._roll()
+        assert self.start is not None  # set by _roll
         return 0.0 if self.used + cost <= self.limit else self.start + self.window_s - now
 
     def take(self, cost: float) -> None:
         self.used += cost
 
     def reset_in(self) -> float:
-        return self.start + self.window_s - self._roll()
+        now = self._roll()
+        assert self.start is not None  # set by _roll
+        return self.start + self.window_s - now
 
 
 class Stats:
@@ -172,11 +175,15 @@ class FakeOpenAI:
         self.unknown_models = set(unknown_models or ())
         self.record_times, self.port = record_times, port
         self.schemas = schemas
+        self._rpm_bucket: TokenBucket | None = None
+        self._tpm_bucket: TokenBucket | None = None
         self.rpm, self.tpm = rpm, tpm  # properties: (re)build the buckets
         self.rng = random.Random(seed)
         self.stats = Stats(record_times=record_times)
         self._ids = 0
-        self._runner = self._loop = self._thread = None
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         from .fakebatch import BatchAPI  # Files + Batches endpoints (the Batch API lane)
         self.batch = BatchAPI(self, pace=batch_pace, invalid=batch_invalid, expire_after=batch_expire_after)
 
@@ -190,7 +197,7 @@ class FakeOpenAI:
         if name == "rpm":  # the announced daily budget starts full along with the minute's
             self._daily_bucket = (TokenBucket(self.daily / 1440, self.daily, limit=self.daily)
                                   if self.daily else None)
-        self._storm_started = None
+        self._storm_started: float | None = None
 
     def _bucket(self, per_minute: float):
         """The limit per minute, enforced as ``limit_shape`` says: "per_second" (a bucket one
@@ -313,7 +320,7 @@ class FakeOpenAI:
             self._storm_started = now
         if now - self._storm_started >= self.storm_s:
             return None
-        headers = {} if self.headers == "none" else {"retry-after": "1"}
+        headers: dict[str, str] = {} if self.headers == "none" else {"retry-after": "1"}
         return _error(429, "The server is overloaded; please retry.", "rate_limit_exceeded",
                       headers=headers), headers
 
@@ -329,7 +336,7 @@ class FakeOpenAI:
             body.get("max_tokens") or body.get("max_completion_tokens") or 16)
         waits = {"requests": max(rb.wait_for(1) if rb else 0.0, db.wait_for(1) if db else 0.0),
                  "tokens": tb.wait_for(tokens) if tb else 0.0}
-        kind = max(waits, key=waits.get)
+        kind = max(waits, key=lambda k: waits[k])
         if waits[kind] == 0:
             for bucket, cost in ((rb, 1), (tb, tokens), (db, 1)):
                 if bucket is not None:
@@ -340,14 +347,16 @@ class FakeOpenAI:
         if self.headers != "none":
             headers.update(_retry_headers(waits[kind] if self.retry_after is None else self.retry_after,
                                           ms=self.headers != "retry-after" and not db))
-        limit = (rb if kind == "requests" else tb).limit
+        bucket = rb if kind == "requests" else tb
+        assert bucket is not None  # it asked for a wait
+        limit = bucket.limit
         message = (f"Rate limit reached for {kind} per min (RPM/TPM): Limit {limit}. "
                    f"Please try again in {go_duration(waits[kind])}.")
         code = "429" if self.headers == "azure" else "rate_limit_exceeded"
         return _error(429, message, code, kind, headers), headers
 
     def _limit_headers(self, rb: TokenBucket | None, tb: TokenBucket | None) -> dict:
-        headers = {}
+        headers: dict[str, str] = {}
         if self.headers in ("none", "retry-after"):  # 429s say retry-after, nothing more
             return headers
         for kind, bucket in (("requests", rb), ("tokens", tb)):
@@ -447,7 +456,7 @@ class FakeOpenAI:
 
     # ---- structured answers (response_format json_schema) ---------------------
 
-    def _structured(self, schema: dict, text: str, script: dict, prompt: str) -> dict:
+    def _structured(self, schema: dict, text: str, script: dict, prompt: str) -> object:
         """An answer to a json_schema request: conforming, unless [[badschema]] says otherwise."""
         bad = script.get("badschema")
         if bad is not None and (not bad or self.stats.attempts[prompt] <= int(bad[0])):
@@ -463,7 +472,7 @@ class FakeOpenAI:
 
     # ---- running -------------------------------------------------------------
 
-    async def astart(self) -> "FakeOpenAI":
+    async def astart(self) -> FakeOpenAI:
         """Serve on the running loop (same process/loop as a benchmark)."""
         app = web.Application(client_max_size=512 * 1024 * 1024)  # batch input files, as OpenAI
         app.router.add_post("/v1/chat/completions", self._chat)
@@ -472,11 +481,11 @@ class FakeOpenAI:
         self.batch.register(app.router)
         # handler_cancellation: a client that gives up on a stall frees its slot;
         # short shutdown_timeout: stop() doesn't wait for stalled handlers.
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
-                                     shutdown_timeout=0.1)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, HOST, self.port, backlog=4096).start()
-        self.port = self._runner.addresses[0][1]
+        runner = self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                                              shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, HOST, self.port, backlog=4096).start()
+        self.port = runner.addresses[0][1]
         return self
 
     async def astop(self) -> None:
@@ -485,13 +494,12 @@ class FakeOpenAI:
             await self._runner.cleanup()
             self._runner = None
 
-    def start(self) -> "FakeOpenAI":
+    def start(self) -> FakeOpenAI:
         """Serve from a background thread with its own event loop."""
-        self._loop = asyncio.new_event_loop()
-        started = asyncio.run_coroutine_threadsafe(self.astart(), self._loop)
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
-                                        name="FakeOpenAI")
-        self._thread.start()
+        loop = self._loop = asyncio.new_event_loop()
+        started = asyncio.run_coroutine_threadsafe(self.astart(), loop)
+        thread = self._thread = threading.Thread(target=loop.run_forever, daemon=True, name="FakeOpenAI")
+        thread.start()
         try:
             started.result(timeout=10)
         except BaseException:
@@ -504,11 +512,12 @@ class FakeOpenAI:
             return
         asyncio.run_coroutine_threadsafe(self.astop(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         self._loop.close()
         self._loop = self._thread = None
 
-    def __enter__(self) -> "FakeOpenAI":
+    def __enter__(self) -> FakeOpenAI:
         return self.start()
 
     def __exit__(self, *exc) -> None:

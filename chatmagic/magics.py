@@ -49,13 +49,12 @@ def _flags(func):
     return magic_arguments(name="%chatmany")(func)
 
 
-#: The %config ChatMany defaults, one trait per option of the table with ``config``.
-_Defaults = type("_Defaults", (Magics,), {o.name: _trait(o) for o in OPTIONS if o.config})
-
-
 @magics_class
-class ChatMany(_Defaults):
+class ChatMany(Magics):
     """Defaults for %%chatmany; set them with ``%config ChatMany.<name> = value``."""
+
+    # the class body's namespace: one trait per option of the table with ``config``
+    locals().update({o.name: _trait(o) for o in OPTIONS if o.config})
 
     _local_cap = False  # max_tokens was set by %chatmany_local, and goes with it
 
@@ -90,10 +89,10 @@ class ChatMany(_Defaults):
             raise ConfigError(f"%%chatmany {line}: {e}") from None
         flags, defaults = vars(args), self._defaults()
         for layer in (flags, defaults):  # --schema NAME: the notebook variable NAME
-            layer["schema"] = lookup(layer["schema"], self.shell.user_ns)
+            layer["schema"] = lookup(layer["schema"], self._namespace)
         settings, options = resolve_cell(flags, defaults)
         plan_ = cell_plan(settings, cell=cell, out=options.out, as_df=options.df, over=options.over,
-                          sep=options.sep, prices=options.prices, user_ns=self.shell.user_ns)
+                          sep=options.sep, prices=options.prices, user_ns=self._namespace)
         if options.dry_run:
             print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system_prompt,
                                  max_tokens=settings.max_tokens, prices=options.prices, labels=plan_.labels,
@@ -107,7 +106,7 @@ class ChatMany(_Defaults):
     def finish(self, plan: Plan, failures: dict):
         """Store the results (also of failed or interrupted runs), print one line per model,
         then raise what stopped a run."""
-        self.shell.user_ns[plan.out] = cell_value(plan)
+        self._namespace[plan.out] = cell_value(plan)
         self._timelines[plan.out] = [run.timeline for run in plan.runs.values()]
         self._last_out = plan.out
         for model, run in plan.runs.items():
@@ -155,6 +154,12 @@ class ChatMany(_Defaults):
         else:
             raise ConfigError(f"%chatmany_batches {line.strip()}: expected no argument or 'cancel ID'")
 
+    @property
+    def _namespace(self) -> dict:
+        """The notebook's variables (a registered magic always has its shell)."""
+        assert self.shell is not None
+        return self.shell.user_ns
+
     def _settings(self):
         """The session's settings from the %config defaults alone."""
         return resolve_cell({}, self._defaults())[0]
@@ -180,7 +185,7 @@ class ChatMany(_Defaults):
     def _timelines_of(self, name: str) -> list:
         from .results import Results
         from .timeline import Timeline
-        value = self.shell.user_ns.get(name)
+        value = self._namespace.get(name)
         if isinstance(value, Timeline):
             return [value]
         if isinstance(value, Results) and value.timeline is not None:

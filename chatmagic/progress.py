@@ -56,10 +56,12 @@ class TqdmProgress(NullProgress):
 
     def _flush(self, now: float) -> None:
         self.last = now
-        if self.failed and self.bar.state == "running":
-            self.bar.paint("failed")  # the bar turns as soon as a prompt fails
-        self.bar.tqdm.set_postfix_str(self._counts(), refresh=False)
-        self.bar.tqdm.update(self.pending)
+        bar = self.bar
+        assert bar is not None  # advance and close come after start
+        if self.failed and bar.state == "running":
+            bar.paint("failed")  # the bar turns as soon as a prompt fails
+        bar.tqdm.set_postfix_str(self._counts(), refresh=False)
+        bar.tqdm.update(self.pending)
         self.pending = 0
 
     def _counts(self) -> str:

@@ -105,7 +105,7 @@ class Results(Sequence):
 
     def counts(self) -> Counter:
         """Outcomes by status, with failures by reason: {"ok": 8, "error: 400 ...": 1, ...}."""
-        c = Counter()
+        c: Counter[str] = Counter()
         for r in self._records:
             c[r.status if r.status != "error" else f"error: {_reason(r.error)}"] += 1
         return c
@@ -147,7 +147,7 @@ class Results(Sequence):
                      cost(_count(r.prompt_tokens), _count(r.completion_tokens), str(r.model or ""), prices)
                      for r in self._records if r.ok and not r.cached]
             if spent and None not in spent:
-                parts.append(f"${sum(spent):.4f}" + (" (batch price)" if self.batch else ""))
+                parts.append(f"${sum(s or 0.0 for s in spent):.4f}" + (" (batch price)" if self.batch else ""))
         parts.append(f"{self.elapsed_s:.1f}s")
         return ", ".join(parts + self.notes)
 

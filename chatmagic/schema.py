@@ -190,7 +190,7 @@ def strict(node):
         return [strict(n) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in node.items():
         if key == "default":
             continue

@@ -50,7 +50,8 @@ def split_sep(text: str, sep: str) -> list[str]:
     paragraph). Raises ConfigError if there is no prompt.
     """
     marker = sep.strip()
-    prompts, current = [], []
+    prompts: list[str] = []
+    current: list[str] = []
     for line in text.splitlines():
         if line.strip() == marker:
             prompts.append("\n".join(current).strip())
@@ -76,7 +77,7 @@ class Template:
     lines inside are kept); ``fields`` the names it uses, in order of first use, unique.
     """
 
-    __slots__ = ("text", "fields", "_pattern", "_slots")
+    __slots__ = ("_pattern", "_slots", "fields", "text")
 
     def __init__(self, text: str):
         lines = text.splitlines()

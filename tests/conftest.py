@@ -63,6 +63,6 @@ def ip(server):
     yield shell
     shell.run_cell("%unload_ext chatmagic")
     for name in ("base_url", "quiet", "model", "concurrency", "out", "params"):
-        shell.run_cell(f"%config ChatMany.{name} = {'None' if name in ('base_url', 'model', 'concurrency', 'params') else repr(False) if name == 'quiet' else repr('chatmany_results')}")
+        shell.run_cell(f"%config ChatMany.{name} = None")  # None: not set, the built-in default
     for name in ("answers", "chatmany_results", "df"):
         shell.user_ns.pop(name, None)

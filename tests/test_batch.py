@@ -289,7 +289,7 @@ def test_answers_and_result_lines_over_the_size_cap_fail_in_one_line(bserver, mo
     async def endless_line(request):
         return web.Response(body=b"x" * 200_000)
     monkeypatch.setattr(bserver.batch, "_content", endless_line)
-    with pytest.raises(RunAborted, match="too_large: answer over the 0.002 MB limit") as caught:
+    with pytest.raises(RunAborted, match=r"too_large: answer over the 0\.002 MB limit") as caught:
         run(bserver, ["z1"], **cap)
     assert caught.value.results[0].status == "pending"  # the batch is done; a re-run can collect it
 

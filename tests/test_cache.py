@@ -281,7 +281,7 @@ def test_sigkill_loses_only_the_unflushed_rows(tmp_path):
             c.put(f"k{i}", f"answer {i}", "stop", 1, 2, "m")
         os.kill(os.getpid(), signal.SIGKILL)
         """, str(path))
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == -9, err
     conn = raw(path)
     try:
@@ -313,7 +313,7 @@ def test_sigkill_on_a_loop_loses_nothing_older_than_batch_seconds(tmp_path):
             os.kill(os.getpid(), signal.SIGKILL)
         asyncio.run(main())
         """, str(path))
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == -9, err
     assert count(path) == 250
 

@@ -92,7 +92,8 @@ def test_schema_inline_into_typed_columns_joined_onto_the_frame(kernel, server):
     assert reply["status"] == "ok" and "3/3 ok" in printed
     assert value(kernel, "{c: str(t[c].dtype) for c in ['sentiment', 'stars', 'confidence']}") == {
         "sentiment": "category", "stars": "Int64", "confidence": "float64"}
-    assert value(kernel, "list(t.index)") == ["r1", "r2", "r3"] and value(kernel, "list(t.columns[:2])") == ["review", "response"]
+    assert value(kernel, "list(t.index)") == ["r1", "r2", "r3"]
+    assert value(kernel, "list(t.columns[:2])") == ["review", "response"]
     assert value(kernel, "list(t.sentiment.cat.categories)") == ["positive", "negative", "mixed"]
     assert set(value(kernel, "list(t.sentiment)")) <= {"positive", "negative", "mixed"}
     assert value(kernel, "[json.loads(r) == {'sentiment': s, 'stars': n, 'confidence': c} for r, s, n, c in "
@@ -144,7 +145,8 @@ def test_schema_with_two_models_gives_columns_per_model(kernel, server):
 def test_schema_bad_input_is_one_line_and_sends_nothing(kernel, server):
     cell(kernel, "not_a_schema = 42")
     for line, message in [("--schema 'age integer'", "unknown type 'integer'"),
-                          ("--schema not_a_schema", "the notebook variable not_a_schema is of type int, not a pydantic"),
+                          ("--schema not_a_schema",
+                           "the notebook variable not_a_schema is of type int, not a pydantic"),
                           ("--schema label --json", "--schema and --json together")]:
         reply, printed = cell(kernel, f"%%chatmany {line}\nq")
         assert reply["status"] == "error" and reply["ename"] == "ConfigError" and message in printed

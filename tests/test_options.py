@@ -1,12 +1,15 @@
 """The option table: README, the flags, the traits and the settings all follow from it."""
 
+import inspect
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 
+import chatmagic
 from chatmagic import config
 from chatmagic.config import OPTIONS
 
@@ -93,10 +96,25 @@ def test_magic_only_options_resolve_in_one_place():
     assert (cell.out, cell.df, cell.quiet, settings.progress) == ("chatmany_results", False, False, True)
 
 
+@pytest.mark.parametrize("function", [chatmagic.chat_many, chatmagic.achat_many])
+def test_api_keywords_are_the_engine_options(function):
+    signature = inspect.signature(function, eval_str=True)
+    keywords = [p for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY]
+    assert [p.name for p in keywords] == [o.name for o in OPTIONS if o.keyword]
+    for p in keywords:
+        o = config.BY_NAME[p.name]
+        nullable = o.default is None or o.env is not None  # None: the environment, else the default
+        assert p.default == (None if nullable else o.default), p.name
+        kinds = typing.get_args(p.annotation) or (p.annotation,)
+        assert {typing.get_origin(k) or k for k in kinds} == ({o.type, type(None)} if nullable else {o.type}), p.name
+        assert o.plain_help in function.__doc__
+
+
 # Adding an option is one row: a test-only option added to the table's source shows up as a
 # Settings field with its checks, a %config trait, a flag with its default in %%chatmany?.
 PROBE = """
 import sys
+import typing
 from pathlib import Path
 import chatmagic
 source = Path(chatmagic.__file__).with_name("config.py").read_text()

@@ -90,7 +90,7 @@ def test_a_long_retry_after_is_capped_and_said_once(server):
 
 def test_a_spent_quota_that_resets_hours_away_ends_the_run(server):
     server.daily, server.rpm = 5, 6000  # 5 a day
-    with pytest.raises(RunAborted, match="requests quota is spent and resets in 2[34].*h") as caught:
+    with pytest.raises(RunAborted, match=r"requests quota is spent and resets in 2[34].*h") as caught:
         run(server, 10, concurrency=1, max_retry_wait=1)  # the refill is waited for 1 s at most
     statuses = [r.status for r in caught.value.results]
     assert statuses[:5] == ["ok"] * 5 and "ok" not in statuses[5:]

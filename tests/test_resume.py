@@ -123,7 +123,7 @@ def test_killed_kernel_then_rerun_sends_only_what_had_not_come_back(server):
         assert reply["content"]["status"] == "ok"
         assert server.stats.requests - before == 4  # only the slow ones
         out = []
-        kc.execute_interactive("print(answers == [p.split(' [[')[0].join(['echo: ', '']) for p in %r])" % prompts,
+        kc.execute_interactive(f"print(answers == [p.split(' [[')[0].join(['echo: ', '']) for p in {prompts!r}])",
                                timeout=10, output_hook=lambda m: out.append(m["content"].get("text", "")))
         assert "".join(out).strip() == "True"
     finally:

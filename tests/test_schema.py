@@ -25,7 +25,7 @@ from chatmagic.schema import (
     strict,
 )
 
-S, I, F, B = ({"type": t} for t in ("string", "integer", "number", "boolean"))
+S, I, F, B = ({"type": t} for t in ("string", "integer", "number", "boolean"))  # noqa: E741 (I: integer)
 
 
 @pytest.mark.parametrize("spec, properties", [
@@ -116,7 +116,8 @@ def test_pydantic_model_schema_is_strict_and_answers_are_instances():
     assert s.name == "Review" and s.model is Review
     assert s.json_schema["required"] == ["mood", "label", "n", "place"]
     assert s.json_schema["$defs"]["Place"]["additionalProperties"] is False
-    assert '"mood" (one of "happy", "sad")' in s.instruction() and '"n" (a whole number such as 3, or null)' in s.instruction()
+    assert '"mood" (one of "happy", "sad")' in s.instruction()
+    assert '"n" (a whole number such as 3, or null)' in s.instruction()
     answer = s.validate('{"mood": "sad", "label": "b", "n": null, "place": {"city": "Oslo"}}')
     assert isinstance(answer, Review) and answer.mood is Mood.sad and answer.place.city == "Oslo"
     with pytest.raises(SchemaMismatch, match="mood: Input should be 'happy' or 'sad'"):
@@ -199,7 +200,8 @@ def test_python_api_schema_values_and_request(server):
     assert "1 failed (1 200 schema_mismatch)" in rs.summary()
     cut = chatmagic.chat_many(["x [[badjson]] [[finish:length]]"], base_url=server.base_url, schema="a",
                               progress=False, retries=0)
-    assert cut[0].error == "200 schema_mismatch: does not match the schema: not JSON: 'not json {' (cut off at max_tokens)"
+    assert cut[0].error == ("200 schema_mismatch: does not match the schema: not JSON: 'not json {' "
+                            "(cut off at max_tokens)")
     assert isinstance(rs.schema, Schema) and str(rs.to_pandas()["n"].dtype) == "Int64"
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chatmagic.errors import ConfigError
 from chatmagic.dryrun import cost, dry_run_report, estimate_tokens
+from chatmagic.errors import ConfigError
 from chatmagic.templates import Template, join_results, render_over, split_sep
 
 
@@ -244,7 +244,7 @@ def test_bad_data_is_one_clear_line(data, message):
 
 
 def test_bad_data_without_a_name():
-    with pytest.raises(ConfigError, match="^the data must be a list, tuple, Series or DataFrame, got int$"):
+    with pytest.raises(ConfigError, match=r"^the data must be a list, tuple, Series or DataFrame, got int$"):
         render_over("{item}", 3)
 
 
@@ -414,7 +414,7 @@ def test_join_matches_by_position_not_by_the_answers_index():
 def test_join_a_series():
     out = join_results(pd.Series([1, 2, 3], index=list("xyz"), name="word"), ANSWERS)
     assert list(out.columns[:2]) == ["word", "response"] and list(out.index) == list("xyz")
-    assert list(join_results(pd.Series([1, 2, 3]), ANSWERS).columns)[0] == "item"
+    assert join_results(pd.Series([1, 2, 3]), ANSWERS).columns[0] == "item"
 
 
 @pytest.mark.parametrize("frame, answers, message", [

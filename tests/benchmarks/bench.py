@@ -106,7 +106,7 @@ class Server:
     def __init__(self, **options):
         self.options = options
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.conn, child = SPAWN.Pipe()
         self.proc = SPAWN.Process(target=_serve, args=(child, self.options), daemon=True,
                                   name="fakeserver")
@@ -147,9 +147,10 @@ class Server:
 # per prompt, in order.
 
 def client_chatmagic(cfg: dict):
-    import chatmagic
-    import chatmagic.engine  # noqa: F401  imported on first use; untimed, like the others' imports
     import tqdm.std  # noqa: F401
+
+    import chatmagic
+    import chatmagic.engine
     from chatmagic.config import DEFAULTS
 
     options = dict(model="fake-model", concurrency=cfg["concurrency"], timeout=cfg["timeout"],
@@ -500,10 +501,7 @@ def scenario_throughput(q: bool, reps: int) -> None:
 
 def scenario_faults(q: bool) -> None:
     fail_rate, stall_rate, stall_s, timeout, seed = 0.10, 0.02, 30.0, 2.0, 7
-    if q:
-        workloads = [(100, 0.2, 10, True)]
-    else:
-        workloads = [(1000, 0.5, 50, True), (1000, 0.05, 50, False)]
+    workloads = [(100, 0.2, 10, True)] if q else [(1000, 0.5, 50, True), (1000, 0.05, 50, False)]
     print(f"## faults\n\nfaulty server: fail_rate {fail_rate} (HTTP 500), stall_rate {stall_rate} "
           f"(a stall of {stall_s:g} s), seed {seed}; clients' timeout {timeout:g} s. Each client runs the "
           f"same workload on a clean server and on the faulty one. A stall costs at least one {timeout:g} s "
@@ -529,7 +527,7 @@ def scenario_faults(q: bool) -> None:
             rows += [clean[label], faulty[label]]
         # each row (clean or faulty) is compared with the same client's clean run
         base = {r["label"]: clean[lbl] for lbl in clean for r in (clean[lbl], faulty[lbl])}
-        table(rows, "wall / clean", lambda r: r["wall"] / base[r["label"]]["wall"]
+        table(rows, "wall / clean", lambda r, base=base: r["wall"] / base[r["label"]]["wall"]
               if ok(base[r["label"]]) else float("nan"),
               extra=[("500s/prompt", lambda r: fmt(r.get("by_status", {}).get(500, 0) / r["n"], ".3f"))])
         cm_c, cm_f = clean["chatmagic"], faulty["chatmagic"]
@@ -689,7 +687,7 @@ def scenario_import(q: bool) -> None:
         import_runs.append(timed("import chatmagic"))
     bare, imp = statistics.median(bare_runs), statistics.median(import_runs)
     heavy = ["pandas", "numpy", "IPython", "ipywidgets", "tqdm", "openai", "aiohttp", "tenacity"]
-    probe = ("import sys, json, chatmagic; print(json.dumps({m: m in sys.modules for m in %r}))" % heavy)
+    probe = "import sys, json, chatmagic; print(json.dumps({m: m in sys.modules for m in " + repr(heavy) + "}))"
     loaded = json.loads(subprocess.run([PY, "-c", probe], check=True, env=env, capture_output=True,
                                        text=True).stdout)
     print(f"## import\n\nwall of a fresh `python -c ...`, median of {reps} interleaved runs.\n")
@@ -727,7 +725,7 @@ def main(argv=None) -> int:
     reps = {"cpu": args.reps or (1 if args.quick else 5),
             "throughput": args.reps or (1 if args.quick else 3)}
     sys.stdout.reconfigure(line_buffering=True)  # tables and stderr progress lines in order
-    import chatmagic  # noqa: F401 - fail early (and say which) if the package is not importable
+    import chatmagic
     print(f"# chatmagic benchmarks{' (quick)' if args.quick else ''}\n")
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}; "
           f"chatmagic {chatmagic.__version__}; server: chatmagic/fakeserver.py in its own process; "
