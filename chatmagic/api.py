@@ -3,18 +3,22 @@
 The engine (and with it aiohttp and tenacity) is imported on the first call, not on
 ``import chatmagic``, so ``%load_ext chatmagic`` stays fast.
 
-The keywords are the engine options of ``chatmagic.config.OPTIONS``, written out so that editors
-and type checkers show them; tests/test_options.py checks them against the table. ``model`` and
+The keywords are the engine options of ``chatmagic.config.OPTIONS``, written out once (on
+``achat_many``; ``chat_many`` takes the same) so that editors and type checkers show them;
+tests/test_options.py checks them against the table. ``model`` and
 ``base_url`` default to None because an environment variable fills them in when not given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, ParamSpec
 
 from .config import ENGINE, OPTIONS, resolve
 from .results import Results
+
+P = ParamSpec("P")
 
 
 async def achat_many(
@@ -55,40 +59,22 @@ async def achat_many(
     return await Run(prompts, resolve(options)).run()
 
 
-def chat_many(
-    prompts: Iterable[str],
-    *,
-    model: str | None = None,
-    concurrency: int = 16,
-    timeout: float = 120.0,
-    connect_timeout: float = 10.0,
-    retries: int = 6,
-    max_retry_wait: float = 60.0,
-    system: str | None = None,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
-    params: dict[str, Any] | None = None,
-    base_url: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    api_key: str | None = None,
-    rpm: float | None = None,
-    tpm: float | None = None,
-    proxy: str | None = None,
-    max_response_mb: float = 8.0,
-    json: bool = False,
-    schema: object | None = None,
-    batch: bool = False,
-    wait: bool = True,
-    refresh: bool = False,
-    cache: bool = True,
-    progress: bool = True,
-) -> Results:
+def _same_parameters(
+        model: Callable[P, Awaitable[Results]]) -> Callable[[Callable[..., Results]], Callable[P, Results]]:
+    """Give the decorated function ``model``'s parameters, for type checkers, editors and help()."""
+    def take(function: Callable[..., Results]) -> Callable[P, Results]:
+        function.__signature__ = inspect.signature(model, eval_str=True)  # type: ignore[attr-defined]
+        return function
+    return take
+
+
+@_same_parameters(achat_many)
+def chat_many(prompts: Iterable[str], **options: Any) -> Results:
     """Blocking ``achat_many``: works in scripts, and in notebooks (on a worker thread).
 
     Ctrl-C (or a kernel interrupt) raises ``RunInterrupted``, a KeyboardInterrupt whose
     ``.results`` holds every answer that came back; the rest have status "cancelled".
     """
-    options = {k: v for k, v in locals().items() if k != "prompts"}
     from .bridge import run_sync
     from .engine import Run
     run = Run(prompts, resolve(options))  # bad input fails here, before any thread starts
