@@ -94,7 +94,8 @@ def _frame(plan: Plan, results: dict, answers: dict):
             if plan.schema is not None:
                 from .schema import columns
                 typed = columns(plan.schema, answers[model], frame.index)
-                typed.columns = [f"{c}_{model}" for c in typed.columns]
+                typed.columns = [f"{c}_json_{model}" if f"{c}_{model}" in frame.columns else f"{c}_{model}"
+                                 for c in typed.columns]  # a field named status, error, ...
                 frame = frame.join(typed)
     if type(plan.data).__name__ == "DataFrame":
         return join_results(plan.data, frame.drop(columns=["prompt"]))

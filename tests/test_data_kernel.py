@@ -138,6 +138,9 @@ def test_schema_with_two_models_gives_columns_per_model(kernel, server):
         "prompt", "response_m1", "status_m1", "error_m1", "label_m1", "n_m1",
         "response_m2", "status_m2", "error_m2", "label_m2", "n_m2"]
     assert value(kernel, "[str(mm.label_m1.dtype), str(mm.n_m2.dtype)]") == ["category", "Int64"]
+    cell(kernel, "%%chatmany -m m1,m2 --df -o ms --schema 'status: yes|no'\none")
+    assert value(kernel, "[list(ms.columns[1:5]), ms.status_m1[0], ms.status_json_m1[0] in ('yes', 'no')]") == [
+        ["response_m1", "status_m1", "error_m1", "status_json_m1"], "ok", True]
     cell(kernel, "%%chatmany -m m1,m2 -o ml --schema 'label: yes|no, n int'\none")
     assert value(kernel, "[sorted(ml[0]), sorted(ml[0]['m1'])]") == [["m1", "m2"], ["label", "n"]]
 
