@@ -271,3 +271,10 @@ def test_practice_server_command_line_can_refuse_schemas():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_without_jsonschema_a_spec_is_one_line_and_a_pydantic_model_still_works(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"needs jsonschema: pip install 'chatmagic\[schema\]'"):
+        load("label: yes|no")
+    assert load(Review).validate('{"mood": "sad", "label": "a", "n": 1, "place": {"city": "x"}}').n == 1
