@@ -54,7 +54,10 @@ def test_interrupt_of_a_large_run_cancels_at_once_keeps_answers_and_says_one_lin
         prompts = "\n".join(["fast one", "fast two"] + [f"slow {i} [[sleep:8]]" for i in range(198)])
         msg_id = kc.execute(f"%%chatmany -o answers -c 16 --base-url {server.base_url}\n{prompts}")
         queued = kc.execute("print('queued cell ran')")
-        time.sleep(1.5)
+        deadline = time.monotonic() + 30  # a loaded machine can take seconds to start the run
+        while (server.stats.requests < 16 or server.stats.by_status[200] < 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the two fast answers are read; the slow ones take 8 s
         interrupted_at = time.monotonic()
         km.interrupt_kernel()
         reply = _reply(kc, msg_id)
