@@ -28,7 +28,7 @@ import time
 import warnings
 
 from .answers import completion_of
-from .batchformat import ENDPOINT, ID_HEX, line_error, request_line, unfinished, write_parts
+from .batchformat import ENDPOINT, ID_HEX, line_error, line_maker, unfinished, write_parts
 from .batchstore import BatchStore
 from .cache import CacheWarning, request_keys
 from .errors import APIError, RequestError, RunAborted
@@ -121,8 +121,9 @@ class BatchRun:
         fd, path = tempfile.mkstemp(prefix="chatmagic-batch-", suffix=".jsonl")
         os.close(fd)
         try:
-            lines = ((key, request_line(f"{self.wanted[key][0].index}-{key[:ID_HEX]}",
-                                        self.run._body(self.wanted[key][0].prompt))) for key in fresh)
+            make = line_maker(self.run._head)
+            lines = ((key, make(f"{self.wanted[key][0].index}-{key[:ID_HEX]}", self.wanted[key][0].prompt))
+                     for key in fresh)
             for keys in write_parts(lines, path, MAX_REQUESTS, MAX_BYTES):
                 await self._create(path, keys)
         finally:

@@ -20,6 +20,28 @@ def request_line(custom_id: str, body: dict) -> bytes:
                       ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
 
 
+def line_maker(head: dict):
+    """A fast ``request_line`` for bodies ``head`` + one user message: the JSON around the
+    custom_id and the prompt is encoded once, so each line costs two small string encodings
+    (100,000 lines in a fraction of a second). The same bytes as ``request_line``."""
+    marks = ("\x00chatmagic-id\x00", "\x00chatmagic-prompt\x00")
+    body = {**head, "messages": [*head["messages"], {"role": "user", "content": marks[1]}]}
+    whole = request_line(marks[0], body)
+    pieces = whole.split(_dumps(marks[0]))
+    if len(pieces) != 2 or pieces[1].count(_dumps(marks[1])) != 1:  # a marker in the settings
+        return lambda custom_id, prompt: request_line(custom_id, {
+            **head, "messages": [*head["messages"], {"role": "user", "content": prompt}]})
+    before, (middle, after) = pieces[0], pieces[1].split(_dumps(marks[1]))
+
+    def line(custom_id: str, prompt: str) -> bytes:
+        return b"".join((before, _dumps(custom_id), middle, _dumps(prompt), after))
+    return line
+
+
+def _dumps(text: str) -> bytes:
+    return json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass")
+
+
 def write_parts(lines: Iterable[tuple[str, bytes]], path: str, max_requests: int,
                 max_bytes: int) -> Iterator[list[str]]:
     """Stream ``(key, line)`` pairs into ``path`` until a file would pass ``max_requests``

@@ -306,3 +306,15 @@ def test_server_text_in_line_errors_is_scrubbed_of_the_key(bserver):
     assert results[0].error == "400 ***: Scripted failure 400."
     assert results[1].error.startswith("200 invalid_json: not valid JSON: 'echo: *** is not JSON")
     assert not any("Zq7Zq7" in r.error for r in results)
+
+
+@pytest.mark.parametrize("prompt", ["plain", 'quotes " and \\ backslash', "ünïcode ✓ and \ud800 surrogate",
+                                    "\x00chatmagic-prompt\x00 the marker itself", "line\nbreak"])
+def test_the_fast_request_line_is_the_same_bytes_as_json_dumps(prompt):
+    from chatmagic.batchformat import line_maker, request_line
+    head = {"model": "m", "temperature": 0.5, "messages": [{"role": "system", "content": "be brief"}]}
+    body = {**head, "messages": [*head["messages"], {"role": "user", "content": prompt}]}
+    assert line_maker(head)("7-abc", prompt) == request_line("7-abc", body)
+    odd = {**head, "messages": [{"role": "system", "content": "\x00chatmagic-prompt\x00"}]}
+    odd_body = {**odd, "messages": [*odd["messages"], {"role": "user", "content": prompt}]}
+    assert line_maker(odd)("7-abc", prompt) == request_line("7-abc", odd_body)
