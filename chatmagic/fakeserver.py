@@ -141,6 +141,7 @@ class Stats:
         self.auth_headers: set = set()
         self.times: list | None = [] if record_times else None
         self.answers: list | None = [] if record_times else None  # (arrival time, status)
+        self.params: dict | None = None  # the last answer's echo_params: its body but messages
 
 
 def _text(content) -> str:
@@ -385,6 +386,7 @@ class FakeOpenAI:
         self._ids += 1
         prompt_tokens = _prompt_tokens(messages)
         completion_tokens = len(content) // 4 + 1
+        self.stats.params = echo = {k: v for k, v in body.items() if k != "messages"}
         return {
             "id": f"chatcmpl-fake{self._ids}", "object": "chat.completion",
             "created": int(time.time()), "model": body.get("model", self.model),
@@ -392,7 +394,7 @@ class FakeOpenAI:
                          "finish_reason": script["finish"][0] if "finish" in script else "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
-            "echo_params": {k: v for k, v in body.items() if k != "messages"},
+            "echo_params": echo,
         }
 
     # ---- hostile and broken servers (directives, one per misbehaviour) -------

@@ -103,15 +103,6 @@ def test_key_handles_unicode_and_lone_surrogates():
     assert len(request_key(URL, body(user="broken \ud800 text"))) == 64
 
 
-def test_key_speed_is_printed():
-    b = body(user="x" * 200, temperature=0.7)
-    n = 20000
-    t = time.perf_counter()
-    for _ in range(n):
-        request_key(URL, b)
-    print(f"\nrequest_key: {(time.perf_counter() - t) / n * 1e6:.1f} us per key (200-char prompt)")
-
-
 # --- location, permissions, secrets ------------------------------------------------------
 
 
@@ -213,7 +204,10 @@ def test_loop_timer_flushes_without_another_put(cache):
     async def main():
         cache.put("a", *row(1))
         assert count(cache.path) == 0
-        await asyncio.sleep(0.3)  # no further put, no flush(): the loop timer writes it
+        for _ in range(100):  # no further put, no flush(): the loop timer writes it (poll, 5 s at most)
+            await asyncio.sleep(0.05)
+            if count(cache.path):
+                break
         return count(cache.path)
 
     assert asyncio.run(main()) == 1
@@ -249,15 +243,12 @@ def test_get_many_100k(cache):
     assert not set(misses) & set(found)
 
 
-def test_put_cost_is_printed(cache):
+def test_many_puts_in_batches_all_land(cache):
     cache.batch_seconds = 3600
     n = 5000
-    t = time.perf_counter()
     for i in range(n):
         cache.put(hashlib.sha256(str(i).encode()).hexdigest(), "an answer of some length " * 10, "stop", 1, 2, "m")
     cache.flush()
-    print(f"\nput: {(time.perf_counter() - t) / n * 1e6:.1f} us per row amortized "
-          f"(batches of {cache.batch_rows})")
     assert count(cache.path) == n
 
 

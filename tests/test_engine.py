@@ -40,6 +40,7 @@ def test_system_temperature_max_tokens_and_params_reach_the_server(server):
                   params={"seed": 3, "stop": ["x"]}, model="m1")
     assert results[0].text == "echo: [system=be brief] hi"
     assert results[0].model == "m1"
+    assert server.stats.params == {"model": "m1", "temperature": 0.2, "max_tokens": 7, "seed": 3, "stop": ["x"]}
 
 
 def test_429_with_retry_after_is_waited_out(server):

@@ -36,6 +36,7 @@ def test_flags_reach_the_server(ip, server):
     cell(ip, "%%chatmany -o answers -m m2 --system 'be kind' --temperature 0.3 --max-tokens 9 "
              "-p seed=5 -p 'stop=[\"z\"]'\nhi")
     assert ip.user_ns["answers"] == ["echo: [system=be kind] hi"]
+    assert server.stats.params == {"model": "m2", "temperature": 0.3, "max_tokens": 9, "seed": 5, "stop": ["z"]}
 
 
 def test_config_defaults_and_flag_precedence(ip, server):
