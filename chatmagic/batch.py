@@ -315,7 +315,7 @@ def dry_run_note(requests_per_model: int, models: int) -> str:
 
 def cost(record: Result, prices) -> float | None:
     """Dollars for one batch request: the ``"<model>@batch"`` price, else half the model's."""
-    from .dryrun import cost as interactive
+    from .prices import cost as interactive
     model = record.model or ""
     own = interactive(record.prompt_tokens, record.completion_tokens, f"{model}@batch", prices)
     if own is not None:

@@ -1,4 +1,4 @@
-"""From a %%chatmany cell to runs, and from their results to the value stored in the notebook.
+"""From a %%chatmany cell to runs (the value stored from their results: stored.py).
 
 No IPython here: the magic hands in the parsed flags and the user's namespace.
 """
@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
-from .prompts import split_lines
-from .results import add_columns
-from .templates import join_results, render_over, split_sep
+from .prompts import split_lines, split_sep
+from .templates import render_over
 
 if TYPE_CHECKING:
     from .schema import Schema
@@ -64,40 +63,3 @@ def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, pri
     runs = {m: Run(prompts, settings.replace(model=m), desc=m if len(models) > 1 else "chatmany")
             for m in models}
     return Plan(runs, out, as_df, settings.json, settings.schema, data, labels, prices)
-
-
-def value(plan: Plan):
-    """The list or DataFrame stored in the notebook variable."""
-    results = {m: r.results for m, r in plan.runs.items()}
-    parsed = plan.json or plan.schema is not None
-    answers = {m: (rs.values() if parsed else rs.texts()) for m, rs in results.items()}
-    if not plan.as_df:
-        if len(results) == 1:
-            return next(iter(answers.values()))
-        return [dict(zip(answers, row)) for row in zip(*answers.values())]
-    return _frame(plan, results, answers)
-
-
-def _frame(plan: Plan, results: dict, answers: dict):
-    import pandas as pd
-    if len(results) == 1:
-        frame = next(iter(results.values())).to_pandas()
-        if plan.json:
-            parsed = [a if isinstance(a, dict) else {} for a in next(iter(answers.values()))]
-            frame = add_columns(frame, pd.DataFrame(parsed, index=frame.index))
-    else:
-        frame = pd.DataFrame({"prompt": plan.prompts})
-        for model, rs in results.items():
-            frame[f"response_{model}"] = rs.texts() if plan.schema is not None else answers[model]
-            frame[f"status_{model}"] = [r.status for r in rs]
-            frame[f"error_{model}"] = [r.error for r in rs]
-            if plan.schema is not None:
-                from .schema import columns
-                typed = columns(plan.schema, answers[model], frame.index)
-                typed.columns = [f"{c}_json_{model}" if f"{c}_{model}" in frame.columns else f"{c}_{model}"
-                                 for c in typed.columns]  # a field named status, error, ...
-                frame = frame.join(typed)
-    if type(plan.data).__name__ == "DataFrame":
-        return join_results(plan.data, frame.drop(columns=["prompt"]))
-    frame.index = pd.Index(plan.labels)
-    return frame

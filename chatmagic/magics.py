@@ -18,11 +18,11 @@ from traitlets import Any, Bool, Dict, Float, Integer, TraitType, Unicode
 from .bridge import interruptible, run_sync
 from .cell import Plan
 from .cell import plan as cell_plan
-from .cell import value as cell_value
 from .config import OPTIONS, Option, resolve_cell
 from .dryrun import dry_run_report
 from .errors import ConfigError, RunAborted, interrupted
 from .schema import lookup
+from .stored import value as cell_value
 
 MAGIC = "%%chatmany"
 #: Answer length while the local model is the default: a tiny model on 2 cores is slow past this.

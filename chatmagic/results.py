@@ -90,6 +90,7 @@ class Results(Sequence):
         df = df.set_index("index").rename_axis(None)[list(COLUMNS)]
         if self.schema is not None:  # one typed column per field of the schema
             from .schema import columns
+            from .stored import add_columns
             df = add_columns(df, columns(self.schema, self.values(), df.index))
         return df
 
@@ -140,7 +141,7 @@ class Results(Sequence):
         parts.append(f"{self.retries} retries")
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
         if prices:
-            from .dryrun import cost
+            from .prices import cost
             if self.batch:
                 from .batch import cost as batch_cost
             spent = [batch_cost(r, prices) if self.batch else
@@ -154,11 +155,6 @@ class Results(Sequence):
     def __repr__(self) -> str:
         return f"<Results {self.summary()}>"
 
-
-def add_columns(frame, extra):
-    """``frame`` with the columns of ``extra`` (same index) added; a name already taken gets
-    ``_json`` appended."""
-    return frame.join(extra.rename(columns=lambda c: f"{c}_json" if c in frame.columns else c))
 
 
 def _refused_schema(record: Result) -> bool:

@@ -1,7 +1,7 @@
 """Prompts from a template over data, and joining the answers back. Pure functions.
 
 ``%%chatmany --over NAME`` treats the cell body as one template and renders it once per element
-of ``NAME``; ``--sep ---`` splits the cell into multi-line prompts instead of one per line.
+of ``NAME``; ``--sep ---`` (prompts.py) splits the cell into multi-line prompts instead of one per line.
 
 Template syntax (checked with ``string.Formatter().parse``, never evaluated with ``str.format``):
 
@@ -19,7 +19,7 @@ called "a.b" or "a[0]" and fail with the list of columns if there is none. Value
 with ``str()``, as an f-string would, so a missing value shows as "nan" or "None".
 
 pandas is never imported at module import time; pandas objects are recognised by their type's
-module, and pandas itself is imported only by ``join_results``.
+module (``is_frame``); the answers are joined back onto the data in stored.py.
 """
 
 from __future__ import annotations
@@ -36,34 +36,6 @@ ITEM, INDEX = "item", "index"
 _BRACES_HINT = "write {{ and }} for literal braces"
 _SHOW_COLUMNS = 30  # columns named in an error message at most
 _NAME_LIKE = re.compile(r"[\w \-]+")
-
-
-# ----------------------------------------------------------------------------------------------
-# Cell text to prompts
-
-
-def split_sep(text: str, sep: str) -> list[str]:
-    """Prompts separated by lines equal to ``sep`` (both compared stripped), each prompt stripped.
-
-    Blank lines inside a prompt are kept; empty prompts (from leading, trailing or repeated
-    separators) are dropped. A blank ``sep`` makes blank lines the separators (one prompt per
-    paragraph). Raises ConfigError if there is no prompt.
-    """
-    marker = sep.strip()
-    prompts: list[str] = []
-    current: list[str] = []
-    for line in text.splitlines():
-        if line.strip() == marker:
-            prompts.append("\n".join(current).strip())
-            current = []
-        else:
-            current.append(line)
-    prompts.append("\n".join(current).strip())
-    prompts = [p for p in prompts if p]
-    if not prompts:
-        shown = f"lines of {marker!r}" if marker else "blank lines"
-        raise ConfigError(f"the cell has no prompts: write prompts separated by {shown} below %%chatmany")
-    return prompts
 
 
 # ----------------------------------------------------------------------------------------------
@@ -186,12 +158,17 @@ def render_over(template_text: str, data, *, name: str | None = None) -> tuple[l
     return template.render_columns(columns), labels
 
 
+def is_frame(data) -> bool:
+    """A pandas DataFrame, recognised without importing pandas (the one test for it)."""
+    return (type(data).__module__ or "").startswith("pandas") and hasattr(data, "columns") and hasattr(data, "iloc")
+
+
 def _kind(data, what: str) -> str:
     """The kind of ``data``: "frame", "series", "array" or "sequence"; ConfigError otherwise."""
     module = type(data).__module__ or ""
+    if is_frame(data):
+        return "frame"
     if module.startswith("pandas"):
-        if hasattr(data, "columns") and hasattr(data, "iloc"):
-            return "frame"
         if hasattr(data, "index") and hasattr(data, "tolist") and getattr(data, "ndim", 1) == 1:
             return "series"
     elif module.startswith("numpy") and hasattr(data, "tolist") and hasattr(data, "ndim"):
@@ -238,44 +215,3 @@ def _missing_column(field: str, columns: list[str]) -> str:
 def _braces_hint(field: str) -> str:
     """The literal-braces hint, for a field that does not look like a name (JSON, code)."""
     return "" if _NAME_LIKE.fullmatch(field) else f"; {_BRACES_HINT}"
-
-
-# ----------------------------------------------------------------------------------------------
-# Answers back onto the data
-
-#: Added to an answer column whose name is already an input column (then _llm2, _llm3, ...).
-SUFFIX = "_llm"
-
-
-def join_results(frame, results_frame):
-    """A new DataFrame: ``frame`` (same index, same row order, unchanged) with the columns of
-    ``results_frame`` appended, matched by position (row i of ``results_frame`` is row i of
-    ``frame``; its own index is ignored).
-
-    Input columns keep their names; an answer column whose name is taken gets ``_llm`` appended
-    (``_llm2``, ``_llm3``, ... if that is taken too). A Series is joined as a one-column frame named
-    after the Series, or "item" if it has no name. Neither argument is modified.
-    """
-    import pandas as pd
-
-    if isinstance(frame, pd.Series):
-        frame = frame.to_frame(ITEM if frame.name is None else frame.name)
-    if not isinstance(frame, pd.DataFrame) or not isinstance(results_frame, pd.DataFrame):
-        raise ConfigError("join_results needs a DataFrame (or Series) and a DataFrame of answers, got "
-                          f"{type(frame).__name__} and {type(results_frame).__name__}")
-    if len(frame) != len(results_frame):
-        raise ConfigError(f"cannot join {len(results_frame):,} answers onto {len(frame):,} rows")
-    taken = {str(c) for c in frame.columns}
-    names = []
-    for col in results_frame.columns:
-        new = str(col)
-        if new in taken:
-            base, k = new + SUFFIX, 1
-            new = base
-            while new in taken:
-                k += 1
-                new = f"{base}{k}"
-        taken.add(new)
-        names.append(new)
-    # by position, as arrays: no index alignment, so a frame with repeated labels joins too
-    return frame.assign(**{new: results_frame.iloc[:, i].array for i, new in enumerate(names)})

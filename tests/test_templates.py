@@ -6,9 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chatmagic.dryrun import cost, dry_run_report, estimate_tokens
+from chatmagic.dryrun import dry_run_report
 from chatmagic.errors import ConfigError
-from chatmagic.templates import Template, join_results, render_over, split_sep
+from chatmagic.prices import cost, estimate_tokens
+from chatmagic.prompts import split_sep
+from chatmagic.stored import join_results
+from chatmagic.templates import Template, render_over
 
 
 def one_line(info) -> str:
