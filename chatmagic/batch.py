@@ -76,8 +76,7 @@ class BatchRun:
                 await self._submit_and_wait()
         finally:
             self.results.elapsed_s = time.perf_counter() - started
-            if self.run._cache is not None:
-                self.run._cache.close()
+            self.run.close_cache()
             if self.store is not None:
                 self.store.close()
         if self.failures:

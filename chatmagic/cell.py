@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from .cache import Cache
 from .errors import ConfigError
 from .prompts import split_lines, split_sep
 from .templates import render_over
@@ -28,6 +29,12 @@ class Plan:
     data: object = None  # the --over object, when it was a DataFrame or Series
     labels: list = field(default_factory=list)
     prices: dict | None = None  # for the cost in the summary line
+    cache: Cache | None = None  # the answer cache the runs share, if several models share one
+
+    def close(self) -> None:
+        """Close the shared answer cache (after the runs, or when nothing will run)."""
+        if self.cache is not None:
+            self.cache.close()
 
     @property
     def prompts(self) -> list[str]:
@@ -60,6 +67,13 @@ def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, pri
     from .engine import Run  # here, so that %load_ext does not import aiohttp
     prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {})
     models = models_of(settings.model)
-    runs = {m: Run(prompts, settings.replace(model=m), desc=m if len(models) > 1 else "chatmany")
-            for m in models}
-    return Plan(runs, out, as_df, settings.json, settings.schema, data, labels, prices)
+    # -m a,b: one connection to the answer cache for every model's run (one model opens its own)
+    shared = Cache.open() if settings.cache and len(models) > 1 else None
+    try:
+        runs = {m: Run(prompts, settings.replace(model=m), desc=m if len(models) > 1 else "chatmany",
+                       cache=shared) for m in models}
+    except BaseException:
+        if shared is not None:
+            shared.close()
+        raise
+    return Plan(runs, out, as_df, settings.json, settings.schema, data, labels, prices, shared)

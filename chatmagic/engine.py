@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 from .cache import Cache, request_keys
 from .client import Client, Completion, scrub
@@ -31,11 +32,23 @@ class _NotSent(Exception):
 
 
 class Run:
-    """One run of prompts with resolved ``settings``; ``results`` fills in as answers arrive."""
+    """One run of prompts with resolved ``settings``; ``results`` fills in as answers arrive.
+
+    Collaborators can be passed in: ``client`` makes the HTTP client (``Client(settings,
+    limit=...)``), ``cache`` is an open answer cache to share (the caller closes it; without one
+    the run opens and closes its own when ``settings.cache``), ``sleep`` waits between retries.
+    """
 
     def __init__(self, prompts, settings, *, progress=None, sleep=None, desc: str = "chatmany",
-                 paces: Paces | None = None):
+                 paces: Paces | None = None, client: Callable[..., Client] = Client,
+                 cache: Cache | None = None):
         self.settings = settings
+        self._make_client = client
+        self._shared_cache = cache
+        self._cache: Cache | None = None        # the answer cache while the run is on
+        self._keys: list[str] = []              # request key of each prompt, with a cache
+        self._slots: asyncio.Semaphore | None = None  # one per request in flight, made by run()
+        self._client: Client | None = None      # open while the run sends
         self.results = Results([Result(i, p) for i, p in enumerate(check_prompts(prompts))])
         self.abort: RequestError | None = None
         self.timeline = self.results.timeline = Timeline(settings.concurrency, label=settings.model)
@@ -70,7 +83,7 @@ class Run:
         self._progress.start(len(self.results), len(self.results) - len(todo))
         outcome = "interrupted"
         try:
-            async with Client(self.settings, limit=c) as self._client:
+            async with self._make_client(self.settings, limit=c) as self._client:
                 try:
                     for record in todo:
                         await places.acquire()
@@ -94,8 +107,7 @@ class Run:
             self.timeline.rate, self.timeline.burst = known_limit(self._throttle)
             self.results.notes.extend(self._throttle.notes)
             self._progress.close(outcome)
-            if self._cache is not None:
-                self._cache.close()  # writes what is buffered, also after an interrupt
+            self.close_cache()  # writes what is buffered, also after an interrupt
         if self.abort:
             for record in self.results:
                 if record.status == "cancelled" and record.error is None:
@@ -103,12 +115,18 @@ class Run:
             raise RunAborted(self.abort, self.results)
         return self.results
 
+    def close_cache(self) -> None:
+        """Close the cache this run opened (a shared one is its owner's to close)."""
+        if self._cache is not None and self._cache is not self._shared_cache:
+            self._cache.close()
+
     def _body(self, prompt: str) -> dict:
         return {**self._head, "messages": [*self._head["messages"], {"role": "user", "content": prompt}]}
 
     def _from_cache(self) -> list[Result]:
         """Fill in cached answers; return the records still to send."""
-        self._cache = Cache.open() if self.settings.cache else None
+        if self.settings.cache:
+            self._cache = self._shared_cache or Cache.open()
         if self._cache is None:
             return list(self.results)
         url = self.settings.url
@@ -170,6 +188,7 @@ class Run:
         return attempt
 
     async def _attempt(self, record: Result, body: bytes, cost: int) -> Completion:
+        assert self._slots is not None and self._client is not None  # run() is on
         async with self._slots:
             ticket = await self._throttle.acquire(cost)
             if self.abort:

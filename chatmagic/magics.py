@@ -100,6 +100,7 @@ class ChatMany(Magics):
             if settings.batch:
                 from .batch import dry_run_note
                 print(dry_run_note(len(plan_.prompts), len(plan_.runs)))
+            plan_.close()
             return None
         return plan_
 
@@ -254,7 +255,10 @@ async def run_all(plan: Plan) -> dict:
     """Run every model's prompts at once; a model whose run stops does not stop the others.
     Returns model -> RunAborted for the runs that stopped."""
     models = list(plan.runs)
-    outcomes = await asyncio.gather(*(plan.runs[m].run() for m in models), return_exceptions=True)
+    try:
+        outcomes = await asyncio.gather(*(plan.runs[m].run() for m in models), return_exceptions=True)
+    finally:
+        plan.close()  # the shared cache writes what is buffered, also after an interrupt
     failures = {}
     for model, outcome in zip(models, outcomes):
         if isinstance(outcome, RunAborted):

@@ -44,10 +44,17 @@ def test_system_temperature_max_tokens_and_params_reach_the_server(server):
 
 
 def test_429_with_retry_after_is_waited_out(server):
-    started = time.perf_counter()
-    results = run(server, ["limited [[fail:429:1]] [[retry_after:0.4]]"])
+    from chatmagic.config import resolve
+    from chatmagic.engine import Run
+    slept = []
+
+    async def sleep(seconds):  # the retry's wait, recorded instead of slept
+        slept.append(seconds)
+    run_ = Run(["limited [[fail:429:1]] [[retry_after:0.4]]"],
+               resolve({"base_url": server.base_url, "progress": False}), sleep=sleep)
+    results = asyncio.run(run_.run())
     assert results[0].status == "ok" and results[0].attempts == 2
-    assert time.perf_counter() - started >= 0.4
+    assert slept == [pytest.approx(0.4, abs=0.05)]
 
 
 def test_stalled_request_is_cut_and_retried(server):
@@ -174,3 +181,28 @@ def test_connection_refused_is_retried_then_recorded():
                                   progress=False, max_retry_wait=0.1)
     assert results[0].status == "error" and results[0].error.startswith("connection")
     assert results[0].attempts == 2
+
+
+def test_run_collaborators_are_passed_in(server, tmp_path):
+    """A client factory, a shared cache and a sleep: the run uses them, and leaves the cache open."""
+    from chatmagic.cache import Cache
+    from chatmagic.client import Client
+    from chatmagic.config import resolve
+    from chatmagic.engine import Run
+
+    made, slept = [], []
+
+    def client(settings, **kwargs):
+        made.append(kwargs)
+        return Client(settings, **kwargs)
+
+    async def sleep(seconds):
+        slept.append(seconds)
+
+    cache = Cache(tmp_path / "shared.sqlite3")
+    settings = resolve({"base_url": server.base_url, "progress": False, "concurrency": 3})
+    run_ = Run(["a", "b [[fail:500:1]]"], settings, client=client, cache=cache, sleep=sleep)
+    assert asyncio.run(run_.run()).texts() == ["echo: a", "echo: b"]
+    assert made == [{"limit": 3}] and len(slept) == 1  # one retry after the 500, waited through sleep
+    assert not cache.closed and len(cache.get_many(run_._keys)) == 2  # its owner closes it
+    cache.close()

@@ -103,3 +103,18 @@ def test_help_starts_with_the_usage_not_rst(ip):
     body = shown.split("Docstring:", 1)[1].split("\n", 1)[1]
     assert body.startswith("%%chatmany [-o NAME] [-m NAME]") and "::" not in body
     assert "\n           [--system TEXT]" in body  # continuation lines aligned under the first flag
+
+
+def test_one_cache_connection_per_cell_for_several_models(ip, server, monkeypatch):
+    from chatmagic.cache import Cache
+    opened = []
+    real_init = Cache.__init__
+
+    def counting_init(self, *args, **kwargs):
+        opened.append(1)
+        real_init(self, *args, **kwargs)
+    monkeypatch.setattr(Cache, "__init__", counting_init)
+    assert cell(ip, "%%chatmany -o answers -m m1,m2,m3\nhi\nthere").success
+    assert len(opened) == 1 and server.stats.requests == 6
+    assert cell(ip, "%%chatmany -o answers -m m1,m2,m3\nhi\nthere").success
+    assert len(opened) == 2 and server.stats.requests == 6  # the second run: every answer from the cache
