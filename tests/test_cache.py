@@ -199,18 +199,20 @@ def test_flush_by_time_on_put(cache):
 
 
 def test_loop_timer_flushes_without_another_put(cache):
-    cache.batch_seconds = 0.1
+    cache.batch_seconds = 0.5  # long next to the two lines below, even on a loaded machine
 
     async def main():
+        cache.put("first", *row(0))
+        cache.flush()  # a write: the interval starts now, not when the fixture opened the cache
         cache.put("a", *row(1))
-        assert count(cache.path) == 0
+        assert count(cache.path) == 1
         for _ in range(100):  # no further put, no flush(): the loop timer writes it (poll, 5 s at most)
             await asyncio.sleep(0.05)
-            if count(cache.path):
+            if count(cache.path) == 2:
                 break
         return count(cache.path)
 
-    assert asyncio.run(main()) == 1
+    assert asyncio.run(main()) == 2
 
 
 def test_written_on_close_and_context_manager(cache_dir):
