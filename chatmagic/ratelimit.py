@@ -7,18 +7,23 @@ Every request start goes through one ``Throttle`` per run. The model, for every 
   minus what was sent after the answered request, plus the refill since. The refill rate is
   (limit - remaining) / reset, at most limit / 60 s, so one reading serves a per-minute limit
   enforced per second (OpenAI), a token bucket starting full, a daily limit (Groq announces
-  per day) and a fixed window. When ``reset`` has passed the whole budget is back (the largest
-  ``remaining`` seen): a fixed window's credit returns at its end, not bit by bit.
+  per day) and a fixed window. When ``reset`` has passed with nothing sent since the reading, the
+  whole budget is back (the largest ``remaining`` seen): a fixed window's credit returns at its
+  end, not bit by bit. The reading that counts is the newest request's, not the last to arrive.
 - **Hidden limit** (no headers at all, Azure's remaining-only once spent, or a per-minute limit
   enforced while a daily one is announced): a 429 the budget does not explain sets the pace to
   the rate the server accepted over the last seconds (AIMD-style: decrease to what worked, then
   probe upwards a few percent a second). If it accepted almost nothing (a 429 storm) the pace
-  drops to ``FLOOR`` requests per second, never lower, and the first answers after the storm
-  double it each time until the limit is lifted again.
-- **Waits**: a 429 the budget explains (remaining 0) makes every request wait the server's
-  retry-after (or reset), capped at ``max_wait``; a longer ask is noted once (``notes``). A 429
-  whose budget is spent and resets later than ``QUOTA_WAIT`` is a quota the run cannot outwait:
-  ``rate_limited`` returns a reason and the engine ends the run.
+  drops to ``budgets.FLOOR`` (2) requests per second, never lower, and each answer after the
+  storm doubles it until the limit is lifted. Per-prompt retries of a 429 add no backoff of
+  their own: the throttle is the shared backoff.
+- **Waits**, every one capped at ``max_wait`` (max_retry_wait): a 429 the budget explains
+  (remaining 0) makes every request wait the server's retry-after (or reset); a longer ask is
+  noted once (``notes``). A 429 it does not explain pauses the others only for a retry-after
+  over 1 s (shorter ones are a per-second limiter's rounding; the new pace spaces them). A
+  budget refilling too slowly is waited for ``max_wait`` at most, then tried: a 429 whose budget
+  is spent and resets later than ``QUOTA_WAIT`` (and 10x ``max_wait``) is a quota the run cannot
+  outwait, so ``rate_limited`` returns a reason and the engine ends the run.
 - User caps (``--rpm``/``--tpm``) space starts evenly and apply on top of all this.
 
 The first request goes alone, so the budget is known before a burst (skipped for a server whose
@@ -28,46 +33,23 @@ paces this process remembers, in a ``Paces`` object the engine passes in).
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import math
 import time
-from dataclasses import dataclass
 
-from .hints import Budget, Hints, say
+from .budgets import INF, Credit, Hidden, Ticket
+from .hints import Hints, say
 
-INF = math.inf
 log = logging.getLogger("chatmagic")
 
-#: Pace at this fraction of the server's rate: room for clock drift between us and it.
-SAFETY = 0.97
 #: Longest the other requests wait for the first response before going anyway: long enough
 #: for a hosted API's first answer; short for a server on this machine (llama.cpp, vLLM,
 #: Ollama), which announces no limits and would only make every run wait a generation.
 PROBE_WAIT = 2.0
 PROBE_WAIT_LOCAL = 0.25
-#: The slowest pace a hidden limit or a 429 storm brings us to, in requests per second.
-FLOOR = 2.0
-#: Seconds over which the accepted rate is measured when a hidden limit answers 429.
-WINDOW = 2.0
-#: Growth of a learnt hidden pace per second without 429s (probing for more).
-PROBE_GROWTH = 0.05
-#: A hidden pace above this (requests per second) is lifted altogether.
-LIFT = 1000.0
 #: Shared pause after a 429 that names no wait and that no budget explains.
 NO_HINT_WAIT = 0.5
 #: A 429 whose budget is spent and resets at least this much later (and 10x max_wait) ends the run.
 QUOTA_WAIT = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """One send: its number, its start time, and the token costs sent up to it (included)."""
-
-    seq: int
-    at: float
-    tokens: float
-    cost: float
 
 
 class Paces:
@@ -88,101 +70,6 @@ class Paces:
 
 
 PACES = Paces()
-
-
-class Credit:
-    """One kind of announced budget (requests or tokens), projected from its latest reading."""
-
-    def __init__(self):
-        self.known = False
-        self.capacity = 0.0     # the whole budget: the largest remaining seen
-        self.fill: float | None = None  # announced refill per second (paced at SAFETY x); None: Azure
-        self.level = 0.0        # remaining at ``stamp``, after the answered request
-        self.stamp = 0.0        # when the answered request was sent
-        self.spent_at = 0.0     # our total cost sent up to the answered request
-        self.seq = -1           # the answered request's number: a later answer is newer
-        self.reset_at = INF     # when the whole budget is back
-
-    def assume(self, fill: float, now: float) -> None:
-        """Pace from a remembered fill rate until the first answer (no credit yet)."""
-        self.known, self.fill, self.capacity, self.stamp = True, fill, 1.0, now
-
-    def observe(self, b: Budget, ticket: Ticket, spent: float, cost: float) -> None:
-        """A reading from the answer to ``ticket``; ``spent``: our total cost up to it."""
-        if ticket.seq < self.seq or b.remaining is None:
-            return  # an older reading than the one we have, or nothing to count
-        self.known, self.seq, self.stamp = True, ticket.seq, ticket.at
-        self.level, self.spent_at = float(b.remaining), spent
-        self.capacity = max(self.capacity, b.remaining + cost)
-        if b.limit:
-            self.capacity = min(self.capacity, b.limit)
-            per_minute = b.limit / 60
-            drained = b.limit - b.remaining
-            self.fill = min(drained / b.reset, per_minute) if b.reset and drained > 0 else per_minute
-        self.reset_at = ticket.at + b.reset if b.reset is not None else INF
-
-    def available(self, now: float, spent: float) -> float:
-        """Credit at ``now``, given our total cost sent so far."""
-        if now >= self.reset_at and spent == self.spent_at:
-            # the whole budget is back (a window's end). Only when nothing was sent since the
-            # reading: ``reset`` assumed so, and a continuous bucket's refill covers the rest
-            self.level, self.stamp, self.reset_at = self.capacity, now, INF
-        level = self.level + SAFETY * (self.fill or 0.0) * (now - self.stamp) - (spent - self.spent_at)
-        return min(level, self.capacity)
-
-    def ready_at(self, now: float, need: float, spent: float) -> float:
-        """When a request costing ``need`` fits (now if it does, or if the refill is unknown)."""
-        short = min(need, self.capacity) - self.available(now, spent)
-        if short <= 0 or not self.fill:
-            return now
-        ready = now + short / (SAFETY * self.fill)
-        return min(ready, self.reset_at) if spent == self.spent_at else ready
-
-    def explains(self, b: Budget | None, cost: float) -> bool:
-        """A 429 whose reading shows this budget spent, with a known refill."""
-        return b is not None and b.remaining is not None and b.remaining < cost and self.fill is not None
-
-
-class Hidden:
-    """The pace for a limit the server does not announce, learnt from its 429s (AIMD-style)."""
-
-    def __init__(self, clock):
-        self.rate = INF
-        self.ceiling = INF     # the rate the server accepted at the last 429; INF after a storm
-        self.decreased_at = -INF
-        self._sends: collections.deque = collections.deque()    # send times in WINDOW
-        self._rejects: collections.deque = collections.deque()  # send times of 429s in WINDOW
-        self._clock = clock
-        self._started = clock()
-
-    def sent(self, at: float) -> None:
-        self._sends.append(at)
-
-    def rejected(self, ticket: Ticket, now: float) -> None:
-        """A 429 no budget explains: pace at the rate accepted lately (or the floor)."""
-        self._rejects.append(ticket.at)
-        horizon = now - WINDOW
-        for times in (self._sends, self._rejects):
-            while times and times[0] < horizon:
-                times.popleft()
-        accepted = (len(self._sends) - len(self._rejects)) / min(WINDOW, max(now - self._started, 1.0))
-        self.ceiling = accepted if accepted >= 2 * FLOOR else INF
-        target = max(FLOOR, SAFETY * accepted)
-        if target < self.rate:
-            self.rate, self.decreased_at = target, now
-        elif ticket.at >= self.decreased_at:  # sent at the current pace, and still too fast
-            self.rate, self.decreased_at = max(FLOOR, self.rate * 0.9), now
-
-    def accepted(self) -> None:
-        """An answer that was not a 429: probe upwards, fast after a storm."""
-        if self.rate == INF:
-            return
-        if self.ceiling == INF:
-            self.rate *= 2
-        else:
-            self.rate *= 1 + PROBE_GROWTH / self.rate
-        if self.rate > LIFT:
-            self.rate = INF
 
 
 def _advance(scheduled: float, now: float, interval: float) -> float:

@@ -11,9 +11,10 @@ import random
 import pytest
 
 import chatmagic
+from chatmagic.budgets import FLOOR, INF, LIFT, SAFETY
 from chatmagic.errors import RequestError
 from chatmagic.hints import NONE, parse
-from chatmagic.ratelimit import FLOOR, INF, LIFT, NO_HINT_WAIT, SAFETY, Paces, Throttle
+from chatmagic.ratelimit import NO_HINT_WAIT, Paces, Throttle
 from chatmagic.retry import ServerOrBackoff
 
 

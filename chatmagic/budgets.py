@@ -1,0 +1,134 @@
+"""The two models the throttle paces from (ratelimit.py explains the whole policy).
+
+``Credit``: a budget the server announces (requests or tokens), read from every answer and
+projected forward: spent at once, then refilled. ``Hidden``: a limit it does not announce, learnt
+from its 429s. ``Ticket``: one send, so an answer can be matched to what was sent after it.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+
+from .hints import Budget
+
+INF = math.inf
+
+#: Pace at this fraction of the server's rate: room for clock drift between us and it.
+SAFETY = 0.97
+#: The slowest pace a hidden limit or a 429 storm brings us to, in requests per second.
+FLOOR = 2.0
+#: Seconds over which the accepted rate is measured when a hidden limit answers 429.
+WINDOW = 2.0
+#: Growth of a learnt hidden pace per second without 429s (probing for more).
+PROBE_GROWTH = 0.05
+#: A hidden pace above this (requests per second) is lifted altogether.
+LIFT = 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One send: its number, its start time, and the token costs sent up to it (included)."""
+
+    seq: int
+    at: float
+    tokens: float
+    cost: float
+
+
+
+class Credit:
+    """One kind of announced budget (requests or tokens), projected from its latest reading."""
+
+    def __init__(self):
+        self.known = False
+        self.capacity = 0.0     # the whole budget: the largest remaining seen
+        self.fill: float | None = None  # announced refill per second (paced at SAFETY x); None: Azure
+        self.level = 0.0        # remaining at ``stamp``, after the answered request
+        self.stamp = 0.0        # when the answered request was sent
+        self.spent_at = 0.0     # our total cost sent up to the answered request
+        self.seq = -1           # the answered request's number: a later answer is newer
+        self.reset_at = INF     # when the whole budget is back
+
+    def assume(self, fill: float, now: float) -> None:
+        """Pace from a remembered fill rate until the first answer (no credit yet)."""
+        self.known, self.fill, self.capacity, self.stamp = True, fill, 1.0, now
+
+    def observe(self, b: Budget, ticket: Ticket, spent: float, cost: float) -> None:
+        """A reading from the answer to ``ticket``; ``spent``: our total cost up to it."""
+        if ticket.seq < self.seq or b.remaining is None:
+            return  # an older reading than the one we have, or nothing to count
+        self.known, self.seq, self.stamp = True, ticket.seq, ticket.at
+        self.level, self.spent_at = float(b.remaining), spent
+        self.capacity = max(self.capacity, b.remaining + cost)
+        if b.limit:
+            self.capacity = min(self.capacity, b.limit)
+            per_minute = b.limit / 60
+            drained = b.limit - b.remaining
+            self.fill = min(drained / b.reset, per_minute) if b.reset and drained > 0 else per_minute
+        self.reset_at = ticket.at + b.reset if b.reset is not None else INF
+
+    def available(self, now: float, spent: float) -> float:
+        """Credit at ``now``, given our total cost sent so far."""
+        if now >= self.reset_at and spent == self.spent_at:
+            # the whole budget is back (a window's end). Only when nothing was sent since the
+            # reading: ``reset`` assumed so, and a continuous bucket's refill covers the rest
+            self.level, self.stamp, self.reset_at = self.capacity, now, INF
+        level = self.level + SAFETY * (self.fill or 0.0) * (now - self.stamp) - (spent - self.spent_at)
+        return min(level, self.capacity)
+
+    def ready_at(self, now: float, need: float, spent: float) -> float:
+        """When a request costing ``need`` fits (now if it does, or if the refill is unknown)."""
+        short = min(need, self.capacity) - self.available(now, spent)
+        if short <= 0 or not self.fill:
+            return now
+        ready = now + short / (SAFETY * self.fill)
+        return min(ready, self.reset_at) if spent == self.spent_at else ready
+
+    def explains(self, b: Budget | None, cost: float) -> bool:
+        """A 429 whose reading shows this budget spent, with a known refill."""
+        return b is not None and b.remaining is not None and b.remaining < cost and self.fill is not None
+
+
+
+class Hidden:
+    """The pace for a limit the server does not announce, learnt from its 429s (AIMD-style)."""
+
+    def __init__(self, clock):
+        self.rate = INF
+        self.ceiling = INF     # the rate the server accepted at the last 429; INF after a storm
+        self.decreased_at = -INF
+        self._sends: collections.deque = collections.deque()    # send times in WINDOW
+        self._rejects: collections.deque = collections.deque()  # send times of 429s in WINDOW
+        self._clock = clock
+        self._started = clock()
+
+    def sent(self, at: float) -> None:
+        self._sends.append(at)
+
+    def rejected(self, ticket: Ticket, now: float) -> None:
+        """A 429 no budget explains: pace at the rate accepted lately (or the floor)."""
+        self._rejects.append(ticket.at)
+        horizon = now - WINDOW
+        for times in (self._sends, self._rejects):
+            while times and times[0] < horizon:
+                times.popleft()
+        accepted = (len(self._sends) - len(self._rejects)) / min(WINDOW, max(now - self._started, 1.0))
+        self.ceiling = accepted if accepted >= 2 * FLOOR else INF
+        target = max(FLOOR, SAFETY * accepted)
+        if target < self.rate:
+            self.rate, self.decreased_at = target, now
+        elif ticket.at >= self.decreased_at:  # sent at the current pace, and still too fast
+            self.rate, self.decreased_at = max(FLOOR, self.rate * 0.9), now
+
+    def accepted(self) -> None:
+        """An answer that was not a 429: probe upwards, fast after a storm."""
+        if self.rate == INF:
+            return
+        if self.ceiling == INF:
+            self.rate *= 2
+        else:
+            self.rate *= 1 + PROBE_GROWTH / self.rate
+        if self.rate > LIFT:
+            self.rate = INF
