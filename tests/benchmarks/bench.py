@@ -504,7 +504,7 @@ def scenario_shapes(q: bool) -> None:
                     run_client(s, "openai SDK (default max_retries=2)", "openai", n, max_retries=2, **common)]
         ideal = row.get("ideal") or extra.get("nolimit")
         SHAPES.append((row, rows, ideal))
-        table(rows, "wall/ideal" if ideal else None, (lambda r: r["wall"] / ideal) if ideal else None)
+        table(rows, "wall/ideal" if ideal else None, (lambda r, ideal=ideal: r["wall"] / ideal) if ideal else None)
         cm = rows[0]
         for text, check in row["targets"]:
             target(row["name"], f"chatmagic {text}", ok(cm) and check(cm, {**row, **extra}),
@@ -592,10 +592,7 @@ def scenario_throughput(q: bool, reps: int) -> None:
 
 def scenario_faults(q: bool) -> None:
     fail_rate, stall_rate, stall_s, timeout, seed = 0.10, 0.02, 30.0, 2.0, 7
-    if q:
-        workloads = [(200, 0.05, 20), (100, 0.2, 10)]
-    else:
-        workloads = [(2000, 0.05, 100), (1000, 0.5, 50)]
+    workloads = [(200, 0.05, 20), (100, 0.2, 10)] if q else [(2000, 0.05, 100), (1000, 0.5, 50)]
     print(f"## faults\n\nfaulty server: fail_rate {fail_rate} (HTTP 500), stall_rate {stall_rate} "
           f"(a stall of {stall_s:g} s), seed {seed}; clients' timeout {timeout:g} s. Each client runs the "
           f"same workload on a clean server and on the faulty one. A stall costs at least one {timeout:g} s "
