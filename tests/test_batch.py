@@ -85,7 +85,7 @@ def test_no_wait_then_collect(bserver):
 
 
 def test_interrupt_leaves_the_batch_running_and_a_rerun_collects(bserver):
-    bserver.batch.pace = 0.2
+    bserver.batch.pace = 0.5  # 1.5 s: still running when the test looks, on a loaded machine
 
     async def interrupted():
         r = Run(["i1", "i2", "i3"], resolve({"base_url": bserver.base_url, "batch": True, "progress": False}))
@@ -129,7 +129,7 @@ def test_validation_failure_is_one_line_and_nothing_is_lost(bserver):
 
 
 def test_cancel_keeps_finished_answers_and_rerun_sends_the_rest(bserver):
-    bserver.batch.pace = 0.3
+    bserver.batch.pace = 1.0  # room between the first answer and the cancel on a loaded machine
     settings = resolve({"base_url": bserver.base_url})
     run(bserver, ["c1", "c2", "c3", "c4"], wait=False)
     while bserver.batch.batches["batch_fake1"]["request_counts"]["completed"] < 1:
