@@ -23,7 +23,9 @@ Every request start goes through one ``Throttle`` per run. The model, for every 
   over 1 s (shorter ones are a per-second limiter's rounding; the new pace spaces them). A
   budget refilling too slowly is waited for ``max_wait`` at most, then tried: a 429 whose budget
   is spent and resets later than ``QUOTA_WAIT`` (and 10x ``max_wait``) is a quota the run cannot
-  outwait, so ``rate_limited`` returns a reason and the engine ends the run.
+  outwait, so ``rate_limited`` returns a reason and the engine ends the run. So does a server
+  that has answered nothing but 429s for as long (a storm that does not end): without it,
+  thousands of prompts retried at the floor pace would keep a notebook busy for hours.
 - User caps (``--rpm``/``--tpm``) space starts evenly and apply on top of all this.
 
 The first request goes alone, so the budget is known before a burst (skipped for a server whose
@@ -96,6 +98,7 @@ class Throttle:
         self.sent = self.rejected = 0
         self.tokens_sent = 0.0
         self.notes: list[str] = []
+        self._answered_at = clock()  # the last answer that was not a 429
         self.requests, self.tokens = Credit(), Credit()
         self.hidden = Hidden(clock)
         self._next = {"rpm": 0.0, "tpm": 0.0, "hidden": 0.0}  # evenly spaced starts
@@ -188,6 +191,7 @@ class Throttle:
             self._end_probe()
         if hints is None:
             return
+        self._answered_at = self.clock()
         self.hidden.accepted()
         self._read(hints, ticket)
 
@@ -221,6 +225,8 @@ class Throttle:
         resets = {b.reset: kind for kind, b in spent.items() if b.reset is not None}
         if resets and min(resets) >= max(QUOTA_WAIT, 10 * self.max_wait):
             return f"the server's {resets[min(resets)]} quota is spent and resets in {say(min(resets))}"
+        if now - self._answered_at >= max(QUOTA_WAIT, 10 * self.max_wait):
+            return f"the server has answered only 429 (rate limited) for {say(now - self._answered_at)}"
         wait = hints.retry_after
         if spent:
             wait = wait if wait is not None else max(resets, default=NO_HINT_WAIT)

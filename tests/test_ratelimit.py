@@ -169,6 +169,19 @@ def test_a_storm_drops_to_the_floor_and_recovers_within_a_few_answers():
     assert t.idle
 
 
+def test_a_storm_that_does_not_end_ends_the_run_after_the_quota_wait():
+    t, clock = make(max_wait=60)
+    _, tickets = starts(t, clock, 2)
+    assert t.rate_limited(NONE, tickets[0]) is None
+    clock.now += 599
+    assert t.rate_limited(NONE, tickets[1]) is None  # 429s alone for just under 10 min: still waiting
+    t.observe(NONE, tickets[1])  # one answer: the storm starts again from here
+    clock.now += 599
+    assert t.rate_limited(NONE, tickets[1]) is None
+    clock.now += 2
+    assert t.rate_limited(NONE, tickets[1]) == "the server has answered only 429 (rate limited) for 10 min"
+
+
 def test_a_hidden_pace_probes_upwards_slowly_without_429s():
     t, clock = make()
     _, tickets = starts(t, clock, 50)
