@@ -33,7 +33,7 @@ import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
-from .cache import default_dir
+from .cache import SERVER_IDENTITY, default_dir
 from .errors import ConfigError
 
 MODEL_NAME = "gemma3-270m"  # what the server calls the model; any name is accepted in requests
@@ -97,6 +97,7 @@ class LocalServer:
         self.port = port
         self.log_path = log_path  # the child's stdout+stderr (llama.cpp's log)
         self.base_url = f"http://{HOST}:{port}/v1"
+        self.url = f"{self.base_url}/chat/completions"
         self._owner = os.getpid()  # a forked child must not stop its parent's server
 
     @property
@@ -123,6 +124,7 @@ class LocalServer:
             self.process.wait()
         _close_quietly(self.process.stdin)
         self.log_path.unlink(missing_ok=True)
+        SERVER_IDENTITY.pop(self.url, None)  # the port may serve something else next
 
     def __enter__(self) -> LocalServer:
         return self
@@ -158,7 +160,14 @@ def start(port: int | None = None, *, parallel: int = 4, threads: int = 2, ctx_s
         server.stop()
         raise
     _current = server
+    SERVER_IDENTITY[server.url] = cache_identity(path)
     return server
+
+
+def cache_identity(path: Path) -> str:
+    """What the answer cache calls this server instead of its URL: the model file (by name and
+    size) and the settings that shape answers, which are fixed; the port changes each start."""
+    return f"chatmagic-local:{path.name}:{path.stat().st_size}:{CHAT_TEMPLATE}"
 
 
 def current() -> LocalServer | None:

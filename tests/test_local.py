@@ -214,3 +214,21 @@ def test_schema_with_the_real_server_gives_only_allowed_labels(server, capsys):
         assert t["sentiment"].value_counts().sum() == 6
     finally:
         ip.run_cell("%unload_ext chatmagic")
+
+
+def test_answers_survive_a_restart_on_another_port(server):
+    """The cache names the local model by its file, not its port: a new server (as in a new
+    kernel) answers the same prompts from the cache."""
+    import chatmagic
+    from chatmagic.cache import SERVER_IDENTITY
+    prompts = ["The sky is", "Grass is"]
+    first = chatmagic.chat_many(prompts, base_url=server.base_url, model=server.model, max_tokens=4,
+                                progress=False)
+    assert [r.cached for r in first] == [False, False]
+    model = Path(server.process.args[server.process.args.index("--model") + 1])
+    with local.start(parallel=1, threads=1, cache_dir=model.parent.parent) as again:
+        assert again.port != server.port
+        second = chatmagic.chat_many(prompts, base_url=again.base_url, model=again.model, max_tokens=4,
+                                     progress=False)
+    assert [r.cached for r in second] == [True, True] and second.texts() == first.texts()
+    assert again.url not in SERVER_IDENTITY and server.url in SERVER_IDENTITY  # stopped: forgotten
