@@ -60,6 +60,7 @@ class Run:
         self._throttle.sleep = self.timeline.sleeper(self._throttle.sleep, throttle_wait(self._throttle))
         self._progress = make_progress(settings.progress if progress is None else progress, desc)
         self.results.schema = settings.schema
+        self.results.model = settings.model
         system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
         self._head = {**settings.body_params(), "messages": system}
         _dumps(self._head)  # bad input fails here, before anything is sent

@@ -166,7 +166,7 @@ class FakeOpenAI:
                  batch_expire_after: int | None = None,
                  limit_shape: str = "per_second", window_s: float = 60.0, daily: int | None = None,
                  storm_s: float = 0.0, retry_after: float | None = None,
-                 schemas: bool = True):
+                 schemas: bool = True, answer_model: str | None = None):
         self.latency, self.headers = latency, headers
         # rate-limit shapes (see _bucket); set before rpm/tpm, which build the buckets
         self.limit_shape, self.window_s, self.daily = limit_shape, window_s, daily
@@ -178,6 +178,8 @@ class FakeOpenAI:
         self.schemas = schemas
         self._rpm_bucket: TokenBucket | None = None
         self._tpm_bucket: TokenBucket | None = None
+        # a server that answers with its own model whatever is asked for (llama.cpp does)
+        self.answer_model = answer_model
         self.rpm, self.tpm = rpm, tpm  # properties: (re)build the buckets
         self.rng = random.Random(seed)
         self.stats = Stats(record_times=record_times)
@@ -389,7 +391,7 @@ class FakeOpenAI:
         self.stats.params = echo = {k: v for k, v in body.items() if k != "messages"}
         return {
             "id": f"chatcmpl-fake{self._ids}", "object": "chat.completion",
-            "created": int(time.time()), "model": body.get("model", self.model),
+            "created": int(time.time()), "model": self.answer_model or body.get("model", self.model),
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                          "finish_reason": script["finish"][0] if "finish" in script else "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

@@ -61,6 +61,7 @@ class Results(Sequence):
         self.timeline: Timeline | None = None  # the run's attempts, set by the run
         self.notes: list[str] = []  # what the run had to tell (a wait longer than allowed)
         self.schema: Schema | None = None  # the run's schema, if it had one
+        self.model: str | None = None  # the model asked for; records hold the one that answered
 
     def __getitem__(self, i):
         return self._records[i]
@@ -138,6 +139,9 @@ class Results(Sequence):
             parts.append(", ".join(f"{n} cut by {why}" for why, n in flagged.items()))
         if self.schema is not None and any(_refused_schema(r) for r in self._records):
             parts.append("the server does not support schemas (response_format json_schema)")
+        other = self._other_models()
+        if other:
+            parts.append(f"answered by {', '.join(other)}, not {self.model}")
         parts.append(f"{self.retries} retries")
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
         if prices:
@@ -151,6 +155,16 @@ class Results(Sequence):
                 parts.append(f"${sum(s or 0.0 for s in spent):.4f}" + (" (batch price)" if self.batch else ""))
         parts.append(f"{self.elapsed_s:.1f}s")
         return ", ".join(parts + self.notes)
+
+    def _other_models(self) -> list[str]:
+        """Models that answered in place of the one asked for (a server that ignores the name).
+        A dated version of the name asked for (gpt-4o-mini-2024-07-18) is the same model."""
+        if not self.model:
+            return []
+        import re
+        same = re.compile(re.escape(self.model) + r"(-[\d-]+)?")
+        answered = {r.model for r in self._records if r.ok and isinstance(r.model, str) and r.model}
+        return sorted(m for m in answered if not same.fullmatch(m))
 
     def __repr__(self) -> str:
         return f"<Results {self.summary()}>"

@@ -118,3 +118,22 @@ def test_one_cache_connection_per_cell_for_several_models(ip, server, monkeypatc
     assert len(opened) == 1 and server.stats.requests == 6
     assert cell(ip, "%%chatmany -o answers -m m1,m2,m3\nhi\nthere").success
     assert len(opened) == 2 and server.stats.requests == 6  # the second run: every answer from the cache
+
+
+def test_a_model_the_server_ignored_is_said_once_in_the_summary(ip, capsys):
+    from chatmagic.fakeserver import FakeOpenAI
+    with FakeOpenAI(answer_model="gemma3-270m") as other:  # answers as itself, like llama.cpp
+        assert cell(ip, f"%%chatmany -o answers -m no-such-model --base-url {other.base_url}\na\nb").success
+        assert cell(ip, f"%%chatmany -o answers -m gemma3-270m --base-url {other.base_url}\nc").success
+    first, second = capsys.readouterr().out.strip().splitlines()
+    assert first.count("gemma3-270m") == 1 and "2/2 ok, answered by gemma3-270m, not no-such-model, " in first
+    assert "answered by" not in second
+
+
+def test_a_dated_version_of_the_model_asked_for_is_the_same_model():
+    from chatmagic.results import Result, Results
+    results = Results([Result(0, "p", status="ok", model="gpt-4o-mini-2024-07-18")])
+    results.model = "gpt-4o-mini"
+    assert "answered by" not in results.summary()
+    results.model = "gpt-4o"  # a prefix, but gpt-4o-mini is another model
+    assert "answered by gpt-4o-mini-2024-07-18, not gpt-4o" in results.summary()
