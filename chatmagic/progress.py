@@ -90,9 +90,12 @@ class Bar:
     def __init__(self, total: int, done: int, desc: str, unit: str):
         self.state = "running"
         self.handle = None
-        kwargs = dict(total=total, initial=done, desc=desc, unit=unit, mininterval=INTERVAL, smoothing=0.1)
+        kwargs = {"total": total, "initial": done, "desc": desc, "unit": unit,
+                  "mininterval": INTERVAL, "smoothing": 0.1}
         if _widgets():
-            from IPython.display import display  # only in a kernel, where the widget lives
+            from IPython.display import (
+                display,  # only in a kernel, where the widget lives
+            )
             from tqdm.notebook import tqdm
             self.tqdm = tqdm(**kwargs, display=False)
             self.handle = display(self.tqdm.container, display_id=True)

@@ -63,8 +63,8 @@ def fill_colour(locator) -> str:
 def test_the_bar_live_then_final_in_an_honest_colour_and_after_saving_and_reloading(page, lab, practice):
     practice.latency, practice.fail_rate = 0.1, 0.0
     path = open_notebook(page, lab, "bars.ipynb", [
-        f"%load_ext chatmagic\n%config ChatMany.base_url = '{practice.base_url}'\n"
-        "topics = [f'topic {i}' for i in range(40)]",
+        (f"%load_ext chatmagic\n%config ChatMany.base_url = '{practice.base_url}'\n"
+         "topics = [f'topic {i}' for i in range(40)]"),
         "%%chatmany --over topics -o answers -c 4\nWrite one sentence about {item}.",
         "%%chatmany -o mixed -r 0\nWrite one sentence.\nThis one fails [[fail:400]]",
     ])
