@@ -79,7 +79,7 @@ def lab(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CHATMAGIC_MODEL"))}
     env.update(CHATMAGIC_CACHE_DIR=str(base / "cache"), JUPYTER_RUNTIME_DIR=str(base / "runtime"),
                JUPYTER_CONFIG_DIR=str(base / "config"))
-    log = open(base / "lab.log", "w")  # noqa: SIM115 -- open as long as the server runs
+    log = open(base / "lab.log", "w")  # open as long as the server runs
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
          f"--port={port}", f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
