@@ -14,7 +14,6 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -116,6 +115,8 @@ def parse_retry_after(headers, now: float | None = None) -> float | None:
     seconds = _seconds(value)
     if seconds is not None:
         return seconds
+    from email.utils import parsedate_to_datetime  # rare, and costly to import with chatmagic
+
     try:
         when = parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
