@@ -120,13 +120,6 @@ class Throttle:
         return not (self.user_rpm or self.user_tpm or self.requests.known or self.tokens.known
                     or self._probe or self.hidden.rate != INF or self.cooldown_until > self.clock())
 
-    @property
-    def rate(self) -> float | None:
-        """Requests per second once any credit is spent: the server's refill, the pace learnt
-        from its 429s or the user's rpm, whichever is lowest; None if none is known."""
-        rates = [self.requests.fill or INF, self.hidden.rate, (self.user_rpm or 0) / 60 or INF]
-        return min(rates) if min(rates) < INF else None
-
     async def acquire(self, tokens: float = 0) -> Ticket:
         """Wait until a request costing ``tokens`` may start; count it; return its ticket.
 

@@ -16,6 +16,7 @@ from chatmagic.errors import RequestError
 from chatmagic.hints import NONE, parse
 from chatmagic.ratelimit import NO_HINT_WAIT, Paces, Throttle
 from chatmagic.retry import ServerOrBackoff
+from chatmagic.timeline import known_limit
 
 
 class FakeClock:
@@ -107,7 +108,8 @@ def test_per_second_enforcement_paces_at_limit_over_60():
     t, clock = make()
     _, (first,) = starts(t, clock, 1)
     t.observe(openai(1200, 19, "50ms"), first)
-    assert t.requests.fill == pytest.approx(20) and t.requests.capacity == 20 and t.rate == 20
+    assert t.requests.fill == pytest.approx(20) and t.requests.capacity == 20
+    assert t.hidden.rate == INF and known_limit(t) == (pytest.approx(20), 20)  # what the plot draws
     times, _ = starts(t, clock, 25)
     assert times[:19] == [100.0] * 19
     assert gaps(times[19:]) == [round(1 / (20 * SAFETY), 6)] * 5
