@@ -5,10 +5,18 @@
     results.texts()
 """
 
-from .api import achat_many, chat_many
-from .config import Settings
-from .errors import APIError, ChatmagicError, ChatmagicWarning, ConfigError, RequestError, RunAborted, RunInterrupted
-from .results import Result, Results
+from chatmagic.api import achat_many, chat_many
+from chatmagic.errors import (
+    APIError,
+    ChatmagicError,
+    ChatmagicWarning,
+    ConfigError,
+    RequestError,
+    RunAborted,
+    RunInterrupted,
+)
+from chatmagic.results import Result, Results
+from chatmagic.settings import Settings
 
 __version__ = "0.1.0"
 
@@ -32,11 +40,11 @@ __all__ = [
 
 def load_ipython_extension(ip) -> None:
     """``%load_ext chatmagic``: registers %%chatmany and its await path on the kernel's loop."""
-    from .magics import load
+    from chatmagic.notebook.magics import load
     load(ip)
 
 
 def unload_ipython_extension(ip) -> None:
     """``%unload_ext chatmagic``: removes the await path (the magics stay until restart)."""
-    from .magics import unload
+    from chatmagic.notebook.magics import unload
     unload(ip)

@@ -3,7 +3,7 @@
 The engine (and with it aiohttp and tenacity) is imported on the first call, not on
 ``import chatmagic``, so ``%load_ext chatmagic`` stays fast.
 
-The keywords are the engine options of ``chatmagic.config.OPTIONS``, written out once (on
+The keywords are the engine options of ``chatmagic.settings.OPTIONS``, written out once (on
 ``achat_many``; ``chat_many`` takes the same) so that editors and type checkers show them;
 tests/test_options.py checks them against the table. ``model`` and
 ``base_url`` default to None because an environment variable fills them in when not given.
@@ -15,8 +15,8 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, ParamSpec
 
-from .config import ENGINE, OPTIONS, resolve
-from .results import Results
+from chatmagic.results import Results
+from chatmagic.settings import ENGINE, OPTIONS, resolve
 
 P = ParamSpec("P")
 
@@ -55,7 +55,7 @@ async def achat_many(
     (with ``.results``) if the server refuses the whole run.
     """
     options = {k: v for k, v in locals().items() if k != "prompts"}
-    from .engine import Run
+    from chatmagic.core.engine import Run
     return await Run(prompts, resolve(options)).run()
 
 
@@ -75,13 +75,13 @@ def chat_many(prompts: Iterable[str], **options: Any) -> Results:
     Ctrl-C (or a kernel interrupt) raises ``RunInterrupted``, a KeyboardInterrupt whose
     ``.results`` holds every answer that came back; the rest have status "cancelled".
     """
-    from .bridge import run_sync
-    from .engine import Run
+    from chatmagic.core.bridge import run_sync
+    from chatmagic.core.engine import Run
     run = Run(prompts, resolve(options))  # bad input fails here, before any thread starts
     try:
         return run_sync(run.run)
     except KeyboardInterrupt:
-        from .errors import interrupted
+        from chatmagic.errors import interrupted
         raise interrupted({run.settings.model: run.results}, where=".results", again="calling again",
                           cache=run.settings.cache) from None
 

@@ -17,7 +17,7 @@ only a failure of the whole run raises. Real bugs keep their tracebacks.
 
 from __future__ import annotations
 
-from .hints import NONE, Hints
+from chatmagic.providers.hints import NONE, Hints
 
 
 class ChatmagicError(Exception):

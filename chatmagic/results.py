@@ -12,8 +12,8 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .schema import Schema
-    from .timeline import Timeline
+    from chatmagic.core.schema import Schema
+    from chatmagic.core.timeline import Timeline
 
 #: Columns of ``Results.to_pandas()``, in order (``text`` is shown as ``response``).
 COLUMNS = ("prompt", "response", "status", "error", "attempts", "latency_s",
@@ -83,15 +83,15 @@ class Results(Sequence):
         try:
             import pandas as pd  # imported here so `import chatmagic` stays fast
         except ImportError:
-            from .errors import ConfigError
+            from chatmagic.errors import ConfigError
             raise ConfigError("a DataFrame needs pandas: pip install 'chatmagic[pandas]'") from None
         names = [f.name for f in fields(Result) if f.name not in ("cached", "data")]
         rows = [[getattr(r, n) for n in names] for r in self._records]
         df = pd.DataFrame(rows, columns=names).rename(columns={"text": "response"})
         df = df.set_index("index").rename_axis(None)[list(COLUMNS)]
         if self.schema is not None:  # one typed column per field of the schema
-            from .schema import columns
-            from .stored import add_columns
+            from chatmagic.core.schema import columns
+            from chatmagic.notebook.stored import add_columns
             df = add_columns(df, columns(self.schema, self.values(), df.index))
         return df
 
@@ -99,9 +99,9 @@ class Results(Sequence):
         """A matplotlib ``Figure`` of the run: requests in flight (with the cap, 429s, retries
         and timeouts marked), latency of answers (p50/p95), answers over time (with the rate
         limit when one was known). Needs matplotlib: ``pip install 'chatmagic[plot]'``."""
-        from .plotting import figure
+        from chatmagic.notebook.plotting import figure
         if self.timeline is None:
-            from .errors import ConfigError
+            from chatmagic.errors import ConfigError
             raise ConfigError("these results were not made by a run: no timeline to plot")
         return figure([self.timeline], title)
 
@@ -145,9 +145,9 @@ class Results(Sequence):
         parts.append(f"{self.retries} retries")
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
         if prices:
-            from .prices import cost
+            from chatmagic.core.prices import cost
             if self.batch:
-                from .batch import cost as batch_cost
+                from chatmagic.batch.run import cost as batch_cost
             spent = [batch_cost(r, prices) if self.batch else
                      cost(_count(r.prompt_tokens), _count(r.completion_tokens), str(r.model or ""), prices)
                      for r in self._records if r.ok and not r.cached]

@@ -10,7 +10,7 @@ a few HTTP 500s, and stalls cut by a one-second timeout.
 from pathlib import Path
 
 import chatmagic
-from chatmagic.fakeserver import FakeOpenAI
+from chatmagic.practice.server import FakeOpenAI
 
 OUT = Path(__file__).resolve().parent / "plot.png"
 

@@ -1,7 +1,7 @@
 import pytest
 
-from chatmagic import ratelimit
-from chatmagic.fakeserver import FakeOpenAI
+from chatmagic.core import ratelimit
+from chatmagic.practice.server import FakeOpenAI
 
 
 @pytest.fixture(autouse=True)
@@ -37,8 +37,8 @@ def cancelled_run(server):
     def cancel(prompts, after=0.3):
         import asyncio
 
-        from chatmagic.config import resolve
-        from chatmagic.engine import Run
+        from chatmagic.core.engine import Run
+        from chatmagic.settings import resolve
 
         async def main():
             run = Run(prompts, resolve({"base_url": server.base_url, "progress": False}))

@@ -6,7 +6,7 @@ import pytest
 
 import chatmagic
 from chatmagic import ConfigError
-from chatmagic.cache import CacheWarning
+from chatmagic.core.cache import CacheWarning
 
 
 def refused(server, prompts=("hi",), **options) -> str:

@@ -10,13 +10,13 @@ import sqlite3
 import pytest
 
 import chatmagic
-from chatmagic import batch as batchmod
-from chatmagic import batchadmin
-from chatmagic.batchstore import BatchStore
-from chatmagic.cache import request_keys
-from chatmagic.config import resolve
-from chatmagic.engine import Run
+from chatmagic.batch import admin as batchadmin
+from chatmagic.batch import run as batchmod
+from chatmagic.batch.store import BatchStore
+from chatmagic.core.cache import request_keys
+from chatmagic.core.engine import Run
 from chatmagic.errors import RunAborted
+from chatmagic.settings import resolve
 
 
 @pytest.fixture
@@ -184,7 +184,7 @@ def test_store_holds_ids_and_hashes_not_prompts(bserver, tmp_path):
 
 
 def test_progress_shows_the_batch_status_and_counts(bserver, capsys, monkeypatch):
-    from chatmagic import progress
+    from chatmagic.core import progress
     monkeypatch.setattr(progress, "_widgets", lambda: False)  # text even if ipykernel was imported
     chatmagic.chat_many(["p1", "p2"], base_url=bserver.base_url, batch=True)
     err = capsys.readouterr().err
@@ -311,7 +311,7 @@ def test_server_text_in_line_errors_is_scrubbed_of_the_key(bserver):
 @pytest.mark.parametrize("prompt", ["plain", 'quotes " and \\ backslash', "ünïcode ✓ and \ud800 surrogate",
                                     "\x00chatmagic-prompt\x00 the marker itself", "line\nbreak"])
 def test_the_fast_request_line_is_the_same_bytes_as_json_dumps(prompt):
-    from chatmagic.batchformat import line_maker, request_line
+    from chatmagic.batch.format import line_maker, request_line
     head = {"model": "m", "temperature": 0.5, "messages": [{"role": "system", "content": "be brief"}]}
     body = {**head, "messages": [*head["messages"], {"role": "user", "content": prompt}]}
     assert line_maker(head)("7-abc", prompt) == request_line("7-abc", body)

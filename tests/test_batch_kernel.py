@@ -8,7 +8,7 @@ from jupyter_client.manager import start_new_kernel
 
 pytestmark = pytest.mark.kernel
 
-SETUP = "%load_ext chatmagic\nimport chatmagic.batch\nchatmagic.batch.POLL_FIRST = 0.02"
+SETUP = "%load_ext chatmagic\nimport chatmagic.batch.run\nchatmagic.batch.run.POLL_FIRST = 0.02"
 
 
 @pytest.fixture
@@ -59,12 +59,12 @@ def test_batch_scenarios_in_one_kernel(bserver):
         assert k("print(a == [f'echo: k{i}' for i in range(5)])")[1].strip() == "True"
 
         # split into several batches; the five cached prompts are not submitted again
-        k("chatmagic.batch.MAX_REQUESTS = 2")
+        k("chatmagic.batch.run.MAX_REQUESTS = 2")
         more = prompts + [f"s{i}" for i in range(5)]
         status, text = k(cell(bserver, "--batch -o a", more))
         assert "10/10 ok (5 from cache)" in text and b.stats["requests"] == 10 and b.stats["batches"] == 4
         assert k("print(a[5:] == [f'echo: s{i}' for i in range(5)])")[1].strip() == "True"
-        k("chatmagic.batch.MAX_REQUESTS = 50_000")
+        k("chatmagic.batch.run.MAX_REQUESTS = 50_000")
 
         # --no-wait then collect
         b.pace = 0.02

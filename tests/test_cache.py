@@ -1,4 +1,4 @@
-"""Tests for the persistent answer cache (chatmagic.cache)."""
+"""Tests for the persistent answer cache (chatmagic.core.cache)."""
 from __future__ import annotations
 
 import asyncio
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from chatmagic.cache import DB_NAME, Cache, CacheWarning, default_dir, describe, request_key, request_keys
+from chatmagic.core.cache import DB_NAME, Cache, CacheWarning, default_dir, describe, request_key, request_keys
 
 URL = "https://api.openai.com/v1/chat/completions"
 SECRET = "sk-test-DO-NOT-STORE-0123456789abcdef"
@@ -74,7 +74,8 @@ def test_key_is_stable_and_order_independent():
     reordered = {"messages": body()["messages"], "seed": 1, "temperature": 0.2, "model": "gpt-4o-mini"}
     assert request_key(URL, reordered) == k
     # a fresh interpreter (different hash seed) computes the same key
-    code = f"from chatmagic.cache import request_key; print(request_key({URL!r}, {body(temperature=0.2, seed=1)!r}))"
+    code = ("from chatmagic.core.cache import request_key; "
+            f"print(request_key({URL!r}, {body(temperature=0.2, seed=1)!r}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == k
 
@@ -267,7 +268,7 @@ def test_sigkill_loses_only_the_unflushed_rows(tmp_path):
     path = tmp_path / DB_NAME
     proc = child("""
         import os, signal, sys
-        from chatmagic.cache import Cache
+        from chatmagic.core.cache import Cache
         c = Cache(sys.argv[1])
         c.batch_rows, c.batch_seconds = 100, 3600  # flush by count only: 2 x 100 written, 50 buffered
         for i in range(250):
@@ -294,7 +295,7 @@ def test_sigkill_on_a_loop_loses_nothing_older_than_batch_seconds(tmp_path):
     path = tmp_path / DB_NAME
     proc = child("""
         import asyncio, os, signal, sys
-        from chatmagic.cache import Cache
+        from chatmagic.core.cache import Cache
         async def main():
             c = Cache(sys.argv[1])
             c.batch_seconds = 0.2
@@ -318,7 +319,7 @@ def test_two_processes_write_at_once(tmp_path):
         import sys, time, warnings
         from pathlib import Path
         warnings.simplefilter("error")  # a CacheWarning fails the child
-        from chatmagic.cache import Cache
+        from chatmagic.core.cache import Cache
         path, name, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
         c = Cache(path)
         c.batch_rows = 5
@@ -492,7 +493,7 @@ def test_dropped_without_close_still_writes(tmp_path):
 
 def test_module_imports_are_light():
     """The module alone (outside the package) pulls in neither IPython, pandas nor asyncio."""
-    import chatmagic.cache as module
+    import chatmagic.core.cache as module
     code = textwrap.dedent(f"""
         import importlib.util, sys, time
         t = time.perf_counter()
@@ -503,7 +504,7 @@ def test_module_imports_are_light():
         """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     ms, loaded = out.stdout.split("\n", 1)
-    print(f"\nimporting chatmagic/cache.py alone: {ms} ms")
+    print(f"\nimporting chatmagic/core/cache.py alone: {ms} ms")
     assert loaded.strip() == "[]"
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from chatmagic.config import DEFAULTS, is_loopback, parse_param, resolve
 from chatmagic.errors import ConfigError
+from chatmagic.settings import DEFAULTS, is_loopback, parse_param, resolve
 
 LOCAL = {"base_url": "http://127.0.0.1:1/v1"}
 

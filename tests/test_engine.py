@@ -44,8 +44,8 @@ def test_system_temperature_max_tokens_and_params_reach_the_server(server):
 
 
 def test_429_with_retry_after_is_waited_out(server):
-    from chatmagic.config import resolve
-    from chatmagic.engine import Run
+    from chatmagic.core.engine import Run
+    from chatmagic.settings import resolve
     slept = []
 
     async def sleep(seconds):  # the retry's wait, recorded instead of slept
@@ -185,10 +185,10 @@ def test_connection_refused_is_retried_then_recorded():
 
 def test_run_collaborators_are_passed_in(server, tmp_path):
     """A client factory, a shared cache and a sleep: the run uses them, and leaves the cache open."""
-    from chatmagic.cache import Cache
-    from chatmagic.client import Client
-    from chatmagic.config import resolve
-    from chatmagic.engine import Run
+    from chatmagic.core.cache import Cache
+    from chatmagic.core.engine import Run
+    from chatmagic.settings import resolve
+    from chatmagic.transport.client import Client
 
     made, slept = [], []
 

@@ -15,7 +15,7 @@ import urllib.request
 import aiohttp
 import pytest
 
-from chatmagic.fakeserver import FakeOpenAI, go_duration
+from chatmagic.practice.server import FakeOpenAI, go_duration
 
 
 @pytest.fixture
@@ -334,7 +334,7 @@ def test_astart_on_callers_loop_is_fast():
 
 
 def test_main_runs_in_foreground():
-    proc = subprocess.Popen([sys.executable, "-m", "chatmagic.fakeserver", "--port", "0", "--rpm", "1200"],
+    proc = subprocess.Popen([sys.executable, "-m", "chatmagic.practice.server", "--port", "0", "--rpm", "1200"],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

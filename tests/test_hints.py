@@ -4,7 +4,7 @@ import email.utils
 
 import pytest
 
-from chatmagic.hints import (
+from chatmagic.providers.hints import (
     NONE,
     Budget,
     Hints,

@@ -11,8 +11,8 @@ import pytest
 
 import chatmagic
 from chatmagic import RunAborted
-from chatmagic.config import resolve
-from chatmagic.engine import Run
+from chatmagic.core.engine import Run
+from chatmagic.settings import resolve
 
 #: A realistic project key: long, and echoed back by the hostile directives.
 KEY = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z" * 5
@@ -128,7 +128,7 @@ def test_nothing_escapes_the_http_call_so_no_verbose_frame_shows_the_key(verbose
 
 
 def test_the_request_headers_hide_the_key_in_their_repr(server):
-    from chatmagic.client import Client
+    from chatmagic.transport.client import Client
 
     async def headers_shown():
         async with Client(resolve({"base_url": server.base_url, "api_key": KEY})) as client:
@@ -218,7 +218,7 @@ def test_summary_never_raises_on_hand_made_records():
 
 
 def test_one_odd_row_never_fails_a_cache_batch(tmp_path):
-    from chatmagic.cache import Cache
+    from chatmagic.core.cache import Cache
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no CacheWarning: the cache stays on
         cache = Cache(tmp_path / "c.sqlite3")

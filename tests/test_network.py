@@ -14,7 +14,7 @@ from aiohttp import web
 
 import chatmagic
 from chatmagic import ChatmagicWarning, ConfigError
-from chatmagic.proxies import proxy_for
+from chatmagic.transport.proxies import proxy_for
 
 KEY = "sk-test-" + "k" * 40
 #: A name only the proxy knows; the client must never look it up or connect to it itself.
@@ -30,7 +30,7 @@ def no_lookups_of_the_remote_name(monkeypatch):
             raise AssertionError(f"the client looked up {host} instead of using the proxy")
         return real(host, *args, **kw)
     monkeypatch.setattr(socket, "getaddrinfo", guarded)
-    monkeypatch.setattr("chatmagic.client._warned_clear", set())  # each test sees its own warning
+    monkeypatch.setattr("chatmagic.transport.client._warned_clear", set())  # each test sees its own warning
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
@@ -101,10 +101,10 @@ def test_loopback_servers_and_no_proxy_hosts_skip_the_environment_proxy(server, 
 
 @pytest.mark.filterwarnings("ignore::chatmagic.ChatmagicWarning")
 def test_the_environment_is_read_once_per_run_not_per_request(server, monkeypatch):
-    import chatmagic.client
+    import chatmagic.transport.client
     calls = []
-    real = chatmagic.client.proxy_for
-    monkeypatch.setattr(chatmagic.client, "proxy_for", lambda *a, **k: calls.append(a) or real(*a, **k))
+    real = chatmagic.transport.client.proxy_for
+    monkeypatch.setattr(chatmagic.transport.client, "proxy_for", lambda *a, **k: calls.append(a) or real(*a, **k))
     (results,), proxy = via_proxy(server, monkeypatch, [f"p{i}" for i in range(40)],
                                   env={"HTTP_PROXY": "PROXY"}, concurrency=8)
     assert results.texts()[-1] == "echo: p39" and len(proxy.seen) == 40
@@ -144,7 +144,7 @@ def test_proxy_none_means_direct_and_a_bad_proxy_is_one_line(server, monkeypatch
 
 CHILD = textwrap.dedent("""
     import asyncio, json, os, resource, sys, warnings
-    import chatmagic, chatmagic.engine, chatmagic.client  # imported before descriptors run out
+    import chatmagic, chatmagic.core.engine, chatmagic.transport.client  # imported before descriptors run out
     url, prompts, concurrency, starve = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (256 if hard == resource.RLIM_INFINITY else min(256, hard), hard))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import chatmagic
-from chatmagic import config
-from chatmagic.config import OPTIONS
+from chatmagic import settings as config
+from chatmagic.settings import OPTIONS
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -121,11 +121,11 @@ source = Path(chatmagic.__file__).with_name("config.py").read_text()
 row = 'Option("probe", int, 3, "a test-only option", flags=("--probe",), metavar="N", minimum=1),'
 source = source.replace("OPTIONS: tuple[Option, ...] = (", "OPTIONS: tuple[Option, ...] = (" + row, 1)
 import types
-module = types.ModuleType("chatmagic.config")
+module = types.ModuleType("chatmagic.settings")
 module.__package__ = "chatmagic"
-sys.modules["chatmagic.config"] = module
+sys.modules["chatmagic.settings"] = module
 exec(compile(source, "config.py", "exec"), module.__dict__)
-from chatmagic.config import ConfigError, resolve
+from chatmagic.settings import ConfigError, resolve
 local = {"base_url": "http://127.0.0.1:1/v1"}
 assert resolve(local).probe == 3 and resolve({**local, "probe": "7"}).probe == 7
 try:

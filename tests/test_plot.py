@@ -9,9 +9,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import chatmagic
+from chatmagic.core.timeline import OUTCOMES, Timeline, marks
 from chatmagic.errors import ConfigError
-from chatmagic.fakeserver import FakeOpenAI
-from chatmagic.timeline import OUTCOMES, Timeline, marks
+from chatmagic.practice.server import FakeOpenAI
 
 pytest.importorskip("matplotlib")
 
@@ -127,7 +127,7 @@ def test_hand_made_results_have_nothing_to_plot():
 
 
 def test_a_hand_recorded_timeline_plots_the_same_way():
-    from chatmagic.plotting import figure
+    from chatmagic.notebook.plotting import figure
     tl = Timeline(2, rate=1.0, label="recipe", clock=lambda: 0.0)
     for i, outcome in enumerate(["ok", "429", "timeout", "ok"]):
         tl.add(i * 0.5, i * 0.5 + 0.4, outcome, attempt=1 + (i == 3))
@@ -146,7 +146,7 @@ def test_one_image_from_a_real_kernel(tmp_path):
     from nbclient import NotebookClient
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in (
-        "%load_ext chatmagic\nimport os\nfrom chatmagic.fakeserver import FakeOpenAI\n"
+        "%load_ext chatmagic\nimport os\nfrom chatmagic.practice.server import FakeOpenAI\n"
         "server = FakeOpenAI(latency=0.05, fail_rate=0.2).start()\nos.environ['OPENAI_BASE_URL'] = server.base_url",
         "%%chatmany -c 4 --no-cache -q -o answers\n" + "\n".join(f"Question {i}" for i in range(12)),
         "%chatmany_plot",

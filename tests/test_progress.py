@@ -3,8 +3,8 @@
 import pytest
 
 import chatmagic
-from chatmagic import progress
-from chatmagic.progress import COLOURS, TqdmProgress
+from chatmagic.core import progress
+from chatmagic.core.progress import COLOURS, TqdmProgress
 
 
 @pytest.fixture(autouse=True)

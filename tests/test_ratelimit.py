@@ -11,12 +11,12 @@ import random
 import pytest
 
 import chatmagic
-from chatmagic.budgets import FLOOR, INF, LIFT, SAFETY
+from chatmagic.core.budgets import FLOOR, INF, LIFT, SAFETY
+from chatmagic.core.ratelimit import NO_HINT_WAIT, Paces, Throttle
+from chatmagic.core.retry import ServerOrBackoff
+from chatmagic.core.timeline import known_limit
 from chatmagic.errors import RequestError
-from chatmagic.hints import NONE, parse
-from chatmagic.ratelimit import NO_HINT_WAIT, Paces, Throttle
-from chatmagic.retry import ServerOrBackoff
-from chatmagic.timeline import known_limit
+from chatmagic.providers.hints import NONE, parse
 
 
 class FakeClock:

@@ -73,7 +73,7 @@ def test_corrupt_cache_warns_once_and_the_run_goes_on(server, tmp_path):
     folder = tmp_path / "cache"
     folder.mkdir()
     (folder / "answers.sqlite3").write_bytes(b"this is not a database" * 100)
-    with pytest.warns(chatmagic.cache.CacheWarning) as warned:
+    with pytest.warns(chatmagic.core.cache.CacheWarning) as warned:
         results = run(server, ["a", "b"])
     assert results.texts() == ["echo: a", "echo: b"] and len(warned) == 1
 

@@ -1,7 +1,7 @@
 import pytest
 
+from chatmagic.core.retry import ABORT, FAIL, RETRY, classify
 from chatmagic.errors import RequestError
-from chatmagic.retry import ABORT, FAIL, RETRY, classify
 
 
 @pytest.mark.parametrize("status, code, action", [
@@ -25,7 +25,7 @@ def test_server_says_whether_to_retry(status, code, retryable, action):
 
 
 def test_enormous_retry_after_is_capped_by_policy():
-    from chatmagic.retry import ServerOrBackoff
+    from chatmagic.core.retry import ServerOrBackoff
 
     class Outcome:
         def __init__(self, e): self.e = e

@@ -12,10 +12,7 @@ import pytest
 from pydantic import BaseModel, Field, RootModel
 
 import chatmagic
-from chatmagic.errors import ConfigError
-from chatmagic.fakeserver import FakeOpenAI, conforming
-from chatmagic.results import Result, Results
-from chatmagic.schema import (
+from chatmagic.core.schema import (
     Schema,
     SchemaMismatch,
     columns,
@@ -24,6 +21,9 @@ from chatmagic.schema import (
     parse,
     strict,
 )
+from chatmagic.errors import ConfigError
+from chatmagic.practice.server import FakeOpenAI, conforming
+from chatmagic.results import Result, Results
 
 S, I, F, B = ({"type": t} for t in ("string", "integer", "number", "boolean"))  # noqa: E741 (I: integer)
 
@@ -262,7 +262,7 @@ def test_a_mismatch_never_shows_the_key(server):
 
 
 def test_practice_server_command_line_can_refuse_schemas():
-    proc = subprocess.Popen([sys.executable, "-m", "chatmagic.fakeserver", "--port", "0", "--no-schemas"],
+    proc = subprocess.Popen([sys.executable, "-m", "chatmagic.practice.server", "--port", "0", "--no-schemas"],
                             stdout=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().split()[3]

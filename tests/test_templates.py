@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chatmagic.dryrun import dry_run_report
+from chatmagic.core.prices import cost, estimate_tokens
 from chatmagic.errors import ConfigError
-from chatmagic.prices import cost, estimate_tokens
-from chatmagic.prompts import split_sep
-from chatmagic.stored import join_results
-from chatmagic.templates import Template, render_over
+from chatmagic.notebook.dryrun import dry_run_report
+from chatmagic.notebook.prompts import split_sep
+from chatmagic.notebook.stored import join_results
+from chatmagic.notebook.templates import Template, render_over
 
 
 def one_line(info) -> str:
@@ -262,7 +262,7 @@ def test_empty_template_over_data():
 
 
 def test_pandas_is_not_imported_with_the_module():
-    code = "import sys, chatmagic.templates; print('pandas' in sys.modules)"
+    code = "import sys, chatmagic.notebook.templates; print('pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -7,8 +7,7 @@ from itertools import pairwise
 import pytest
 
 import chatmagic
-from chatmagic.fakeserver import FakeOpenAI
-from chatmagic.timeline import (
+from chatmagic.core.timeline import (
     BACKOFF,
     COOLDOWN,
     OUTCOMES,
@@ -22,6 +21,7 @@ from chatmagic.timeline import (
     marks,
     percentile,
 )
+from chatmagic.practice.server import FakeOpenAI
 
 
 def run(server, prompts, **options):

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""chatmagic benchmarks against the local fake OpenAI server (chatmagic/fakeserver.py).
+"""chatmagic benchmarks against the local fake OpenAI server (chatmagic/practice/server.py).
 
     python tests/benchmarks/bench.py                 # every scenario, full size (~5 min)
     python tests/benchmarks/bench.py ratelimit cpu   # some scenarios
@@ -73,7 +73,7 @@ def _serve(conn, options: dict) -> None:
         loop_name = "uvloop"
     except ImportError:
         loop_name = "asyncio"
-    from chatmagic.fakeserver import FakeOpenAI
+    from chatmagic.practice.server import FakeOpenAI
     server = FakeOpenAI(**options).start()
     conn.send((server.base_url, loop_name))
 
@@ -151,8 +151,8 @@ def client_chatmagic(cfg: dict):
     import tqdm.std  # noqa: F401
 
     import chatmagic
-    import chatmagic.engine
-    from chatmagic.config import DEFAULTS
+    import chatmagic.core.engine
+    from chatmagic.settings import DEFAULTS
 
     options = dict(model="fake-model", concurrency=cfg["concurrency"], timeout=cfg["timeout"],
                    progress=cfg.get("progress", False))
@@ -672,7 +672,7 @@ def scenario_memory(q: bool) -> None:
 
 _CACHE_RERUN = """
 import json, sys, time
-import chatmagic, chatmagic.engine
+import chatmagic, chatmagic.core.engine
 url, n = sys.argv[1], int(sys.argv[2])
 prompts = [f"cached prompt {i}" for i in range(n)]
 out = {}
@@ -717,8 +717,8 @@ def scenario_cache(q: bool) -> None:
 
 _TIMELINE_RUN = """
 import json, resource, sys
-import chatmagic, chatmagic.engine
-from chatmagic.timeline import Timeline
+import chatmagic, chatmagic.core.engine
+from chatmagic.core.timeline import Timeline
 url, n, record = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "on"
 if not record:  # the same run with the recording hooks doing nothing: the baseline
     Timeline.add = Timeline.wait = lambda *args, **kwargs: None
@@ -823,7 +823,7 @@ def main(argv=None) -> int:
     import chatmagic
     print(f"# chatmagic benchmarks{' (quick)' if args.quick else ''}\n")
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, {platform.platform()}; "
-          f"chatmagic {chatmagic.__version__}; server: chatmagic/fakeserver.py in its own process; "
+          f"chatmagic {chatmagic.__version__}; server: chatmagic/practice/server.py in its own process; "
           "each client in a fresh process; chatmagic's answer cache (if this version has one) in a "
           "fresh empty folder per run, so every run sends every prompt.\n")
     print(f"load average at start: {load()} (other work on this machine slows every client alike; "

@@ -32,7 +32,7 @@ from bench import PY, Server
 
 CLIENT = r"""
 import json, resource, sys, time
-import chatmagic, chatmagic.batch as b
+import chatmagic, chatmagic.batch.run as b
 n, base_url = int(sys.argv[1]), sys.argv[2]
 b.POLL_FIRST = 0.5
 marks = {}

@@ -81,7 +81,7 @@ def main() -> None:
         p.error(f"scenarios are {', '.join(SCENARIOS)}")
     n, timeout = (2, 1.0) if args.quick else (4, 3.0)
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "chatmagic.fakeserver", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "chatmagic.practice.server", "--port", str(port)],
                               stdout=subprocess.PIPE, text=True)
     try:
         server.stdout.readline()  # "FakeOpenAI serving at ..."

@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from chatmagic.fakeserver import FakeOpenAI
+from chatmagic.practice.server import FakeOpenAI
 
 pytestmark = [pytest.mark.kernel, pytest.mark.browser, pytest.mark.timeout(300)]  # JupyterLab starts in the first
 

@@ -28,7 +28,7 @@ import re
 import string
 from collections.abc import Mapping, Sequence
 
-from .errors import ConfigError
+from chatmagic.errors import ConfigError
 
 #: Field names for a list, tuple or Series: the element and its label.
 ITEM, INDEX = "item", "index"

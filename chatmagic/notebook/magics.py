@@ -15,14 +15,14 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Any, Bool, Dict, Float, Integer, TraitType, Unicode
 
-from .bridge import interruptible, run_sync
-from .cell import Plan
-from .cell import plan as cell_plan
-from .config import OPTIONS, Option, resolve_cell
-from .dryrun import dry_run_report
-from .errors import ConfigError, RunAborted, interrupted
-from .schema import lookup
-from .stored import value as cell_value
+from chatmagic.core.bridge import interruptible, run_sync
+from chatmagic.core.schema import lookup
+from chatmagic.errors import ConfigError, RunAborted, interrupted
+from chatmagic.notebook.cell import Plan
+from chatmagic.notebook.cell import plan as cell_plan
+from chatmagic.notebook.dryrun import dry_run_report
+from chatmagic.notebook.stored import value as cell_value
+from chatmagic.settings import OPTIONS, Option, resolve_cell
 
 MAGIC = "%%chatmany"
 #: Answer length while the local model is the default: a tiny model on 2 cores is slow past this.
@@ -98,7 +98,7 @@ class ChatMany(Magics):
                                  max_tokens=settings.max_tokens, prices=options.prices, labels=plan_.labels,
                                  schema=settings.schema))
             if settings.batch:
-                from .batch import dry_run_note
+                from chatmagic.batch.run import dry_run_note
                 print(dry_run_note(len(plan_.prompts), len(plan_.runs)))
             plan_.close()
             return None
@@ -123,7 +123,7 @@ class ChatMany(Magics):
     @line_magic
     def chatmany_cache(self, line: str):
         """%chatmany_cache: entries, size and location of the answer cache; %chatmany_cache clear."""
-        from .cache import Cache, describe
+        from chatmagic.core.cache import Cache, describe
         action = line.strip()
         if action not in ("", "clear"):
             raise ConfigError(f"%chatmany_cache {action}: expected no argument or 'clear'")
@@ -142,7 +142,7 @@ class ChatMany(Magics):
     def chatmany_batches(self, line: str):
         """%chatmany_batches: this cache's batches (id, status, counts, age), their statuses
         fetched from the default server; %chatmany_batches cancel ID cancels one."""
-        from .batchadmin import cancel_batch, list_batches
+        from chatmagic.batch.admin import cancel_batch, list_batches
         words = line.split()
         if words[:1] == ["cancel"] and len(words) == 2:
             print(cancel_batch(self._settings(), words[1]))
@@ -175,7 +175,7 @@ class ChatMany(Magics):
         run's -o, a Results or a Timeline variable), one row per run and model on one time axis:
         requests in flight, latency, answers over time. Returns the matplotlib Figure.
         Needs chatmagic[plot]."""
-        from .plotting import figure
+        from chatmagic.notebook.plotting import figure
         names = line.split() or ([self._last_out] if self._last_out else [])
         if not names:
             raise ConfigError("%chatmany_plot: no %%chatmany run yet; run one, or name a Results variable")
@@ -184,8 +184,8 @@ class ChatMany(Magics):
         return figure([tl for _, tl in rows], labels=labels if len(names) > 1 else None)
 
     def _timelines_of(self, name: str) -> list:
-        from .results import Results
-        from .timeline import Timeline
+        from chatmagic.core.timeline import Timeline
+        from chatmagic.results import Results
         value = self._namespace.get(name)
         if isinstance(value, Timeline):
             return [value]
@@ -199,7 +199,7 @@ class ChatMany(Magics):
     def chatmany_local(self, line: str):
         """%chatmany_local: start the small local model (no API key, no network) and make it this
         session's default server and model; %chatmany_local stop. Needs chatmagic[local]."""
-        from . import local
+        from chatmagic.practice import local as local
         action = line.strip()
         if action not in ("", "start", "stop"):
             raise ConfigError(f"%chatmany_local {action}: expected no argument, 'start' or 'stop'")
@@ -278,7 +278,7 @@ def transform(lines: list[str]) -> list[str]:
     if ip is None or not ip.autoawait or ip.loop_runner is not _asyncio_runner:
         return lines
     line, cell = lines[0][len(MAGIC):].strip(), "".join(lines[1:])
-    return [f"await __import__('chatmagic.magics').magics.cell_async({line!r}, {cell!r})\n"]
+    return [f"await __import__('chatmagic.notebook.magics').notebook.magics.cell_async({line!r}, {cell!r})\n"]
 
 
 async def cell_async(line: str, cell: str):

@@ -4,7 +4,7 @@
     server.base_url, server.model    # "http://127.0.0.1:PORT/v1", "gemma3-270m"
     stop()                           # or server.stop(); atexit does it too
 
-The server runs in a child process (``python -m chatmagic.local _serve ...``) so that a
+The server runs in a child process (``python -m chatmagic.practice.local _serve ...``) so that a
 crash in native code cannot take the kernel down and so that it can always be killed.
 The child exits by itself when its parent dies, even by SIGKILL: it watches its stdin
 pipe (closed by the kernel when the parent goes) and its parent pid.
@@ -33,8 +33,8 @@ import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
-from .cache import SERVER_IDENTITY, default_dir
-from .errors import ConfigError
+from chatmagic.core.cache import SERVER_IDENTITY, default_dir
+from chatmagic.errors import ConfigError
 
 MODEL_NAME = "gemma3-270m"  # what the server calls the model; any name is accepted in requests
 MODEL_FILE = "gemma3-270m-q4_k_m.gguf"
@@ -196,7 +196,7 @@ def _stop_all() -> None:
 
 def _launch(path: Path, port: int, *, parallel: int, threads: int, ctx_size: int) -> LocalServer:
     fd, log_name = tempfile.mkstemp(prefix=f"chatmagic-local-{port}-", suffix=".log")
-    cmd = [sys.executable, "-m", "chatmagic.local", "_serve", "--model", str(path),
+    cmd = [sys.executable, "-m", "chatmagic.practice.local", "_serve", "--model", str(path),
            "--port", str(port), "--parallel", str(parallel), "--threads", str(threads),
            "--ctx-size", str(ctx_size), "--parent-pid", str(os.getpid()), "--log", log_name]
     # The child must find this very package even if it is not installed (e.g. a checkout).

@@ -3,18 +3,18 @@
     print(list_batches(settings))           # the stored batches, open ones refreshed first
     print(cancel_batch(settings, "batch_...")) # POST /batches/{id}/cancel
 
-``settings`` (from ``chatmagic.config.resolve``) says which server to ask.
+``settings`` (from ``chatmagic.settings.resolve``) says which server to ask.
 """
 
 from __future__ import annotations
 
-from .batchstore import BatchStore
+from chatmagic.batch.store import BatchStore
 
 
 async def _refresh(settings, store: BatchStore) -> None:
     """Update the stored status of this server's uncollected batches from the server."""
-    from .client import FilesClient
-    from .errors import RequestError
+    from chatmagic.errors import RequestError
+    from chatmagic.transport.client import FilesClient
     async with FilesClient(settings) as client:
         for batch_id in store.open_batches(settings.url):
             try:
@@ -27,7 +27,7 @@ async def _refresh(settings, store: BatchStore) -> None:
 def list_batches(settings=None) -> str:
     """The cache's batches, one per line: id, status, counts, age (oldest first). With
     ``settings``, the statuses of that server's open batches are fetched first."""
-    from .bridge import run_sync
+    from chatmagic.core.bridge import run_sync
     with BatchStore() as store:
         if settings is not None:
             run_sync(lambda: _refresh(settings, store))
@@ -44,8 +44,8 @@ def list_batches(settings=None) -> str:
 
 def cancel_batch(settings, batch_id: str) -> str:
     """Ask the server to cancel ``batch_id``; one line saying what it answered."""
-    from .bridge import run_sync
-    from .client import FilesClient
+    from chatmagic.core.bridge import run_sync
+    from chatmagic.transport.client import FilesClient
 
     async def cancel() -> dict:
         async with FilesClient(settings) as client:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import DB_NAME, default_dir
+from chatmagic.core.cache import DB_NAME, default_dir
 
 SCHEMA = ("CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, server TEXT, model TEXT, "
           "created REAL, status TEXT, total INTEGER, completed INTEGER, failed INTEGER, "

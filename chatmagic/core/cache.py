@@ -76,7 +76,7 @@ def default_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chatmagic"
 
 
-#: Servers named in the key by what they are, not where: chatmagic.local puts its running
+#: Servers named in the key by what they are, not where: chatmagic.practice.local puts its running
 #: server's URL here, named by the model file, so its answers survive a restart on a new port.
 SERVER_IDENTITY: dict[str, str] = {}
 

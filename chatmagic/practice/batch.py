@@ -26,7 +26,7 @@ from collections import Counter
 
 from aiohttp import BodyPartReader, web
 
-from .fakeserver import DIRECTIVE, _error, _text
+from chatmagic.practice.server import DIRECTIVE, _error, _text
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")

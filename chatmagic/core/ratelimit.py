@@ -38,8 +38,8 @@ import asyncio
 import logging
 import time
 
-from .budgets import INF, Credit, Hidden, Ticket
-from .hints import Hints, say
+from chatmagic.core.budgets import INF, Credit, Hidden, Ticket
+from chatmagic.providers.hints import Hints, say
 
 log = logging.getLogger("chatmagic")
 

@@ -12,7 +12,7 @@ import random
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from .errors import RequestError
+from chatmagic.errors import RequestError
 
 log = logging.getLogger("chatmagic")
 

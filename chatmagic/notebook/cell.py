@@ -8,13 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .cache import Cache
-from .errors import ConfigError
-from .prompts import split_lines, split_sep
-from .templates import render_over
+from chatmagic.core.cache import Cache
+from chatmagic.errors import ConfigError
+from chatmagic.notebook.prompts import split_lines, split_sep
+from chatmagic.notebook.templates import render_over
 
 if TYPE_CHECKING:
-    from .schema import Schema
+    from chatmagic.core.schema import Schema
 
 
 @dataclass
@@ -64,7 +64,7 @@ def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict):
 
 
 def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, prices=None, user_ns=None) -> Plan:
-    from .engine import Run  # here, so that %load_ext does not import aiohttp
+    from chatmagic.core.engine import Run  # here, so that %load_ext does not import aiohttp
     prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {})
     models = models_of(settings.model)
     # -m a,b: one connection to the answer cache for every model's run (one model opens its own)

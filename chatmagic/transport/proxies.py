@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
-from .config import is_loopback
-from .errors import ConfigError
+from chatmagic.errors import ConfigError
+from chatmagic.settings import is_loopback
 
 
 def proxy_for(url: str, option: str | None = None, environ=None) -> str | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import ConfigError
-from .templates import ITEM, is_frame
+from chatmagic.errors import ConfigError
+from chatmagic.notebook.templates import ITEM, is_frame
 
 if TYPE_CHECKING:
-    from .cell import Plan
+    from chatmagic.notebook.cell import Plan
 
 
 def value(plan: Plan):
@@ -38,7 +38,7 @@ def _frame(plan: Plan, results: dict, answers: dict):
             frame[f"status_{model}"] = [r.status for r in rs]
             frame[f"error_{model}"] = [r.error for r in rs]
             if plan.schema is not None:
-                from .schema import columns
+                from chatmagic.core.schema import columns
                 typed = columns(plan.schema, answers[model], frame.index)
                 typed.columns = [f"{c}_json_{model}" if f"{c}_{model}" in frame.columns else f"{c}_{model}"
                                  for c in typed.columns]  # a field named status, error, ...

@@ -7,8 +7,8 @@ it once: as the value the cell returns.
 
 from __future__ import annotations
 
-from .errors import ConfigError
-from .timeline import Timeline, backing_off, completed, cooldowns, in_flight, latencies, marks, percentile
+from chatmagic.core.timeline import Timeline, backing_off, completed, cooldowns, in_flight, latencies, marks, percentile
+from chatmagic.errors import ConfigError
 
 #: How each kind of mark is drawn on the in-flight panel: (label, marker, colour).
 MARK_STYLE = {

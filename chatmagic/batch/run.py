@@ -27,13 +27,13 @@ import tempfile
 import time
 import warnings
 
-from .answers import completion_of
-from .batchformat import ENDPOINT, ID_HEX, line_error, line_maker, unfinished, write_parts
-from .batchstore import BatchStore
-from .cache import CacheWarning, request_keys
-from .errors import APIError, RequestError, RunAborted
-from .results import Result, Results
-from .retry import RETRY, classify
+from chatmagic.batch.format import ENDPOINT, ID_HEX, line_error, line_maker, unfinished, write_parts
+from chatmagic.batch.store import BatchStore
+from chatmagic.core.cache import CacheWarning, request_keys
+from chatmagic.core.retry import RETRY, classify
+from chatmagic.errors import APIError, RequestError, RunAborted
+from chatmagic.providers.openai import completion_of
+from chatmagic.results import Result, Results
 
 log = logging.getLogger("chatmagic")
 
@@ -84,7 +84,7 @@ class BatchRun:
         return self.results
 
     async def _submit_and_wait(self) -> None:
-        from .client import FilesClient  # aiohttp only once a batch run starts
+        from chatmagic.transport.client import FilesClient  # aiohttp only once a batch run starts
         self.store = _open_store()
         attached = self._attach()
         fresh = [k for k in self.wanted if k not in attached]
@@ -276,7 +276,7 @@ class BatchProgress:
         self.bar = None
         self.failed = 0
         if enabled is True:
-            from .progress import Bar
+            from chatmagic.core.progress import Bar
             self.bar = Bar(total, 0, desc, "request")
 
     def show(self, batches) -> None:
@@ -314,7 +314,7 @@ def dry_run_note(requests_per_model: int, models: int) -> str:
 
 def cost(record: Result, prices) -> float | None:
     """Dollars for one batch request: the ``"<model>@batch"`` price, else half the model's."""
-    from .prices import cost as interactive
+    from chatmagic.core.prices import cost as interactive
     model = record.model or ""
     own = interactive(record.prompt_tokens, record.completion_tokens, f"{model}@batch", prices)
     if own is not None:

@@ -1,8 +1,8 @@
 """A practice OpenAI-compatible chat-completions server, for lessons, tests and benchmarks.
 
-    from chatmagic.fakeserver import FakeOpenAI
+    from chatmagic.practice.server import FakeOpenAI
     server = FakeOpenAI(latency=0.5, rpm=600, fail_rate=0.1).start()   # server.base_url
-    python -m chatmagic.fakeserver --port 8000 --latency 0.05 --rpm 1200
+    python -m chatmagic.practice.server --port 8000 --latency 0.05 --rpm 1200
 
 Not used by the engine (which never imports aiohttp.web); it is here so that a classroom
 demo, like notebooks/teaching.ipynb, can show rate limits, failures and stalls offline.
@@ -187,7 +187,7 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        from .fakebatch import BatchAPI  # Files + Batches endpoints (the Batch API lane)
+        from chatmagic.practice.batch import BatchAPI  # Files + Batches endpoints (the Batch API lane)
         self.batch = BatchAPI(self, pace=batch_pace, invalid=batch_invalid, expire_after=batch_expire_after)
 
     # Setting rpm/tpm between tests starts a fresh, full bucket.

@@ -24,7 +24,7 @@ import json
 import re
 from typing import Any
 
-from .errors import ConfigError
+from chatmagic.errors import ConfigError
 
 #: Concise type names and their JSON-schema types.
 TYPES = {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}

@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Mapping
 
-from .errors import ConfigError
+from chatmagic.errors import ConfigError
 
 
 def estimate_tokens(text: str) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import ConfigError
+from chatmagic.errors import ConfigError
 
 
 def split_lines(text: str) -> list[str]:

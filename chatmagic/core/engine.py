@@ -12,16 +12,16 @@ import json
 import time
 from collections.abc import Callable
 
-from .cache import Cache, request_keys
-from .client import Client, Completion, scrub
-from .config import is_loopback
-from .errors import ConfigError, RequestError, RunAborted
-from .limits import connection_cap
-from .progress import make_progress
-from .ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Paces, Throttle
-from .results import Result, Results
-from .retry import ABORT, RETRY, classify, policy
-from .timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
+from chatmagic.core.cache import Cache, request_keys
+from chatmagic.core.progress import make_progress
+from chatmagic.core.ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Paces, Throttle
+from chatmagic.core.retry import ABORT, RETRY, classify, policy
+from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
+from chatmagic.errors import ConfigError, RequestError, RunAborted
+from chatmagic.results import Result, Results
+from chatmagic.settings import is_loopback
+from chatmagic.transport.client import Client, Completion, scrub
+from chatmagic.transport.limits import connection_cap
 
 #: Output tokens assumed per request for token pacing when max_tokens is not set.
 DEFAULT_OUTPUT_TOKENS = 256
@@ -69,7 +69,7 @@ class Run:
     async def run(self) -> Results:
         """Send every prompt; raise ``RunAborted`` (with the results) if the run had to stop."""
         if self.settings.batch:  # through the provider's Batch API instead
-            from .batch import BatchRun
+            from chatmagic.batch.run import BatchRun
             return await BatchRun(self).run_batch()
         c = connection_cap(self.settings.concurrency)
         self._slots, places = asyncio.Semaphore(c), asyncio.Semaphore(2 * c)

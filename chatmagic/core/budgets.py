@@ -11,7 +11,7 @@ import collections
 import math
 from dataclasses import dataclass
 
-from .hints import Budget
+from chatmagic.providers.hints import Budget
 
 INF = math.inf
 

@@ -11,7 +11,7 @@ import os
 import warnings
 import zlib
 
-from .errors import ChatmagicWarning
+from chatmagic.errors import ChatmagicWarning
 
 #: What we ask servers for; other encodings are refused as unreadable, not inflated blind.
 ACCEPT_ENCODING = "gzip, deflate"

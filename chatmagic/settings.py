@@ -19,10 +19,10 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from chatmagic.errors import ConfigError
 
 if TYPE_CHECKING:
-    from .schema import Schema
+    from chatmagic.core.schema import Schema
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -112,7 +112,7 @@ def _params(params: Any) -> dict:
 def _schema(value: Any) -> Schema | None:
     if value is None:
         return None
-    from .schema import load  # only when a schema is used
+    from chatmagic.core.schema import load  # only when a schema is used
     return load(value)
 
 
@@ -139,7 +139,7 @@ def _proxy(value: Any) -> str | None:
         raise ConfigError("proxy must be a URL like http://host:port, or 'none'")
     if value.strip().lower() in ("", "none"):
         return "none"
-    from .proxies import check_proxy
+    from chatmagic.transport.proxies import check_proxy
     return check_proxy(value)
 
 

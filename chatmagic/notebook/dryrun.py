@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
-from .prices import cost, estimate_tokens
+from chatmagic.core.prices import cost, estimate_tokens
 
 _SHOW_CHARS = 200   # characters of each prompt shown by dry_run_report
 _SHOW_LINES = 6     # lines of each prompt shown by dry_run_report
@@ -37,7 +37,7 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
     ``estimate_tokens``; the system prompt counts once per request), and with ``prices`` an
     estimated cost per priced model and in total: from input only up to input plus ``max_tokens``
     per answer, or input only (output not counted) when ``max_tokens`` is None. With a
-    ``schema`` (a chatmagic.schema.Schema), the ``response_format`` sent, counted once per request.
+    ``schema`` (a chatmagic.core.schema.Schema), the ``response_format`` sent, counted once per request.
     """
     models = list(models)
     n = len(prompts)

@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from . import hints
-from .answers import completion_of
-from .config import is_loopback
-from .errors import ChatmagicWarning, RequestError
-from .limits import ACCEPT_ENCODING, TooLarge, read_capped
-from .proxies import proxy_for
+from chatmagic.errors import ChatmagicWarning, RequestError
+from chatmagic.providers import hints as hints
+from chatmagic.providers.openai import completion_of
+from chatmagic.settings import is_loopback
+from chatmagic.transport.limits import ACCEPT_ENCODING, TooLarge, read_capped
+from chatmagic.transport.proxies import proxy_for
 
 #: Server text kept in an error message, after the key is scrubbed.
 MESSAGE_CHARS = 300

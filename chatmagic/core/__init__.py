@@ -1,0 +1,1 @@
+"""The run: concurrency, retries, pacing, the answer cache, the timeline and the loop bridge. No IPython here."""

@@ -1,0 +1,1 @@
+"""Wire dialects: what a provider's answers, errors and limit headers mean (OpenAI chat completions today)."""
