@@ -1,0 +1,318 @@
+"""A practice server that speaks Anthropic's own Messages API, for lessons, tests and benchmarks.
+
+    from chatmagic.practice.anthropic import FakeAnthropic
+    server = FakeAnthropic(rpm=600, api_key="sk-ant-test").start()   # server.base_url
+    python -m chatmagic.practice.anthropic --port 8001 --rpm 600 --overload-s 5
+
+``POST /v1/messages`` checks what the real API checks (``x-api-key`` when ``api_key`` is set,
+``anthropic-version``, ``model``, ``max_tokens``, ``messages`` of roles user and assistant
+only: a ``system`` role is refused, the system prompt goes top-level) and answers
+``{id, type: "message", role, model, content: [{type: "text", text}], stop_reason,
+stop_sequence, usage: {input_tokens, output_tokens, cache_creation_input_tokens,
+cache_read_input_tokens}}``, echoing the last user message. ``stop_sequences`` and
+``max_tokens`` cut the echo (``stop_reason`` "stop_sequence" / "max_tokens"). A forced tool
+(``tools`` + ``tool_choice {"type": "tool", "name"}``) is answered with one ``tool_use`` block
+whose ``input`` conforms to the tool's ``input_schema`` (``[[badschema]]`` breaks it).
+
+Errors come in Anthropic's shape, ``{"type": "error", "error": {"type", "message"},
+"request_id"}``. Rate limits (``rpm``, ``itpm`` input and ``otpm`` output tokens a minute, as a
+token bucket that starts full, Anthropic's documented semantics) announce
+``anthropic-ratelimit-{requests,input-tokens,output-tokens,tokens}-{limit,remaining,reset}``
+(reset an RFC 3339 time) and answer 429 ``rate_limit_error`` with ``retry-after``.
+``overload_s`` answers 529 ``overloaded_error`` to everything for that long after the first
+request; ``overload_above=N`` answers 529 whenever more than N requests are in flight (a server
+that recovers once the client slows down). Prompts script their own failures: ``[[fail:529]]``,
+``[[fail:400:2]]`` (the first 2 attempts), ``[[sleep:0.5]]``, ``[[cacheread:N]]``.
+Message Batches live in practice/anthropic_batch.py. Only binds 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import math
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from aiohttp import web
+
+from chatmagic.practice.anthropic_batch import MessageBatches
+from chatmagic.practice.anthropic_shapes import (
+    check_request,
+    error,
+    forced_tool,
+    rfc3339,
+    script_of,
+    text_of,
+    tokens_of,
+)
+from chatmagic.practice.server import DIRECTIVE, HOST, TokenBucket, conforming
+
+
+class Stats:
+    """What the server saw: requests, statuses, peak concurrency, attempts per prompt, the key
+    and version headers, and the last answered body without its messages (``params``)."""
+
+    def __init__(self, in_flight: int = 0) -> None:
+        self.requests = 0
+        self.by_status: Counter[int] = Counter()
+        self.in_flight = self.peak_in_flight = in_flight
+        self.attempts: Counter[str] = Counter()
+        self.keys: set[str] = set()
+        self.versions: set[str] = set()
+        self.params: dict[str, Any] | None = None
+        self.answers: list[tuple[float, int]] = []  # (arrival, status) of every request
+
+
+class FakeAnthropic:
+    def __init__(self, *, latency: float = 0.0, rpm: float | None = None, itpm: float | None = None,
+                 otpm: float | None = None, per_second: bool = False, overload_s: float = 0.0,
+                 overload_above: int | None = None, api_key: str | None = None, model: str = "claude-fake",
+                 unknown_models: set[str] | None = None, port: int = 0, batch_pace: float = 0.0,
+                 batch_expire_after: int | None = None) -> None:
+        self.latency, self.api_key, self.model, self.port = latency, api_key, model, port
+        self.unknown_models = set(unknown_models or ())
+        self.overload_s, self.overload_above = overload_s, overload_above
+        # capacity = the minute's limit, starting full (Anthropic's bucket); per_second: one second deep
+        self.buckets = {kind: TokenBucket(limit, None if per_second else limit)
+                        for kind, limit in (("requests", rpm), ("input-tokens", itpm), ("output-tokens", otpm))
+                        if limit}
+        self.stats = Stats()
+        self._overload_started: float | None = None
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self.batches = MessageBatches(self, pace=batch_pace, expire_after=batch_expire_after)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/v1"
+
+    def reset_stats(self) -> None:
+        """Fresh stats and attempt counts ([[...:N]] scripts restart); a storm starts again."""
+        self.stats = Stats(self.stats.in_flight)
+        self._overload_started = None
+
+    # ---- Messages ------------------------------------------------------------
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        st = self.stats
+        st.requests += 1
+        st.in_flight += 1
+        st.peak_in_flight = max(st.peak_in_flight, st.in_flight)
+        arrived = time.monotonic()
+        try:
+            resp = await self._answer(request, st)
+            st.by_status[resp.status] += 1
+            st.answers.append((arrived, resp.status))
+            return resp
+        finally:
+            self.stats.in_flight -= 1  # not `st`: reset_stats() carries in_flight over
+
+    def check_headers(self, request: web.Request) -> web.Response | None:
+        """401 for a missing or wrong key (when the server has one), 400 for no version."""
+        key = request.headers.get("x-api-key")
+        if key is not None:
+            self.stats.keys.add(key)
+        if self.api_key is not None and key != self.api_key:
+            return error(401, "x-api-key header is required" if key is None else "invalid x-api-key")
+        version = request.headers.get("anthropic-version")
+        if version is None:
+            return error(400, "anthropic-version: header is required")
+        self.stats.versions.add(version)
+        return None
+
+    async def _answer(self, request: web.Request, st: Stats) -> web.StreamResponse:
+        refused = self.check_headers(request)
+        if refused is not None:
+            return refused
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        problem = check_request(body)
+        if problem is not None:
+            return error(400, problem)
+        prompt = next((text_of(m.get("content")) for m in reversed(body["messages"]) if m["role"] == "user"), "")
+        st.attempts[prompt] += 1
+        if body["model"] in self.unknown_models:
+            return error(404, f"model: {body['model']}")
+        overloaded = self._overloaded(st)
+        if overloaded is not None:
+            return overloaded
+        limited, headers = self._rate_limit(body, prompt)
+        if limited is not None:
+            return limited
+        script = script_of(prompt) if "[[" in prompt else {}
+        failure = self._scripted(script, st.attempts[prompt], headers)
+        if failure is not None:
+            return failure
+        delay = float(script["sleep"][0]) if "sleep" in script else self.latency
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return web.json_response(self.message(body, prompt, script), headers=headers)
+
+    def _overloaded(self, st: Stats) -> web.Response | None:
+        if self.overload_above is not None and st.in_flight > self.overload_above:
+            return error(529, "Overloaded")
+        if not self.overload_s:
+            return None
+        now = time.monotonic()
+        if self._overload_started is None:
+            self._overload_started = now
+        return error(529, "Overloaded") if now - self._overload_started < self.overload_s else None
+
+    def _rate_limit(self, body: dict[str, Any], prompt: str) -> tuple[web.Response | None, dict[str, str]]:
+        """The buckets' verdict: (a 429 or None, the limit headers for the answer)."""
+        if not self.buckets:
+            return None, {}
+        costs = {"requests": 1, "input-tokens": self.input_tokens(body),
+                 "output-tokens": body["max_tokens"]}  # output is estimated from max_tokens, as Anthropic does
+        waits = {kind: b.wait_for(costs[kind]) for kind, b in self.buckets.items()}
+        worst = max(waits, key=lambda k: waits[k])
+        if waits[worst] == 0:
+            for kind, bucket in self.buckets.items():
+                bucket.take(costs[kind])
+        headers = self.limit_headers()
+        if waits[worst] == 0:
+            return None, headers
+        headers["retry-after"] = str(max(1, math.ceil(waits[worst])))
+        kind = worst.replace("-", " ")
+        limit = f"{self.buckets[worst].limit:g}"
+        return error(429, f"This request would exceed the rate limit for your organization of {limit} "
+                          f"{kind} per minute. Please reduce the prompt length or the maximum tokens "
+                          "requested, or try again later.", headers=headers), headers
+
+    def limit_headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for kind, bucket in self.buckets.items():
+            level = bucket.level
+            headers[f"anthropic-ratelimit-{kind}-limit"] = f"{bucket.limit:g}"
+            headers[f"anthropic-ratelimit-{kind}-remaining"] = str(max(0, math.floor(level)))
+            headers[f"anthropic-ratelimit-{kind}-reset"] = rfc3339(bucket.reset_in())
+        tokens = [k for k in ("input-tokens", "output-tokens") if k in self.buckets]
+        if tokens:  # the most restrictive of the two, as Anthropic sends tokens-*
+            tight = min(tokens, key=lambda k: self.buckets[k].level)
+            for part in ("limit", "remaining", "reset"):
+                headers[f"anthropic-ratelimit-tokens-{part}"] = headers[f"anthropic-ratelimit-{tight}-{part}"]
+        return headers
+
+    def _scripted(self, script: dict[str, list[str]], attempt: int, headers: dict[str, str]) -> web.Response | None:
+        args = script.get("fail")
+        if args is None or (len(args) > 1 and attempt > int(args[1])):
+            return None
+        status = int(args[0])
+        extra = {**headers, "retry-after": "1"} if status == 429 else headers
+        return error(status, f"Scripted failure {status}.", headers=extra)
+
+    @staticmethod
+    def input_tokens(body: dict[str, Any]) -> int:
+        system = body.get("system")
+        text = text_of(system) + "".join(text_of(m.get("content")) for m in body["messages"])
+        return tokens_of(text)
+
+    def message(self, body: dict[str, Any], prompt: str, script: dict[str, list[str]]) -> dict[str, Any]:
+        """The Message a request is answered with (also inside a batch's results)."""
+        text = DIRECTIVE.sub("", prompt).strip() if script else prompt.strip()
+        system = text_of(body.get("system"))
+        tool = forced_tool(body)
+        stop_sequence = None
+        if tool is not None:
+            schema = tool.get("input_schema")
+            schema = schema if isinstance(schema, dict) else {}
+            bad = "badschema" in script
+            content: list[dict[str, Any]] = [{"type": "tool_use", "id": f"toolu_fake{next(self._ids)}",
+                                              "name": tool.get("name"),
+                                              "input": {"not_in_schema": text} if bad else conforming(schema, text)}]
+            stop_reason, out_tokens = "tool_use", 20
+        else:
+            answer = f"echo: [system={system}] {text}" if system else f"echo: {text}"
+            stop_reason = "end_turn"
+            for stop in body.get("stop_sequences") or ():
+                if stop and stop in answer:
+                    answer, stop_reason, stop_sequence = answer[:answer.index(stop)], "stop_sequence", stop
+            if tokens_of(answer) > body["max_tokens"]:
+                answer, stop_reason, stop_sequence = answer[:4 * body["max_tokens"]], "max_tokens", None
+            content, out_tokens = [{"type": "text", "text": answer}], tokens_of(answer)
+        self.stats.params = {k: v for k, v in body.items() if k != "messages"}
+        cached = int(script["cacheread"][0]) if "cacheread" in script else 0
+        return {"id": f"msg_fake{next(self._ids)}", "type": "message", "role": "assistant",
+                "model": body["model"], "content": content, "stop_reason": stop_reason,
+                "stop_sequence": stop_sequence,
+                "usage": {"input_tokens": self.input_tokens(body), "output_tokens": out_tokens,
+                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}}
+
+    # ---- running -------------------------------------------------------------
+
+    async def astart(self) -> FakeAnthropic:
+        """Serve on the running loop."""
+        app = web.Application(client_max_size=256 * 1024 * 1024)  # a Message Batch's limit
+        app.router.add_post("/v1/messages", self._messages)
+        self.batches.register(app.router)
+        runner = self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                                              shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, HOST, self.port, backlog=4096).start()
+        self.port = runner.addresses[0][1]
+        return self
+
+    async def astop(self) -> None:
+        await self.batches.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def start(self) -> FakeAnthropic:
+        """Serve from a background thread with its own event loop."""
+        loop = self._loop = asyncio.new_event_loop()
+        started = asyncio.run_coroutine_threadsafe(self.astart(), loop)
+        self._thread = threading.Thread(target=loop.run_forever, daemon=True, name="FakeAnthropic")
+        self._thread.start()
+        try:
+            started.result(timeout=10)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self.astop(), self._loop).result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._loop.close()
+        self._loop = self._thread = None
+
+    def __enter__(self) -> FakeAnthropic:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="Practice Anthropic Messages server (127.0.0.1).")
+    p.add_argument("--port", type=int, default=8001)
+    p.add_argument("--api-key", help="the only x-api-key accepted (default: any)")
+    p.add_argument("--per-second", action="store_true", default=None, help="buckets one second deep")
+    for name, kind in (("latency", float), ("rpm", float), ("itpm", float), ("otpm", float),
+                       ("overload-s", float), ("overload-above", int), ("batch-pace", float),
+                       ("batch-expire-after", int), ("model", str)):
+        p.add_argument("--" + name, type=kind)
+    options = {k: v for k, v in vars(p.parse_args()).items() if v is not None}
+    server = FakeAnthropic(**options).start()
+    try:
+        print(f"FakeAnthropic serving at {server.base_url}  (Ctrl-C to stop)", flush=True)
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
