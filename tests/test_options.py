@@ -117,14 +117,14 @@ import sys
 import typing
 from pathlib import Path
 import chatmagic
-source = Path(chatmagic.__file__).with_name("config.py").read_text()
+source = Path(chatmagic.__file__).with_name("settings.py").read_text()
 row = 'Option("probe", int, 3, "a test-only option", flags=("--probe",), metavar="N", minimum=1),'
 source = source.replace("OPTIONS: tuple[Option, ...] = (", "OPTIONS: tuple[Option, ...] = (" + row, 1)
 import types
 module = types.ModuleType("chatmagic.settings")
 module.__package__ = "chatmagic"
 sys.modules["chatmagic.settings"] = module
-exec(compile(source, "config.py", "exec"), module.__dict__)
+exec(compile(source, "settings.py", "exec"), module.__dict__)
 from chatmagic.settings import ConfigError, resolve
 local = {"base_url": "http://127.0.0.1:1/v1"}
 assert resolve(local).probe == 3 and resolve({**local, "probe": "7"}).probe == 7
