@@ -55,8 +55,9 @@ async def achat_many(
     (with ``.results``) if the server refuses the whole run.
     """
     options = {k: v for k, v in locals().items() if k != "prompts"}
+    from chatmagic.batch.run import send
     from chatmagic.core.engine import Run
-    return await Run(prompts, resolve(options)).run()
+    return await send(Run(prompts, resolve(options)))
 
 
 def _same_parameters(
@@ -75,11 +76,12 @@ def chat_many(prompts: Iterable[str], **options: Any) -> Results:
     Ctrl-C (or a kernel interrupt) raises ``RunInterrupted``, a KeyboardInterrupt whose
     ``.results`` holds every answer that came back; the rest have status "cancelled".
     """
+    from chatmagic.batch.run import send
     from chatmagic.core.bridge import run_sync
     from chatmagic.core.engine import Run
     run = Run(prompts, resolve(options))  # bad input fails here, before any thread starts
     try:
-        return run_sync(run.run)
+        return run_sync(lambda: send(run))
     except KeyboardInterrupt:
         from chatmagic.errors import interrupted
         raise interrupted({run.settings.model: run.results}, where=".results", again="calling again",

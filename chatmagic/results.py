@@ -91,7 +91,6 @@ class Results(Sequence):
         df = df.set_index("index").rename_axis(None)[list(COLUMNS)]
         if self.schema is not None:  # one typed column per field of the schema
             from chatmagic.core.schema import columns
-            from chatmagic.notebook.stored import add_columns
             df = add_columns(df, columns(self.schema, self.values(), df.index))
         return df
 
@@ -99,7 +98,7 @@ class Results(Sequence):
         """A matplotlib ``Figure`` of the run: requests in flight (with the cap, 429s, retries
         and timeouts marked), latency of answers (p50/p95), answers over time (with the rate
         limit when one was known). Needs matplotlib: ``pip install 'chatmagic[plot]'``."""
-        from chatmagic.notebook.plotting import figure
+        from chatmagic.core.plotting import figure
         if self.timeline is None:
             from chatmagic.errors import ConfigError
             raise ConfigError("these results were not made by a run: no timeline to plot")
@@ -145,11 +144,9 @@ class Results(Sequence):
         parts.append(f"{self.retries} retries")
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
         if prices:
-            from chatmagic.core.prices import cost
-            if self.batch:
-                from chatmagic.batch.run import cost as batch_cost
-            spent = [batch_cost(r, prices) if self.batch else
-                     cost(_count(r.prompt_tokens), _count(r.completion_tokens), str(r.model or ""), prices)
+            from chatmagic.core.prices import batch_cost, cost
+            price = batch_cost if self.batch else cost
+            spent = [price(_count(r.prompt_tokens), _count(r.completion_tokens), str(r.model or ""), prices)
                      for r in self._records if r.ok and not r.cached]
             if spent and None not in spent:
                 parts.append(f"${sum(s or 0.0 for s in spent):.4f}" + (" (batch price)" if self.batch else ""))
@@ -169,6 +166,11 @@ class Results(Sequence):
     def __repr__(self) -> str:
         return f"<Results {self.summary()}>"
 
+
+def add_columns(frame, extra):
+    """``frame`` with the columns of ``extra`` (same index) added; a name already taken gets
+    ``_json`` appended."""
+    return frame.join(extra.rename(columns=lambda c: f"{c}_json" if c in frame.columns else c))
 
 
 def _refused_schema(record: Result) -> bool:

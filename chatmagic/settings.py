@@ -15,11 +15,11 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from chatmagic.errors import ConfigError
+from chatmagic.transport.proxies import check_proxy, is_loopback
 
 if TYPE_CHECKING:
     from chatmagic.core.schema import Schema
@@ -139,7 +139,6 @@ def _proxy(value: Any) -> str | None:
         raise ConfigError("proxy must be a URL like http://host:port, or 'none'")
     if value.strip().lower() in ("", "none"):
         return "none"
-    from chatmagic.transport.proxies import check_proxy
     return check_proxy(value)
 
 
@@ -376,14 +375,3 @@ def parse_param(text: str) -> tuple[str, object]:
         return key.strip(), json.loads(raw)
     except json.JSONDecodeError:
         raise ConfigError(f"-p {text!r}: the value is not JSON (quote strings: {key.strip()}='\"{raw}\"')") from None
-
-
-def is_loopback(url: str) -> bool:
-    """True for local servers (localhost, 127.0.0.0/8, ::1), which need no API key."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -89,7 +89,7 @@ def test_interrupt_leaves_the_batch_running_and_a_rerun_collects(bserver):
 
     async def interrupted():
         r = Run(["i1", "i2", "i3"], resolve({"base_url": bserver.base_url, "batch": True, "progress": False}))
-        task = asyncio.ensure_future(r.run())
+        task = asyncio.ensure_future(batchmod.send(r))
         while not bserver.batch.batches:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)

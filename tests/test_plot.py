@@ -127,7 +127,7 @@ def test_hand_made_results_have_nothing_to_plot():
 
 
 def test_a_hand_recorded_timeline_plots_the_same_way():
-    from chatmagic.notebook.plotting import figure
+    from chatmagic.core.plotting import figure
     tl = Timeline(2, rate=1.0, label="recipe", clock=lambda: 0.0)
     for i, outcome in enumerate(["ok", "429", "timeout", "ok"]):
         tl.add(i * 0.5, i * 0.5 + 0.4, outcome, attempt=1 + (i == 3))

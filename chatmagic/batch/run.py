@@ -26,6 +26,7 @@ import sqlite3
 import tempfile
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 from chatmagic.batch.format import ENDPOINT, ID_HEX, line_error, line_maker, unfinished, write_parts
 from chatmagic.batch.store import BatchStore
@@ -34,6 +35,9 @@ from chatmagic.core.retry import RETRY, classify
 from chatmagic.errors import APIError, RequestError, RunAborted
 from chatmagic.providers.openai import completion_of
 from chatmagic.results import Result, Results
+
+if TYPE_CHECKING:
+    from chatmagic.core.engine import Run
 
 log = logging.getLogger("chatmagic")
 
@@ -44,9 +48,14 @@ MAX_BYTES = 200 * 1024 * 1024
 #: Seconds before the first status check; each wait is 1.5x the last, up to POLL_MAX.
 POLL_FIRST = 3.0
 POLL_MAX = 60.0
-#: Price of a batch request relative to an interactive one, unless ``prices`` has a
-#: ``"<model>@batch"`` entry.
-BATCH_DISCOUNT = 0.5
+
+
+async def send(run: Run) -> Results:
+    """Send a run: through the Batch API with ``settings.batch``, else prompt by prompt. Every
+    caller that may have a batch run sends it through here (the engine knows nothing of batches)."""
+    if run.settings.batch:
+        return await BatchRun(run).run_batch()
+    return await run.run()
 
 
 class BatchRun:
@@ -310,15 +319,3 @@ def dry_run_note(requests_per_model: int, models: int) -> str:
     return (f"--batch: through the Batch API, {files} file{'s' * (files > 1)} of at most {MAX_REQUESTS:,} "
             f"requests{per} (prompts with a cached answer are not sent); billed at the batch "
             "price: half the estimate above unless prices has a \"<model>@batch\" entry")
-
-
-def cost(record: Result, prices) -> float | None:
-    """Dollars for one batch request: the ``"<model>@batch"`` price, else half the model's."""
-    from chatmagic.core.prices import cost as interactive
-    model = record.model or ""
-    own = interactive(record.prompt_tokens, record.completion_tokens, f"{model}@batch", prices)
-    if own is not None:
-        return own
-    full = interactive(record.prompt_tokens, record.completion_tokens, model, prices)
-    return None if full is None else full * BATCH_DISCOUNT
-

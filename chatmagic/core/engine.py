@@ -19,9 +19,9 @@ from chatmagic.core.retry import ABORT, RETRY, classify, policy
 from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
 from chatmagic.errors import ConfigError, RequestError, RunAborted
 from chatmagic.results import Result, Results
-from chatmagic.settings import is_loopback
 from chatmagic.transport.client import Client, Completion, scrub
 from chatmagic.transport.limits import connection_cap
+from chatmagic.transport.proxies import is_loopback
 
 #: Output tokens assumed per request for token pacing when max_tokens is not set.
 DEFAULT_OUTPUT_TOKENS = 256
@@ -68,9 +68,8 @@ class Run:
 
     async def run(self) -> Results:
         """Send every prompt; raise ``RunAborted`` (with the results) if the run had to stop."""
-        if self.settings.batch:  # through the provider's Batch API instead
-            from chatmagic.batch.run import BatchRun
-            return await BatchRun(self).run_batch()
+        if self.settings.batch:  # batch/ drives a batch run; core does not import it
+            raise ValueError("a --batch run is sent by chatmagic.batch.run.send(run)")
         c = connection_cap(self.settings.concurrency)
         self._slots, places = asyncio.Semaphore(c), asyncio.Semaphore(2 * c)
         tasks: set[asyncio.Task] = set()

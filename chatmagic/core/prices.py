@@ -9,6 +9,10 @@ from collections.abc import Mapping
 
 from chatmagic.errors import ConfigError
 
+#: Price of a batch request relative to an interactive one, unless ``prices`` has a
+#: ``"<model>@batch"`` entry.
+BATCH_DISCOUNT = 0.5
+
 
 def estimate_tokens(text: str) -> int:
     """A rough token count: ``ceil(len(text) / 4)``, at least 1. An estimate, not a tokenizer:
@@ -54,3 +58,13 @@ def cost(prompt_tokens: int | None, completion_tokens: int | None, model: str,
     if p is None:
         return None
     return ((prompt_tokens or 0) * p[0] + (completion_tokens or 0) * p[1]) / 1_000_000
+
+
+def batch_cost(prompt_tokens: int | None, completion_tokens: int | None, model: str,
+               prices: Mapping | None) -> float | None:
+    """Dollars for one batch request: the ``"<model>@batch"`` price, else half the model's."""
+    own = cost(prompt_tokens, completion_tokens, f"{model}@batch", prices)
+    if own is not None:
+        return own
+    full = cost(prompt_tokens, completion_tokens, model, prices)
+    return None if full is None else full * BATCH_DISCOUNT

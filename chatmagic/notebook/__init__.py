@@ -1,1 +1,1 @@
-"""The IPython layer: %%chatmany and its friends, cell parsing, templates, the stored value, plots, dry run."""
+"""The IPython layer: %%chatmany and its friends, cell parsing, templates, the stored value, dry run."""

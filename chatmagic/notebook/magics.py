@@ -175,7 +175,7 @@ class ChatMany(Magics):
         run's -o, a Results or a Timeline variable), one row per run and model on one time axis:
         requests in flight, latency, answers over time. Returns the matplotlib Figure.
         Needs chatmagic[plot]."""
-        from chatmagic.notebook.plotting import figure
+        from chatmagic.core.plotting import figure
         names = line.split() or ([self._last_out] if self._last_out else [])
         if not names:
             raise ConfigError("%chatmany_plot: no %%chatmany run yet; run one, or name a Results variable")
@@ -256,7 +256,8 @@ async def run_all(plan: Plan) -> dict:
     Returns model -> RunAborted for the runs that stopped."""
     models = list(plan.runs)
     try:
-        outcomes = await asyncio.gather(*(plan.runs[m].run() for m in models), return_exceptions=True)
+        from chatmagic.batch.run import send
+        outcomes = await asyncio.gather(*(send(plan.runs[m]) for m in models), return_exceptions=True)
     finally:
         plan.close()  # the shared cache writes what is buffered, also after an interrupt
     failures = {}

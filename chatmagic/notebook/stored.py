@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from chatmagic.errors import ConfigError
 from chatmagic.notebook.templates import ITEM, is_frame
+from chatmagic.results import add_columns
 
 if TYPE_CHECKING:
     from chatmagic.notebook.cell import Plan
@@ -47,12 +48,6 @@ def _frame(plan: Plan, results: dict, answers: dict):
         return join_results(plan.data, frame.drop(columns=["prompt"]))
     frame.index = pd.Index(plan.labels)
     return frame
-
-
-def add_columns(frame, extra):
-    """``frame`` with the columns of ``extra`` (same index) added; a name already taken gets
-    ``_json`` appended."""
-    return frame.join(extra.rename(columns=lambda c: f"{c}_json" if c in frame.columns else c))
 
 
 #: Added to an answer column whose name is already an input column (then _llm2, _llm3, ...).

@@ -26,7 +26,8 @@ from collections import Counter
 
 from aiohttp import BodyPartReader, web
 
-from chatmagic.practice.server import DIRECTIVE, _error, _text
+from chatmagic.practice.wire import DIRECTIVE, text_of
+from chatmagic.practice.wire import error_response as _error
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -194,7 +195,7 @@ class BatchAPI:
     def _answer(self, line: dict) -> tuple[bool, bytes]:
         body = line["body"]
         messages = body.get("messages") or []
-        prompt = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        prompt = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         script = {m[1]: m[2].split(":") if m[2] else [] for m in DIRECTIVE.finditer(prompt)}
         request_id = f"req_fake{self.stats['answered']}"
         self.stats["answered"] += 1

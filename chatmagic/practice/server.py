@@ -28,7 +28,6 @@ import asyncio
 import json
 import math
 import random
-import re
 import threading
 import time
 import zlib
@@ -36,8 +35,12 @@ from collections import Counter
 
 from aiohttp import web
 
+from chatmagic.practice.batch import BatchAPI
+from chatmagic.practice.wire import DIRECTIVE
+from chatmagic.practice.wire import error_response as _error
+from chatmagic.practice.wire import text_of as _text
+
 HOST = "127.0.0.1"
-DIRECTIVE = re.compile(r"\[\[(\w+)(?::([^\]]*))?\]\]")
 DEFAULT_CODES = {400: "invalid_request_error", 401: "invalid_api_key", 404: "model_not_found",
                  429: "rate_limit_exceeded", 500: "server_error", 503: "service_unavailable"}
 
@@ -144,19 +147,6 @@ class Stats:
         self.params: dict | None = None  # the last answer's echo_params: its body but messages
 
 
-def _text(content) -> str:
-    """Message content as text; accepts plain strings and lists of content parts."""
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content if isinstance(content, str) else ""
-
-
-def _error(status: int, message: str, code, type_: str | None = None, headers=None):
-    type_ = type_ or ("server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
-    return web.json_response(body, status=status, headers=headers)
-
-
 class FakeOpenAI:
     def __init__(self, *, latency: float = 0.0, rpm: int | None = None, tpm: int | None = None,
                  headers: str = "openai", fail_rate: float = 0.0, stall_rate: float = 0.0,
@@ -187,7 +177,6 @@ class FakeOpenAI:
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        from chatmagic.practice.batch import BatchAPI  # Files + Batches endpoints (the Batch API lane)
         self.batch = BatchAPI(self, pace=batch_pace, invalid=batch_invalid, expire_after=batch_expire_after)
 
     # Setting rpm/tpm between tests starts a fresh, full bucket.

@@ -20,9 +20,8 @@ import aiohttp
 from chatmagic.errors import ChatmagicWarning, RequestError
 from chatmagic.providers import hints as hints
 from chatmagic.providers.openai import completion_of
-from chatmagic.settings import is_loopback
 from chatmagic.transport.limits import ACCEPT_ENCODING, TooLarge, read_capped
-from chatmagic.transport.proxies import proxy_for
+from chatmagic.transport.proxies import is_loopback, proxy_for
 
 #: Server text kept in an error message, after the key is scrubbed.
 MESSAGE_CHARS = 300

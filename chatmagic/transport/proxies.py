@@ -10,10 +10,10 @@ environment again on every request; here it is read once.
 from __future__ import annotations
 
 import os
+from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from chatmagic.errors import ConfigError
-from chatmagic.settings import is_loopback
 
 
 def proxy_for(url: str, option: str | None = None, environ=None) -> str | None:
@@ -63,3 +63,14 @@ def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
         if host == name or host.endswith("." + name):
             return True
     return False
+
+
+def is_loopback(url: str) -> bool:
+    """True for local servers (localhost, 127.0.0.0/8, ::1), which need no API key."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,133 @@
+"""The package's layers (docs/architecture.md): every import, also one inside a function or under
+``if TYPE_CHECKING:``, goes down the layers or stays in its own, and no set of modules imports
+itself round in a circle. Read from the source with ``ast``, so a lazy import counts too."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "chatmagic"
+
+#: Bottom first. A module belongs to the layer of its longest matching prefix.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("chatmagic.errors", "chatmagic.providers.hints"),  # errors carry hints: what a server said about waiting
+    ("chatmagic.providers",),   # wire dialects: no I/O
+    ("chatmagic.transport",),   # the aiohttp edge
+    ("chatmagic.core", "chatmagic.settings", "chatmagic.results"),  # the run, its options, its records
+    ("chatmagic.batch",),       # the Batch API, driving a core Run
+    ("chatmagic.api",),         # chat_many / achat_many
+    ("chatmagic.practice",),    # practice servers, the local model
+    ("chatmagic.notebook",),    # IPython: the magics and what only a cell needs
+    ("chatmagic",),             # __init__: the public names
+)
+#: Imported at module level only by the notebook layer (import chatmagic stays light).
+HEAVY = ("IPython", "tqdm", "pandas", "ipywidgets", "matplotlib")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer_of(module: str) -> int:
+    best = max((prefix for layer in LAYERS for prefix in layer
+                if module == prefix or module.startswith(prefix + ".")), key=len, default=None)
+    if best is None:
+        raise AssertionError(f"{module} is in no layer: add it to LAYERS and docs/architecture.md")
+    return next(i for i, layer in enumerate(LAYERS) if best in layer)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def imports(path: Path, known: set[str]) -> list[tuple[str, int, bool]]:
+    """(module imported, line, at module level) for every chatmagic import in ``path``;
+    ``from chatmagic.x import y`` counts as importing ``chatmagic.x.y`` when that is a module."""
+    tree = ast.parse(path.read_text(), str(path))
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                     for a in node.names]
+        else:
+            continue
+        found += [(n, node.lineno, id(node) in top) for n in names if n == "chatmagic" or n.startswith("chatmagic.")]
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {m: {name for name, _, _ in imports(p, set(mods))} - {m} for m, p in mods.items()}
+
+
+def test_every_import_goes_down_or_stays_in_its_layer():
+    mods = modules()
+    upward = [f"{m}:{line} imports {name} ({'module level' if top else 'lazily'})"
+              for m, p in mods.items() for name, line, top in imports(p, set(mods))
+              if layer_of(name) > layer_of(m)]
+    assert upward == []
+
+
+def circles(edges: dict[str, set[str]]) -> list[str]:
+    """Every circle a depth-first walk meets, as "a -> b -> a"."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    found: list[str] = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(edges.get(m, ())):
+            if state.get(n) == 1:
+                found.append(" -> ".join([*path[path.index(n):], n]))
+            elif n not in state:
+                visit(n, [*path, n])
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m, [m])
+    return found
+
+
+def test_no_import_circles():
+    edges = graph()
+    assert sum(map(len, edges.values())) > 50  # the walk found the imports (a broken walk finds none)
+    assert "chatmagic.core.engine" in edges["chatmagic.api"]  # a lazy one, inside a function
+    assert circles(edges) == []
+
+
+def test_nothing_below_the_notebook_imports_ipython_tqdm_or_pandas_at_import_time():
+    notebook = layer_of("chatmagic.notebook")
+    heavy = []
+    for m, p in modules().items():
+        if layer_of(m) >= notebook:
+            continue
+        for node in ast.parse(p.read_text()).body:
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            heavy += [f"{m}:{node.lineno} {n}" for n in names if n.split(".")[0] in HEAVY]
+    assert heavy == []
+
+
+@pytest.mark.parametrize(("module", "layer"), [
+    ("chatmagic.providers.hints", 0), ("chatmagic.providers.openai", 1), ("chatmagic.results", 3),
+    ("chatmagic.core.engine", 3), ("chatmagic.notebook.magics", 7), ("chatmagic", 8)])
+def test_layer_of(module, layer):
+    assert layer_of(module) == layer
+
+
+def test_the_checks_see_an_upward_import_and_a_circle(tmp_path):
+    """The walk itself: a lazy upward import and a two-module circle are found."""
+    (tmp_path / "a.py").write_text("def f():\n    from chatmagic.notebook import magics\n")
+    found = imports(tmp_path / "a.py", {"chatmagic.notebook.magics"})
+    assert found == [("chatmagic.notebook.magics", 2, False)]
+    assert layer_of(found[0][0]) > layer_of("chatmagic.core.engine")
+    assert circles({"x": {"y"}, "y": {"z"}, "z": {"x"}, "w": {"x"}}) == ["x -> y -> z -> x"]
