@@ -49,7 +49,8 @@ from chatmagic.practice.anthropic_shapes import (
     text_of,
     tokens_of,
 )
-from chatmagic.practice.server import DIRECTIVE, HOST, TokenBucket, conforming
+from chatmagic.practice.server import HOST, TokenBucket, conforming
+from chatmagic.practice.wire import DIRECTIVE
 
 
 class Stats:

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from chatmagic.practice.server import DIRECTIVE
+from chatmagic.practice.wire import DIRECTIVE
 
 VERSION = "2023-06-01"
 #: Error type of each status, as Anthropic's errors page lists them.

@@ -35,14 +35,11 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from chatmagic.providers import hints as _hints
 from chatmagic.providers.dialect import ABORT, FAIL, RETRY, SLOW, Answer, Failure
 from chatmagic.providers.openai import count
-
-if TYPE_CHECKING:
-    from chatmagic.settings import Settings
 
 VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -75,13 +72,13 @@ class AnthropicMessages:
 
     name = "anthropic"
 
-    def url(self, settings: Settings) -> str:
+    def url(self, settings: Any) -> str:
         return api_base(settings.base_url) + "/messages"
 
-    def headers(self, settings: Settings) -> dict[str, str]:
+    def headers(self, settings: Any) -> dict[str, str]:
         return {"anthropic-version": VERSION}
 
-    def head(self, settings: Settings) -> dict[str, Any]:
+    def head(self, settings: Any) -> dict[str, Any]:
         body: dict[str, Any] = {"model": settings.model,
                                 "max_tokens": settings.max_tokens or DEFAULT_MAX_TOKENS}
         system = settings.system_prompt
