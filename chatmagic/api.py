@@ -12,7 +12,7 @@ tests/test_options.py checks them against the table. ``model`` and
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ParamSpec
 
 from chatmagic.results import Results
@@ -22,7 +22,8 @@ P = ParamSpec("P")
 
 
 async def achat_many(
-    prompts: Iterable[str],
+    prompts: Iterable[str | list[dict[str, Any]]],
+    images: Sequence[Any] | None = None,
     *,
     model: str | None = None,
     concurrency: int = 16,
@@ -51,13 +52,18 @@ async def achat_many(
 ) -> Results:
     """Send ``prompts`` concurrently and return their results in order.
 
+    A prompt is a string, or a conversation: a list of ``{"role", "content"}`` messages sent as
+    they are (after ``system``); content may be a list of text and image parts. ``images`` has
+    one entry per prompt: a path, an http(s) URL, bytes, a PIL image, a list of them, or None;
+    they go after the prompt's text. An image that cannot be sent fails only its prompt.
+
     Raises ``ConfigError`` before sending anything if an option is invalid, and ``RunAborted``
     (with ``.results``) if the server refuses the whole run.
     """
-    options = {k: v for k, v in locals().items() if k != "prompts"}
+    options = {k: v for k, v in locals().items() if k not in ("prompts", "images")}
     from chatmagic.batch.run import send
     from chatmagic.core.engine import Run
-    return await send(Run(prompts, resolve(options)))
+    return await send(Run(prompts, resolve(options), images=images))
 
 
 def _same_parameters(
@@ -70,7 +76,8 @@ def _same_parameters(
 
 
 @_same_parameters(achat_many)
-def chat_many(prompts: Iterable[str], **options: Any) -> Results:
+def chat_many(prompts: Iterable[str | list[dict[str, Any]]], images: Sequence[Any] | None = None,
+              **options: Any) -> Results:
     """Blocking ``achat_many``: works in scripts, and in notebooks (on a worker thread).
 
     Ctrl-C (or a kernel interrupt) raises ``RunInterrupted``, a KeyboardInterrupt whose
@@ -79,7 +86,7 @@ def chat_many(prompts: Iterable[str], **options: Any) -> Results:
     from chatmagic.batch.run import send
     from chatmagic.core.bridge import run_sync
     from chatmagic.core.engine import Run
-    run = Run(prompts, resolve(options))  # bad input fails here, before any thread starts
+    run = Run(prompts, resolve(options), images=images)  # bad input fails here, before any thread starts
     try:
         return run_sync(lambda: send(run))
     except KeyboardInterrupt:

@@ -174,7 +174,8 @@ OPTIONS: tuple[Option, ...] = (
            metavar="N", minimum=0),
     Option("max_retry_wait", float, 60.0, "the longest wait a server may ask for that is honoured, in seconds",
            config=False, positive=True),
-    Option("system", str, None, "system prompt sent with every prompt", flags=("--system",), metavar="TEXT"),
+    Option("system", str, None, "system prompt sent with every prompt; with `--over` a template like the cell",
+           flags=("--system",), metavar="TEXT"),
     Option("temperature", float, None, "sampling temperature", flags=("--temperature",), metavar="X",
            unset="server's", minimum=0),
     Option("max_tokens", int, None, "most tokens per answer", flags=("--max-tokens",), metavar="N",
@@ -199,6 +200,12 @@ OPTIONS: tuple[Option, ...] = (
            "one fails its prompt", positive=True),
     Option("over", str, None, "the cell is one template, rendered per item of the list, Series or "
            "DataFrame `NAME` (see Prompts from data)", flags=("--over",), metavar="NAME", scope=MAGIC, config=False),
+    Option("images", str, None, "with `--over`: the column (or `item`) holding each row's images or PDFs: "
+           "a path, URL, bytes, PIL image or a list of them", flags=("--images",), metavar="COL", scope=MAGIC,
+           config=False),
+    Option("messages", str, None, "with `--over`: the column holding each row's conversation, a list of "
+           "{role, content}; the cell, if any, is the last user turn", flags=("--messages",), metavar="COL",
+           scope=MAGIC, config=False),
     Option("sep", str, None, "prompts are separated by lines equal to `TEXT` (multi-line prompts)",
            flags=("--sep",), metavar="TEXT", scope=MAGIC, config=False),
     Option("json", bool, False, "ask for a JSON object (`response_format`) and parse each answer",

@@ -12,12 +12,15 @@ import json
 import time
 from collections.abc import Callable
 
-from chatmagic.core.cache import Cache, request_keys
+from chatmagic.core.cache import Cache, request_key, request_keys
+from chatmagic.providers.parts import MediaError
 from chatmagic.core.progress import make_progress
 from chatmagic.core.ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Paces, Throttle
 from chatmagic.core.retry import ABORT, RETRY, classify, policy
+from chatmagic.core.rows import Row, loaded, parts_in, rows_of, turns
 from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
 from chatmagic.errors import ConfigError, RequestError, RunAborted
+from chatmagic.providers.content import OPENAI_LIMITS, openai_image_tokens, openai_messages
 from chatmagic.results import Result, Results
 from chatmagic.transport.client import Client, Completion, scrub
 from chatmagic.transport.limits import connection_cap
@@ -39,7 +42,7 @@ class Run:
     the run opens and closes its own when ``settings.cache``), ``sleep`` waits between retries.
     """
 
-    def __init__(self, prompts, settings, *, progress=None, sleep=None, desc: str = "chatmany",
+    def __init__(self, prompts, settings, *, images=None, progress=None, sleep=None, desc: str = "chatmany",
                  paces: Paces | None = None, client: Callable[..., Client] = Client,
                  cache: Cache | None = None):
         self.settings = settings
@@ -49,7 +52,8 @@ class Run:
         self._keys: list[str] = []              # request key of each prompt, with a cache
         self._slots: asyncio.Semaphore | None = None  # one per request in flight, made by run()
         self._client: Client | None = None      # open while the run sends
-        self.results = Results([Result(i, p) for i, p in enumerate(check_prompts(prompts))])
+        texts, self._rows = rows_of(check_prompts(prompts), images)  # rows: None when all are text
+        self.results = Results([Result(i, p) for i, p in enumerate(texts)])
         self.abort: RequestError | None = None
         self.timeline = self.results.timeline = Timeline(settings.concurrency, label=settings.model)
         self._policy = policy(settings.retries, settings.max_retry_wait,
@@ -123,6 +127,21 @@ class Run:
     def _body(self, prompt: str) -> dict:
         return {**self._head, "messages": [*self._head["messages"], {"role": "user", "content": prompt}]}
 
+    def rich(self, index: int) -> Row | None:
+        """The row at ``index`` when it is more than one line of text (its own system prompt,
+        earlier turns or images), else None."""
+        row = self._rows[index] if self._rows is not None else None
+        return None if row is None or row.plain else row
+
+    def rich_body(self, row: Row) -> dict:
+        """The request body of a rich row, its images read now (MediaError: this row cannot be
+        sent). Built when the row is sent, so only the rows in flight hold their files."""
+        system = self.settings.system_prompt
+        if row.system is not None:  # the row's own system prompt, with the schema's instruction
+            schema = self.settings.schema
+            system = "\n\n".join(p for p in (row.system, schema.instruction() if schema else None) if p)
+        return {**self._head, "messages": openai_messages(loaded(turns(row, system), OPENAI_LIMITS))}
+
     def _from_cache(self) -> list[Result]:
         """Fill in cached answers; return the records still to send."""
         if self.settings.cache:
@@ -131,10 +150,12 @@ class Run:
             return list(self.results)
         url = self.settings.url
         self._keys = request_keys(url, self._head, [r.prompt for r in self.results])
-        found = {} if self.settings.refresh else self._cache.get_many(self._keys)
+        # a rich row's key covers its images' bytes: it is made (and looked up) when it is sent
+        plain = [k for i, k in enumerate(self._keys) if self.rich(i) is None]
+        found = {} if self.settings.refresh else self._cache.get_many(plain)
         todo = []
         for record, key in zip(self.results, self._keys):
-            row = found.get(key)
+            row = found.get(key) if self.rich(record.index) is None else None
             if row is not None:
                 try:
                     record.data = self._decode(record, row[0])
@@ -143,14 +164,48 @@ class Run:
             if row is None:
                 todo.append(record)
                 continue
-            (record.text, record.finish_reason, record.prompt_tokens,
-             record.completion_tokens, record.model) = row
-            record.status, record.cached = "ok", True
+            self._fill_cached(record, row)
         return todo
 
+    def _fill_cached(self, record: Result, row: tuple) -> None:
+        (record.text, record.finish_reason, record.prompt_tokens,
+         record.completion_tokens, record.model) = row
+        record.status, record.cached = "ok", True
+
+    def _rich_request(self, record: Result, row: Row) -> bytes | None:
+        """A rich row's body, or None when it is done already: answered from the cache, or
+        failed before sending (a missing file, an unknown type, a file over the limit)."""
+        try:
+            body = self.rich_body(row)
+        except MediaError as e:
+            record.status, record.error = "error", f"not sent: {e}"
+            self._progress.advance(False)
+            return None
+        if self._cache is not None:
+            key = self._keys[record.index] = request_key(self.settings.url, body)
+            hit = None if self.settings.refresh else self._cache.get_many([key]).get(key)
+            if hit is not None:
+                try:
+                    record.data = self._decode(record, hit[0])
+                except (RequestError, TypeError):
+                    record.text, hit = None, None
+            if hit is not None:
+                self._fill_cached(record, hit)
+                self._progress.advance(True)
+                return None
+        return _dumps(body).encode()
+
     async def _one(self, record: Result) -> None:
-        body = _dumps(self._body(record.prompt)).encode()
+        row = self.rich(record.index)
         cost = len(record.prompt) // 4 + self._fixed_tokens
+        if row is None:
+            body = _dumps(self._body(record.prompt)).encode()
+        else:
+            ready = self._rich_request(record, row)
+            if ready is None:
+                return
+            body = ready
+            cost += sum(openai_image_tokens(None) for _ in parts_in(turns(row, None)))
         try:
             try:
                 done = await self._attempt(record, body, cost)
@@ -241,16 +296,13 @@ class Run:
             raise RequestError(message, status=200, code=code, retryable=record.attempts < 2) from None
 
 
-def check_prompts(prompts) -> list[str]:
-    """A list of strings, or one clear ConfigError."""
+def check_prompts(prompts) -> list:
+    """A list of prompts (each checked by rows_of), or one clear ConfigError."""
     if isinstance(prompts, str):
         raise ConfigError("prompts must be a list of strings, not one string")
     prompts = list(prompts)
     if not prompts:
         raise ConfigError("no prompts to send")
-    for i, p in enumerate(prompts):
-        if not isinstance(p, str):
-            raise ConfigError(f"every prompt must be a string; prompt {i} is {type(p).__name__}: {p!r:.60}")
     return prompts
 
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from chatmagic.core.cache import Cache
 from chatmagic.errors import ConfigError
 from chatmagic.notebook.prompts import split_lines, split_sep
-from chatmagic.notebook.templates import render_over
+from chatmagic.notebook.rowdata import cell_rows
+from chatmagic.notebook.templates import Template, render_over
 
 if TYPE_CHECKING:
     from chatmagic.core.schema import Schema
@@ -49,23 +50,35 @@ def models_of(names: str) -> list[str]:
     return list(dict.fromkeys(models))
 
 
-def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict):
-    """The prompts, their labels and the --over data."""
+def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict, images: str | None = None,
+               messages: str | None = None, system: str | None = None):
+    """The prompts (strings, or Rows with images, messages or a system prompt of their own), their
+    labels and the --over data."""
     if over is None:
+        for flag, given in (("--images", images), ("--messages", messages)):
+            if given is not None:
+                raise ConfigError(f"{flag} {given} names a column: it needs --over DATA")
         prompts = split_sep(cell, sep) if sep is not None else split_lines(cell)
         return prompts, list(range(len(prompts))), None
     if over not in user_ns:
         raise ConfigError(f"--over {over}: no variable of that name in the notebook")
+    data = user_ns[over]
+    if images is not None or messages is not None or (system is not None and "{" in system):
+        rows, labels = cell_rows(cell, data, name=over, images=images, messages=messages, system=system)
+        return rows, labels, data
     if not cell.strip():
         raise ConfigError(f"--over {over}: the cell is empty; write the prompt template below %%chatmany")
-    data = user_ns[over]
     prompts, labels = render_over(cell, data, name=over)
     return prompts, labels, data
 
 
-def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, prices=None, user_ns=None) -> Plan:
+def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, prices=None, user_ns=None,
+         images=None, messages=None) -> Plan:
     from chatmagic.core.engine import Run  # here, so that %load_ext does not import aiohttp
-    prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {})
+    prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {}, images=images,
+                                       messages=messages, system=settings.system)
+    if over is not None and settings.system and "{" in settings.system and not Template(settings.system).fields:
+        settings = settings.replace(system=Template(settings.system).render({}))  # {{ }}: literal braces
     models = models_of(settings.model)
     # -m a,b: one connection to the answer cache for every model's run (one model opens its own)
     shared = Cache.open() if settings.cache and len(models) > 1 else None

@@ -92,7 +92,8 @@ class ChatMany(Magics):
             layer["schema"] = lookup(layer["schema"], self._namespace)
         settings, options = resolve_cell(flags, defaults)
         plan_ = cell_plan(settings, cell=cell, out=options.out, as_df=options.df, over=options.over,
-                          sep=options.sep, prices=options.prices, user_ns=self._namespace)
+                          sep=options.sep, prices=options.prices, user_ns=self._namespace,
+                          images=options.images, messages=options.messages)
         if options.dry_run:
             print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system_prompt,
                                  max_tokens=settings.max_tokens, prices=options.prices, labels=plan_.labels,

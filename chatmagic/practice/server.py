@@ -39,6 +39,7 @@ from chatmagic.practice.batch import BatchAPI
 from chatmagic.practice.wire import DIRECTIVE
 from chatmagic.practice.wire import error_response as _error
 from chatmagic.practice.wire import text_of as _text
+from chatmagic.practice.shapes import openai_media, openai_problem
 
 HOST = "127.0.0.1"
 DEFAULT_CODES = {400: "invalid_request_error", 401: "invalid_api_key", 404: "model_not_found",
@@ -243,6 +244,9 @@ class FakeOpenAI:
             messages = None
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             return _error(400, "Request body must be JSON with a 'messages' list.", None)
+        refused = openai_problem(messages)  # content parts checked as OpenAI does (shapes.py)
+        if refused is not None:
+            return _error(400, refused[0], "invalid_value", param=refused[1])
         prompt = next((_text(m.get("content")) for m in reversed(messages)
                        if m.get("role") == "user"), "")
         # Every request counts as an attempt, also ones rejected below (404, 429).
@@ -374,6 +378,7 @@ class FakeOpenAI:
             content = json.dumps({"echo": text})
         else:
             content = f"echo: [system={system}] {text}" if system else f"echo: {text}"
+            content += _media_note(messages)
         self._ids += 1
         prompt_tokens = _prompt_tokens(messages)
         completion_tokens = len(content) // 4 + 1
@@ -569,6 +574,16 @@ def conforming(schema: dict, text: str, root: dict | None = None, path: str = ""
         return [conforming(schema.get("items", {}), text, root, f"{path}/{i}") for i in range(1 + h % 2)]
     values = {"integer": h % 10, "number": (h % 100) / 100, "boolean": h % 2 == 0, "null": None}
     return values.get(str(kind), text[:40])
+
+
+def _media_note(messages: list) -> str:
+    """What the answer says about a request that is more than one line: the turns before the
+    last (when there are any) and the last user turn's images and files."""
+    turns = sum(m.get("role") != "system" for m in messages)
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    media = openai_media(last.get("content"))
+    note = f" [turns={turns}]" if turns > 1 else ""
+    return note + (f" [media={len(media)}: {'; '.join(media)}]" if media else "")
 
 
 def _prompt_tokens(messages: list) -> int:

@@ -21,8 +21,8 @@ def text_of(content: object) -> str:
 
 
 def error_response(status: int, message: str, code: str | None, type_: str | None = None,
-                   headers: Mapping[str, str] | None = None) -> web.Response:
+                   headers: Mapping[str, str] | None = None, param: str | None = None) -> web.Response:
     """An error answer in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
     type_ = type_ or ("server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": type_, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
     return web.json_response(body, status=status, headers=headers)

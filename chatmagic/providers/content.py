@@ -1,0 +1,82 @@
+"""Images and documents in each provider's own shape, their size limits and token rules.
+
+The engine's turns (core/rows.py) hold ``{"type": "text"}`` dicts and loaded ``Part`` objects;
+a dialect writes them here, after the text, in the order given:
+
+    OpenAI chat     {"type": "image_url", "image_url": {"url": <data: URL, or the URL itself>}}
+                    {"type": "file", "file": {"filename", "file_data": <data: URL>}}  (PDF; no URLs)
+    Anthropic       {"type": "image" | "document", "source": {"type": "base64", "media_type", "data"}}
+                    {"type": "image" | "document", "source": {"type": "url", "url"}}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from chatmagic.providers.parts import DOCUMENT, IMAGE, MediaError, Part
+
+#: Largest file per kind, in bytes, as each provider documents it: OpenAI 20 MB an image
+#: (50 MB a request) and 32 MB of PDF; Anthropic 5 MB of base64 an image, 32 MB a request.
+OPENAI_LIMITS: Mapping[str, int] = {IMAGE: 20_000_000, DOCUMENT: 32_000_000}
+ANTHROPIC_LIMITS: Mapping[str, int] = {IMAGE: 5 * 1024 * 1024 * 3 // 4, DOCUMENT: 32_000_000}
+
+
+def openai_messages(messages: list[dict]) -> list[dict]:
+    """Turns with loaded parts, as chat-completions messages."""
+    return [m if isinstance(m["content"], str) else {**m, "content": [openai_part(p) for p in m["content"]]}
+            for m in messages]
+
+
+def openai_part(p: dict | Part) -> dict:
+    if not isinstance(p, Part):
+        return p
+    if p.kind == IMAGE:
+        return {"type": "image_url", "image_url": {"url": p.url if p.url is not None else p.data_url()}}
+    if p.url is not None:
+        raise MediaError(f"{p.url[:80]}: OpenAI's chat API takes a PDF as data, not as a URL; "
+                         "download it and give the path")
+    return {"type": "file", "file": {"filename": p.name, "file_data": p.data_url()}}
+
+
+def anthropic_content(content: str | list) -> str | list[dict]:
+    """One turn's content as Messages API content blocks."""
+    if isinstance(content, str):
+        return content
+    return [anthropic_block(p) for p in content]
+
+
+def anthropic_block(p: dict | Part) -> dict:
+    if not isinstance(p, Part):
+        return p
+    if p.url is not None:
+        return {"type": p.kind, "source": {"type": "url", "url": p.url}}
+    return {"type": p.kind, "source": {"type": "base64", "media_type": p.media_type, "data": p.b64()}}
+
+
+# ---- token estimates (the dry run), by each provider's documented rule ------------------------
+
+
+def openai_image_tokens(pixels: tuple[int, int] | None, detail: str = "auto") -> int:
+    """OpenAI's tile rule (GPT-4o and kin): 85 at detail "low"; else the image is fitted into
+    2048x2048, then its short side scaled to 768 (never up), and each 512 px tile costs 170
+    tokens, plus 85. Unknown pixels count as one 1024x1024 image (765)."""
+    if detail == "low":
+        return 85
+    w, h = pixels or (1024, 1024)
+    scale = min(1.0, 2048 / max(w, h))
+    w, h = w * scale, h * scale
+    scale = min(1.0, 768 / min(w, h))
+    w, h = w * scale, h * scale
+    return 85 + 170 * math.ceil(w / 512) * math.ceil(h / 512)
+
+
+def anthropic_image_tokens(pixels: tuple[int, int] | None) -> int:
+    """Anthropic's rule: width x height / 750, after an image whose long edge is over 1568 px or
+    that would pass ~1,600 tokens is scaled down to fit both. Unknown pixels count as 1,600."""
+    if pixels is None:
+        return 1600
+    w, h = pixels
+    scale = min(1.0, 1568 / max(w, h), math.sqrt(1600 * 750 / (w * h)))
+    return max(1, math.ceil(w * scale * h * scale / 750))
+
