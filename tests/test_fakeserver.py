@@ -70,7 +70,7 @@ def test_echoes_last_user_message_and_system_prompt(srv):
                 {"role": "assistant", "content": "echo: first"},
                 {"role": "user", "content": [{"type": "text", "text": "second"}]}]
     _, _, body = call(srv, messages=messages)
-    assert answer(body) == "echo: [system=be terse] second"
+    assert answer(body) == "echo: [system=be terse] second [turns=3]"  # the turns are counted
 
 
 def test_echo_params_returns_request_minus_messages(srv):

@@ -92,7 +92,7 @@ def _one(value: object) -> Media | None:
             return Media(url=value)
         return Media(path=os.path.expanduser(value.removeprefix("file://")))
     if isinstance(value, os.PathLike):
-        return Media(path=os.fspath(value))  # type: ignore[arg-type]
+        return Media(path=os.fspath(value))
     if isinstance(value, (bytes, bytearray, memoryview)):
         return Media(data=bytes(value))
     if (type(value).__module__ or "").startswith("PIL.") and hasattr(value, "save"):

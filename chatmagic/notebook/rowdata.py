@@ -47,21 +47,27 @@ def cell_rows(cell: str, data, *, name: str, images: str | None = None, messages
         raise ConfigError(f"--over {name}: the cell is empty; write the prompt template below %%chatmany")
     n = len(labels)
     systems: list[str | None] = [None] * n
-    if system is not None and Template(system).fields:
+    if system is not None and _system_template(system).fields:
         systems = list(render_over(system, data, name=name)[0])
     turns = [()] * n if messages is None else [
-        check_messages(_list(v, i), f"--messages {messages}, row {labels[i]!r}")
-        for i, v in enumerate(column(data, messages, "--messages", name))]
+        check_messages(_list(v, where), where) for i, v in enumerate(column(data, messages, "--messages", name))
+        for where in (f"--messages {messages}, row {labels[i]!r}",)]
     media = [()] * n if images is None else [media_of(v) for v in column(data, images, "--images", name)]
     rows = [Row(texts[i], systems[i], tuple(turns[i]), tuple(media[i])) for i in range(n)]
     return rows, labels
 
 
-def _list(value, i: int) -> list:
+def _list(value, where: str) -> list:
     if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):
         value = value.tolist()  # a numpy array in an object column
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"--messages: row {i} holds {type(value).__name__}, not a list of "
-                          "{'role', 'content'} dicts")
+        raise ConfigError(f"{where}: {type(value).__name__}, not a list of {{'role', 'content'}} dicts")
     return list(value)
 
+
+
+def _system_template(text: str) -> Template:
+    try:
+        return Template(text)
+    except ConfigError as e:
+        raise ConfigError(f"--system (a template with --over): {e}") from None

@@ -7,7 +7,9 @@
 Not used by the engine (which never imports aiohttp.web); it is here so that a classroom
 demo, like notebooks/teaching.ipynb, can show rate limits, failures and stalls offline.
 
-It echoes the last user message back and can simulate latency, rate limits
+It echoes the last user message back (with ``[turns=N]`` when there were earlier turns, and
+``[media=N: 64x48 image/png 1,234 B; ...]`` for its images and files, whose parts it checks as
+OpenAI does: practice/shapes.py) and can simulate latency, rate limits
 (with OpenAI / Azure style headers), random failures and stalls.  Rate limits come in
 the shapes real servers have, one keyword (or flag) each: ``limit_shape`` "per_second"
 (default), "bucket" or "window" (with ``window_s``); ``daily=N`` announces a per-day budget
@@ -580,7 +582,7 @@ def _media_note(messages: list) -> str:
     """What the answer says about a request that is more than one line: the turns before the
     last (when there are any) and the last user turn's images and files."""
     turns = sum(m.get("role") != "system" for m in messages)
-    last = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    last: dict = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     media = openai_media(last.get("content"))
     note = f" [turns={turns}]" if turns > 1 else ""
     return note + (f" [media={len(media)}: {'; '.join(media)}]" if media else "")

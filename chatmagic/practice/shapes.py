@@ -71,7 +71,7 @@ def _openai_part(part: object, role: object, param: str) -> tuple[str, str] | No
     if kind == "image_url":
         image = part.get("image_url")
         url = image.get("url") if isinstance(image, dict) else None
-        if not isinstance(url, str):
+        if not isinstance(image, dict) or not isinstance(url, str):
             return f"Missing required parameter: '{param}.image_url.url'.", f"{param}.image_url.url"
         if image.get("detail", "auto") not in ("auto", "low", "high"):
             return f"Invalid value for '{param}.image_url.detail'.", f"{param}.image_url.detail"

@@ -63,7 +63,7 @@ def openai_image_tokens(pixels: tuple[int, int] | None, detail: str = "auto") ->
     tokens, plus 85. Unknown pixels count as one 1024x1024 image (765)."""
     if detail == "low":
         return 85
-    w, h = pixels or (1024, 1024)
+    w, h = map(float, pixels or (1024, 1024))
     scale = min(1.0, 2048 / max(w, h))
     w, h = w * scale, h * scale
     scale = min(1.0, 768 / min(w, h))

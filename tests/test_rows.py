@@ -1,0 +1,184 @@
+"""Rows that are more than one line of text, sent to the practice server on 127.0.0.1, which
+checks every content part as OpenAI does and says in its answer what images it was sent."""
+
+import base64
+import io
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from chatmagic import chat_many
+
+
+def png(path, size=(64, 48), color=(200, 10, 10)):
+    Image.new("RGB", size, color).save(path)
+    return str(path)
+
+
+def ask(server, prompts, **kw):
+    kw.setdefault("progress", False)
+    return chat_many(prompts, base_url=server.base_url, **kw)
+
+
+def post(server, messages):
+    """One raw request, for what the server refuses."""
+    body = json.dumps({"model": "m", "messages": messages}).encode()
+    request = urllib.request.Request(server.base_url + "/chat/completions", body,
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_images_are_sent_after_the_text_as_data_urls_and_urls(server, tmp_path):
+    a, b = png(tmp_path / "a.png"), png(tmp_path / "b.png", (20, 30))
+    results = ask(server, ["one", "two", "three"], cache=False,
+                  images=[a, [a, b], "https://images.test/cat.jpg"])
+    assert [r.text for r in results] == [
+        f"echo: one [media=1: 64x48 image/png {(tmp_path / 'a.png').stat().st_size:,} B]",
+        f"echo: two [media=2: 64x48 image/png {(tmp_path / 'a.png').stat().st_size:,} B; "
+        f"20x30 image/png {(tmp_path / 'b.png').stat().st_size:,} B]",
+        "echo: three [media=1: url]"]
+    assert [r.prompt for r in results] == ["one", "two", "three"]
+
+
+def test_pdfs_bytes_and_pil_images(server, tmp_path):
+    pdf = b"%PDF-1.4\n%%EOF\n"
+    out = io.BytesIO()
+    Image.new("RGB", (5, 6)).save(out, format="JPEG")
+    results = ask(server, ["doc", "raw", "pil"], cache=False,
+                  images=[pdf, out.getvalue(), Image.new("RGB", (7, 8))])
+    assert results[0].text == f"echo: doc [media=1: application/pdf {len(pdf)} B]"
+    assert results[1].text == f"echo: raw [media=1: 5x6 image/jpeg {len(out.getvalue()):,} B]"
+    assert results[2].text.startswith("echo: pil [media=1: 7x8 image/png ")
+
+
+def test_a_bad_image_fails_only_its_row_before_anything_is_sent(server, tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    good = png(tmp_path / "good.png")
+    results = ask(server, ["ok", "missing", "text", "pdf url"], cache=False,
+                  images=[good, str(tmp_path / "missing.png"), str(tmp_path / "notes.txt"),
+                          "https://docs.test/a.pdf"])
+    assert [r.status for r in results] == ["ok", "error", "error", "error"]
+    assert results[1].error == f"not sent: {tmp_path / 'missing.png'}: cannot read (No such file or directory)"
+    assert results[2].error.endswith("notes.txt: not a PNG, JPEG, GIF or WebP image, nor a PDF")
+    assert "takes a PDF as data, not as a URL" in results[3].error
+    assert server.stats.requests == 1 and all(r.attempts == 0 for r in results[1:])
+
+
+def test_the_cache_covers_the_image_bytes(server, tmp_path):
+    path = png(tmp_path / "a.png")
+    first = ask(server, ["what?", "text only"], images=[path, None])
+    assert server.stats.requests == 2 and not any(r.cached for r in first)
+    again = ask(server, ["what?", "text only"], images=[path, None])  # unchanged: nothing sent
+    assert server.stats.requests == 2 and all(r.cached for r in again)
+    assert [r.text for r in again] == [r.text for r in first]
+    png(tmp_path / "a.png", color=(0, 0, 255))  # same name, same size, other pixels
+    changed = ask(server, ["what?", "text only"], images=[path, None])
+    assert server.stats.requests == 3 and [r.cached for r in changed] == [False, True]
+    plain = ask(server, ["what?"])  # the same text without its image is another request
+    assert server.stats.requests == 4 and not plain[0].cached
+
+
+def test_message_lists_are_sent_whole_with_the_system_prompt_first(server):
+    conversation = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "hello"},
+                    {"role": "user", "content": [{"type": "text", "text": "and this?"},
+                                                 {"type": "image", "image": Image.new("RGB", (9, 9))}]}]
+    results = ask(server, [conversation, "plain"], system="sys", cache=False)
+    assert results[0].prompt == "and this?"
+    assert results[0].text.startswith("echo: [system=sys\nbe brief] and this? [turns=3] [media=1: 9x9 image/png")
+    assert results[1].text == "echo: [system=sys] plain"
+
+
+def test_a_conversation_with_an_image_url_part(server):
+    conversation = [{"role": "user", "content": [
+        {"type": "text", "text": "see"}, {"type": "image_url", "image_url": {"url": "https://images.test/x.png"}}]}]
+    assert ask(server, [conversation], cache=False)[0].text == "echo: see [media=1: url]"
+
+
+def test_the_server_refuses_what_openai_refuses(server):
+    bad = [
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
+         "messages[0].content[0].image_url.url"),
+        ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,bm90"}}]}],
+         "messages[0].content[0].image_url.url"),
+        ([{"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}]}],
+         "messages[0].content[0]"),
+        ([{"role": "user", "content": [{"type": "video"}]}], "messages[0].content[0].type"),
+        ([{"role": "user", "content": [{"type": "file", "file": {"filename": "a.pdf"}}]}],
+         "messages[0].content[0].file"),
+    ]
+    for messages, param in bad:
+        status, body = post(server, messages)
+        assert status == 400 and body["error"]["param"] == param, (messages, body)
+    good = base64.b64encode(b"%PDF-1.4\n").decode()
+    status, body = post(server, [{"role": "user", "content": [
+        {"type": "file", "file": {"filename": "a.pdf", "file_data": "data:application/pdf;base64," + good}}]}])
+    assert status == 200 and body["choices"][0]["message"]["content"] == "echo:  [media=1: application/pdf 9 B]"
+
+
+# ---- %%chatmany --over with --images, --messages and a --system template -------------------
+
+
+@pytest.fixture
+def shell(server, capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+    ip = InteractiveShell.instance()
+    ip.run_cell("%load_ext chatmagic")
+    ip.run_cell(f"%config ChatMany.base_url = {server.base_url!r}")
+    ip.run_cell("%config ChatMany.quiet = True")
+    capsys.readouterr()
+    yield ip
+    ip.run_cell("%config ChatMany.base_url = None")
+    ip.run_cell("%config ChatMany.quiet = False")
+    ip.run_cell("%unload_ext chatmagic")
+
+
+def test_cell_over_a_frame_with_images_and_a_system_per_row(shell, server, tmp_path, capsys):
+    import pandas as pd
+    shell.user_ns["photos"] = pd.DataFrame({"file": [png(tmp_path / "a.png"), str(tmp_path / "gone.png")],
+                                            "persona": ["a pirate", "a judge"]})
+    cell = ("%%chatmany --over photos --images file --system 'You are {persona}.' --df --no-cache -o df\n"
+            "Describe row {index}")
+    assert shell.run_cell(cell).success
+    df = shell.user_ns["df"]
+    assert df["response"][0] == (f"echo: [system=You are a pirate.] Describe row 0 "
+                                 f"[media=1: 64x48 image/png {(tmp_path / 'a.png').stat().st_size:,} B]")
+    assert df["status"][1] == "error" and "gone.png: cannot read" in df["error"][1]
+    assert server.stats.requests == 1 and "1/2 ok, 1 failed (1 not sent)" in capsys.readouterr().out
+
+
+def test_cell_over_conversations_empty_cell_or_a_last_turn(shell, server):
+    import pandas as pd
+    shell.user_ns["chats"] = pd.DataFrame({"turns": [
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+         {"role": "user", "content": "bye"}],
+        [{"role": "user", "content": "one"}]]})
+    assert shell.run_cell("%%chatmany --over chats --messages turns --no-cache -o a\n").success
+    assert shell.user_ns["a"] == ["echo: bye [turns=3]", "echo: one"]
+    assert shell.run_cell("%%chatmany --over chats --messages turns --no-cache -o b\nrow {index}").success
+    assert shell.user_ns["b"] == ["echo: row 0 [turns=4]", "echo: row 1 [turns=2]"]
+
+
+def test_cell_flags_say_what_is_wrong_in_one_line(shell, capsys):
+    import pandas as pd
+    shell.user_ns["d"] = pd.DataFrame({"x": ["a"]})
+    shell.user_ns["lst"] = ["a"]
+    for cell, message in [
+        ("%%chatmany --images x\nhi", "--images x names a column: it needs --over DATA"),
+        ("%%chatmany --over d --images nope\n{x}", "--images nope: is not a column of --over d; columns: x"),
+        ("%%chatmany --over lst --images file\n{item}", "use --images item for its elements"),
+        ("%%chatmany --over d --messages x\n", "--messages x, row 0: str, not a list of"),
+        ("%%chatmany --over d --system 'as {\"json\": 1}'\n{x}", "--system (a template with --over): template field"),
+    ]:
+        capsys.readouterr()
+        result = shell.run_cell(cell)
+        assert not result.success
+        shown = capsys.readouterr()
+        assert message in (shown.out + shown.err) or message in str(result.error_in_exec), (cell, shown)
