@@ -6,11 +6,12 @@ import io
 import pytest
 from PIL import Image
 
-from chatmagic.core import imagesize
-from chatmagic.core.media import DOCUMENT, IMAGE, Media, MediaError, load, media_of, peek
+from chatmagic.core.media import Media, load, media_of, peek
 from chatmagic.core.rows import Row, check_messages, rows_of, turns
 from chatmagic.errors import ConfigError
+from chatmagic.providers import imagesize
 from chatmagic.providers.content import anthropic_block, anthropic_image_tokens, openai_image_tokens, openai_part
+from chatmagic.providers.parts import DOCUMENT, IMAGE, MediaError
 
 PDF_BYTES = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 

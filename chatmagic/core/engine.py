@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 
 from chatmagic.core.cache import Cache, request_key, request_keys
-from chatmagic.providers.parts import MediaError
 from chatmagic.core.progress import make_progress
 from chatmagic.core.ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Paces, Throttle
 from chatmagic.core.retry import ABORT, RETRY, classify, policy
@@ -21,6 +20,7 @@ from chatmagic.core.rows import Row, loaded, parts_in, rows_of, turns
 from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
 from chatmagic.errors import ConfigError, RequestError, RunAborted
 from chatmagic.providers.content import OPENAI_LIMITS, openai_image_tokens, openai_messages
+from chatmagic.providers.parts import MediaError
 from chatmagic.results import Result, Results
 from chatmagic.transport.client import Client, Completion, scrub
 from chatmagic.transport.limits import connection_cap

@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from chatmagic.core.media import LIMITS, Media, Part, load, media_of
+from chatmagic.core.media import LIMITS, Media, load, media_of
 from chatmagic.errors import ConfigError
+from chatmagic.providers.parts import Part
 
 ROLES = ("system", "user", "assistant")
 

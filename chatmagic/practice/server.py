@@ -38,10 +38,10 @@ from collections import Counter
 from aiohttp import web
 
 from chatmagic.practice.batch import BatchAPI
+from chatmagic.practice.shapes import openai_media, openai_problem
 from chatmagic.practice.wire import DIRECTIVE
 from chatmagic.practice.wire import error_response as _error
 from chatmagic.practice.wire import text_of as _text
-from chatmagic.practice.shapes import openai_media, openai_problem
 
 HOST = "127.0.0.1"
 DEFAULT_CODES = {400: "invalid_request_error", 401: "invalid_api_key", 404: "model_not_found",
