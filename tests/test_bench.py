@@ -25,3 +25,12 @@ def test_hostile_memory_benchmark_runs():
     assert done.returncode == 0, done.stderr[-2000:]
     row = next(line for line in done.stdout.splitlines() if line.startswith("| hugelength |"))
     assert "too_large" in row.split("|")[2]
+
+
+def test_image_memory_benchmark_runs():
+    script = BENCH.parent / "bench_images.py"
+    done = subprocess.run([sys.executable, str(script), "-n", "40", "-c", "8"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| chatmagic, --images |"))
+    assert row.endswith("| 40/40 |") and "-> PASS" in done.stdout

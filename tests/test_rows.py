@@ -182,3 +182,17 @@ def test_cell_flags_say_what_is_wrong_in_one_line(shell, capsys):
         assert not result.success
         shown = capsys.readouterr()
         assert message in (shown.out + shown.err) or message in str(result.error_in_exec), (cell, shown)
+
+
+def test_dry_run_counts_images_and_their_tokens_from_headers(shell, server, tmp_path, capsys):
+    import pandas as pd
+    Image.new("RGB", (1024, 1024)).save(tmp_path / "big.jpg")
+    shell.user_ns["photos"] = pd.DataFrame({"file": [[png(tmp_path / "a.png"), str(tmp_path / "big.jpg")],
+                                                     str(tmp_path / "gone.png")]})
+    assert shell.run_cell("%%chatmany --over photos --images file --dry-run\nWhat is in it?").success
+    out = capsys.readouterr().out
+    size = ((tmp_path / "a.png").stat().st_size + (tmp_path / "big.jpg").stat().st_size) / 1e6
+    assert (f"images: 2 (~1,020 tokens by OpenAI's tile rule, in the estimate below); {size:,.1f} MB of local "
+            f"files; 1 cannot be sent, their rows would fail: {tmp_path / 'gone.png'}: cannot read") in out
+    assert "~1,028 in per model" in out  # 255 + 765 for the images, 4 for each prompt's text
+    assert server.stats.requests == 0

@@ -127,6 +127,11 @@ class Run:
     def _body(self, prompt: str) -> dict:
         return {**self._head, "messages": [*self._head["messages"], {"role": "user", "content": prompt}]}
 
+    @property
+    def rows(self) -> list[Row] | None:
+        """Every prompt as a Row, when one of them is more than text; else None."""
+        return self._rows
+
     def rich(self, index: int) -> Row | None:
         """The row at ``index`` when it is more than one line of text (its own system prompt,
         earlier turns or images), else None."""

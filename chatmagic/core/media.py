@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from chatmagic.providers.imagesize import PDF, SNIFF_BYTES, dimensions, sniff
+from chatmagic.providers.imagesize import JPEG, PDF, SNIFF_BYTES, dimensions, sniff
 from chatmagic.providers.parts import DOCUMENT, IMAGE, MediaError, Part
 
 #: Largest file of each kind by default, in bytes: OpenAI takes 50 MB per request and 32 MB of
@@ -138,7 +138,9 @@ def peek(media: Media) -> Peek:
     else:
         try:
             with open(media.path, "rb") as f:
-                size, data = os.fstat(f.fileno()).st_size, f.read(PEEK_BYTES)
+                size, data = os.fstat(f.fileno()).st_size, f.read(4096)
+                if sniff(data[:SNIFF_BYTES]) == JPEG and dimensions(data, JPEG) is None:
+                    data += f.read(PEEK_BYTES - len(data))  # past a large EXIF block
         except OSError as e:
             raise MediaError(f"{media.shown}: cannot read ({e.strerror or e})") from None
     media_type = sniff(data[:SNIFF_BYTES])

@@ -41,6 +41,14 @@ class Plan:
     def prompts(self) -> list[str]:
         return [r.prompt for r in next(iter(self.runs.values())).results]
 
+    def media(self) -> tuple[str, int] | None:
+        """The dry run's line on the images the rows would send, and their tokens (headers only)."""
+        rows = next(iter(self.runs.values())).rows
+        if rows is None:
+            return None
+        from chatmagic.notebook.dryrun import media_report
+        return media_report(rows)
+
 
 def models_of(names: str) -> list[str]:
     """``-m a,b,c`` into its model names."""

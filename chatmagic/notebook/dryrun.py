@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 
+from chatmagic.core.media import peek
 from chatmagic.core.prices import cost, estimate_tokens
+from chatmagic.core.rows import Row, parts_in, turns
+from chatmagic.providers.content import openai_image_tokens
+from chatmagic.providers.parts import DOCUMENT, MediaError
 
 _SHOW_CHARS = 200   # characters of each prompt shown by dry_run_report
 _SHOW_LINES = 6     # lines of each prompt shown by dry_run_report
@@ -29,7 +33,7 @@ def _preview(prompt: str, indent: str = "      ") -> str:
 
 def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str | None = None,
                    max_tokens: int | None = None, prices: Mapping | None = None, show: int = 3,
-                   labels: Sequence | None = None, schema=None) -> str:
+                   labels: Sequence | None = None, schema=None, media: tuple[str, int] | None = None) -> str:
     """What a run would send, as a few lines of text (nothing is sent or printed).
 
     Requests (prompts × models), the first ``show`` prompts (at most ~200 characters each, shown
@@ -38,6 +42,7 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
     estimated cost per priced model and in total: from input only up to input plus ``max_tokens``
     per answer, or input only (output not counted) when ``max_tokens`` is None. With a
     ``schema`` (a chatmagic.core.schema.Schema), the ``response_format`` sent, counted once per request.
+    ``media`` is ``media_report``'s (line, tokens): the images' line, their tokens added to the input.
     """
     models = list(models)
     n = len(prompts)
@@ -58,7 +63,9 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
         sent = json.dumps(schema.response_format(), ensure_ascii=False)
         lines.append(f"response_format: {sent}")
         per_request += estimate_tokens(sent)
-    tokens_in = sum(estimate_tokens(p) for p in prompts) + n * per_request
+    if media is not None:
+        lines.append(media[0])
+    tokens_in = sum(estimate_tokens(p) for p in prompts) + n * per_request + (media[1] if media else 0)
     tokens_out = n * max_tokens if max_tokens else 0
     tokens = (f"tokens (estimate, ~4 characters each): ~{tokens_in:,} in per model, "
               f"~{tokens_in * len(models):,} in total")
@@ -84,3 +91,33 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
     elif prices:
         lines.append(f"cost: no price for {', '.join(models)}")
     return "\n".join(lines)
+
+
+def media_report(rows: Sequence[Row]) -> tuple[str, int] | None:
+    """The images and documents the rows would send, from their headers only: how many, their
+    size, their tokens by OpenAI's tile rule (detail auto counts as high), and how many cannot
+    be sent (with the first reason). None when the rows have none."""
+    images = documents = size = tokens = 0
+    bad: list[str] = []
+    for row in rows:
+        for m in parts_in(turns(row, None)):
+            try:
+                seen = peek(m)  # type: ignore[arg-type]
+            except MediaError as e:
+                bad.append(str(e))
+                continue
+            size += seen.size or 0
+            if seen.kind == DOCUMENT:
+                documents += 1
+            else:
+                images += 1
+                tokens += openai_image_tokens(seen.pixels)
+    if not images and not documents and not bad:
+        return None
+    line = f"images: {images:,} (~{tokens:,} tokens by OpenAI's tile rule, in the estimate below)"
+    if documents:
+        line += f"; PDFs: {documents:,} (their tokens are not estimated)"
+    line += f"; {size / 1e6:,.1f} MB of local files"
+    if bad:
+        line += f"; {len(bad):,} cannot be sent, their rows would fail: {bad[0]}"
+    return line, tokens

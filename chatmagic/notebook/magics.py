@@ -97,7 +97,7 @@ class ChatMany(Magics):
         if options.dry_run:
             print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system_prompt,
                                  max_tokens=settings.max_tokens, prices=options.prices, labels=plan_.labels,
-                                 schema=settings.schema))
+                                 schema=settings.schema, media=plan_.media()))
             if settings.batch:
                 from chatmagic.batch.run import dry_run_note
                 print(dry_run_note(len(plan_.prompts), len(plan_.runs)))
