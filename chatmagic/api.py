@@ -11,10 +11,13 @@ tests/test_options.py checks them against the table. ``model`` and
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ParamSpec
 
+from chatmagic.core.memory import Memory
 from chatmagic.results import Results
 from chatmagic.settings import ENGINE, OPTIONS, resolve
 
@@ -49,6 +52,7 @@ async def achat_many(
     refresh: bool = False,
     cache: bool = True,
     progress: bool = True,
+    memory: Memory | None = None,
 ) -> Results:
     """Send ``prompts`` concurrently and return their results in order.
 
@@ -58,12 +62,13 @@ async def achat_many(
     they go after the prompt's text. An image that cannot be sent fails only its prompt.
 
     Raises ``ConfigError`` before sending anything if an option is invalid, and ``RunAborted``
-    (with ``.results``) if the server refuses the whole run.
+    (with ``.results``) if the server refuses the whole run. ``memory`` (a ``chatmagic.core.memory.Memory``)
+    carries what runs learn about servers from one call to the next; without one each call starts afresh.
     """
-    options = {k: v for k, v in locals().items() if k not in ("prompts", "images")}
+    options = {k: v for k, v in locals().items() if k not in ("prompts", "images", "memory")}
     from chatmagic.batch.run import send
     from chatmagic.core.engine import Run
-    return await send(Run(prompts, resolve(options), images=images))
+    return await send(Run(prompts, resolve(options), images=images, memory=run_memory(memory)))
 
 
 def _same_parameters(
@@ -75,9 +80,18 @@ def _same_parameters(
     return take
 
 
+def run_memory(memory: Memory | None) -> Memory:
+    """The memory of one run: ``memory`` (its paces shared) or a fresh one, naming the local model
+    servers this process started, so their answers are found again after a restart on another port."""
+    memory = Memory() if memory is None else memory
+    local = sys.modules.get("chatmagic.practice.local")  # a process that never imported it started none
+    names = local.cache_names() if local is not None else {}
+    return dataclasses.replace(memory, names={**memory.names, **names}) if names else memory
+
+
 @_same_parameters(achat_many)
-def chat_many(prompts: Iterable[str | list[dict[str, Any]]], images: Sequence[Any] | None = None,
-              **options: Any) -> Results:
+def chat_many(prompts: Iterable[str | list[dict[str, Any]]], images: Sequence[Any] | None = None, *,
+              memory: Memory | None = None, **options: Any) -> Results:
     """Blocking ``achat_many``: works in scripts, and in notebooks (on a worker thread).
 
     Ctrl-C (or a kernel interrupt) raises ``RunInterrupted``, a KeyboardInterrupt whose
@@ -86,7 +100,8 @@ def chat_many(prompts: Iterable[str | list[dict[str, Any]]], images: Sequence[An
     from chatmagic.batch.run import send
     from chatmagic.core.bridge import run_sync
     from chatmagic.core.engine import Run
-    run = Run(prompts, resolve(options), images=images)  # bad input fails here, before any thread starts
+    run = Run(prompts, resolve(options), images=images,
+              memory=run_memory(memory))  # bad input fails here, before any thread starts
     try:
         return run_sync(lambda: send(run))
     except KeyboardInterrupt:

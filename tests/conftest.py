@@ -1,16 +1,15 @@
 import pytest
 
-from chatmagic.core import ratelimit
 from chatmagic.practice.server import FakeOpenAI
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
-    """No test sees the user's keys, base URL, model or cache, nor paces another test learnt."""
+    """No test sees the user's keys, base URL, model or cache. (Paces learnt live in the Memory
+    passed to a run, so no test sees another's.)"""
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATMAGIC_MODEL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CHATMAGIC_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(ratelimit, "PACES", ratelimit.Paces())  # this test's own memory
 
 
 @pytest.fixture(scope="session")

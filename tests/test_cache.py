@@ -516,3 +516,21 @@ def test_request_keys_equal_request_key_of_each_body(system):
     expected = [request_key(URL, {**head, "messages": [*head["messages"], {"role": "user", "content": p}]})
                 for p in prompts]
     assert request_keys(URL, head, prompts) == expected
+
+
+def test_a_server_named_in_the_memory_keeps_its_answers_on_another_url(server):
+    """The local model is keyed by what it is, not its port: a second server given the same name
+    in the run's Memory answers from the cache; one without the name is asked again."""
+    import chatmagic
+    from chatmagic.core.memory import Memory
+    from chatmagic.practice.server import FakeOpenAI
+    prompts = ["n1", "n2"]
+    first = chatmagic.chat_many(prompts, base_url=server.base_url, progress=False,
+                                memory=Memory(names={f"{server.base_url}/chat/completions": "the-model"}))
+    assert [r.cached for r in first] == [False, False]
+    with FakeOpenAI() as other:
+        named = Memory(names={f"{other.base_url}/chat/completions": "the-model"})
+        again = chatmagic.chat_many(prompts, base_url=other.base_url, progress=False, memory=named)
+        assert [r.cached for r in again] == [True, True] and again.texts() == first.texts()
+        unnamed = chatmagic.chat_many(prompts, base_url=other.base_url, progress=False)
+        assert [r.cached for r in unnamed] == [False, False] and other.stats.requests == 2

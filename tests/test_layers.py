@@ -18,8 +18,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("chatmagic.transport",),   # the aiohttp edge
     ("chatmagic.core", "chatmagic.settings", "chatmagic.results"),  # the run, its options, its records
     ("chatmagic.batch",),       # the Batch API, driving a core Run
-    ("chatmagic.api",),         # chat_many / achat_many
     ("chatmagic.practice",),    # practice servers, the local model
+    ("chatmagic.api",),         # chat_many / achat_many
     ("chatmagic.notebook",),    # IPython: the magics and what only a cell needs
     ("chatmagic",),             # __init__: the public names
 )

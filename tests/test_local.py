@@ -220,7 +220,6 @@ def test_answers_survive_a_restart_on_another_port(server):
     """The cache names the local model by its file, not its port: a new server (as in a new
     kernel) answers the same prompts from the cache."""
     import chatmagic
-    from chatmagic.core.cache import SERVER_IDENTITY
     prompts = ["The sky is", "Grass is"]
     first = chatmagic.chat_many(prompts, base_url=server.base_url, model=server.model, max_tokens=4,
                                 progress=False)
@@ -231,4 +230,4 @@ def test_answers_survive_a_restart_on_another_port(server):
         second = chatmagic.chat_many(prompts, base_url=again.base_url, model=again.model, max_tokens=4,
                                      progress=False)
     assert [r.cached for r in second] == [True, True] and second.texts() == first.texts()
-    assert again.url not in SERVER_IDENTITY and server.url in SERVER_IDENTITY  # stopped: forgotten
+    assert again.url not in local.cache_names() and server.url in local.cache_names()  # stopped: forgotten

@@ -12,6 +12,7 @@ import pytest
 
 import chatmagic
 from chatmagic.core.budgets import FLOOR, INF, LIFT, SAFETY
+from chatmagic.core.memory import Memory
 from chatmagic.core.ratelimit import NO_HINT_WAIT, Paces, Throttle
 from chatmagic.core.retry import ServerOrBackoff
 from chatmagic.core.timeline import known_limit
@@ -319,12 +320,14 @@ def test_user_rpm_cap_without_server_headers(server):
 
 def test_a_later_run_paces_from_the_first_request_and_forgets_a_limit_no_longer_announced(server):
     server.rpm, server.latency = 1200, 0.0
-    run(server, 5, concurrency=5)
-    again = Throttle(url=server.base_url + "/chat/completions")
+    memory = Memory()
+    run(server, 5, concurrency=5, memory=memory)
+    again = Throttle(url=server.base_url + "/chat/completions", paces=memory.paces)
     assert not again._probe and again.requests.fill == pytest.approx(20)
 
     async def one_answer_without_headers():
         again.observe(NONE, await again.acquire())
     asyncio.run(one_answer_without_headers())  # the server says nothing now
     assert again.idle
-    assert Throttle(url=again.url)._probe  # and the next run probes again
+    assert Throttle(url=again.url, paces=memory.paces)._probe  # and the next run probes again
+    assert Throttle(url=again.url)._probe  # a throttle with no memory given knows nothing

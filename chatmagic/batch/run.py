@@ -78,7 +78,7 @@ class BatchRun:
             todo = self.run._from_cache()
             cache = self.run._cache
             keys = self.run._keys if cache is not None else request_keys(
-                self.settings.url, self.run._head, [r.prompt for r in self.results])
+                self.run.memory.server_name(self.settings.url), self.run._head, [r.prompt for r in self.results])
             for record in todo:
                 self.wanted.setdefault(keys[record.index], []).append(record)
             if self.wanted:

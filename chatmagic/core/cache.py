@@ -76,17 +76,13 @@ def default_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chatmagic"
 
 
-#: Servers named in the key by what they are, not where: chatmagic.practice.local puts its running
-#: server's URL here, named by the model file, so its answers survive a restart on a new port.
-SERVER_IDENTITY: dict[str, str] = {}
-
-
 def request_key(url: str, body: dict) -> str:
-    """The cache key of one request: sha256 hex of the URL and the full body as canonical JSON
+    """The cache key of one request: sha256 hex of the server and the full body as canonical JSON
     (sorted keys, so dict order does not matter). Pass the exact dict that is sent -- model,
     messages including the system message, every parameter. Headers (the API key) never enter.
-    Note ``1`` and ``1.0`` are different JSON, hence different keys."""
-    data = _dumps([SERVER_IDENTITY.get(url, url), body]).encode("utf-8", "surrogatepass")
+    Note ``1`` and ``1.0`` are different JSON, hence different keys. ``url`` is the request's
+    URL, or the server's name when it is known by what it is (``Memory.server_name``)."""
+    data = _dumps([url, body]).encode("utf-8", "surrogatepass")
     return _sha256(KEY_VERSION + data).hexdigest()
 
 
@@ -95,7 +91,7 @@ def request_keys(url: str, head: dict, prompts) -> list[str]:
     the canonical JSON around the prompt is hashed once and the hash state copied per prompt."""
     marker = "\x00chatmagic-prompt\x00"
     body = {**head, "messages": [*head["messages"], {"role": "user", "content": marker}]}
-    before, after = _dumps([SERVER_IDENTITY.get(url, url), body]).split(_dumps(marker))
+    before, after = _dumps([url, body]).split(_dumps(marker))
     start = _sha256(KEY_VERSION + before.encode("utf-8", "surrogatepass"))
     tail = after.encode("utf-8", "surrogatepass")
     keys = []

@@ -13,8 +13,9 @@ import time
 from collections.abc import Callable
 
 from chatmagic.core.cache import Cache, request_key, request_keys
+from chatmagic.core.memory import Memory
 from chatmagic.core.progress import make_progress
-from chatmagic.core.ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Paces, Throttle
+from chatmagic.core.ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Throttle
 from chatmagic.core.retry import ABORT, RETRY, classify, policy
 from chatmagic.core.rows import Row, loaded, parts_in, rows_of, turns
 from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
@@ -39,13 +40,15 @@ class Run:
 
     Collaborators can be passed in: ``client`` makes the HTTP client (``Client(settings,
     limit=...)``), ``cache`` is an open answer cache to share (the caller closes it; without one
-    the run opens and closes its own when ``settings.cache``), ``sleep`` waits between retries.
+    the run opens and closes its own when ``settings.cache``), ``sleep`` waits between retries,
+    ``memory`` is what runs remember about servers (learnt paces, cache names; default: a fresh one).
     """
 
     def __init__(self, prompts, settings, *, images=None, progress=None, sleep=None, desc: str = "chatmany",
-                 paces: Paces | None = None, client: Callable[..., Client] = Client,
+                 memory: Memory | None = None, client: Callable[..., Client] = Client,
                  cache: Cache | None = None):
         self.settings = settings
+        self.memory = Memory() if memory is None else memory
         self._make_client = client
         self._shared_cache = cache
         self._cache: Cache | None = None        # the answer cache while the run is on
@@ -58,7 +61,7 @@ class Run:
         self.timeline = self.results.timeline = Timeline(settings.concurrency, label=settings.model)
         self._policy = policy(settings.retries, settings.max_retry_wait,
                               self.timeline.sleeper(sleep or asyncio.sleep))
-        self._throttle = Throttle(settings.rpm, settings.tpm, url=settings.url, paces=paces,
+        self._throttle = Throttle(settings.rpm, settings.tpm, url=settings.url, paces=self.memory.paces,
                                   max_wait=settings.max_retry_wait, probe_wait=(
                                       PROBE_WAIT_LOCAL if is_loopback(settings.base_url) else PROBE_WAIT))
         self._throttle.sleep = self.timeline.sleeper(self._throttle.sleep, throttle_wait(self._throttle))
@@ -154,7 +157,7 @@ class Run:
         if self._cache is None:
             return list(self.results)
         url = self.settings.url
-        self._keys = request_keys(url, self._head, [r.prompt for r in self.results])
+        self._keys = request_keys(self.memory.server_name(url), self._head, [r.prompt for r in self.results])
         # a rich row's key covers its images' bytes: it is made (and looked up) when it is sent
         plain = [k for i, k in enumerate(self._keys) if self.rich(i) is None]
         found = {} if self.settings.refresh else self._cache.get_many(plain)
@@ -187,7 +190,7 @@ class Run:
             self._progress.advance(False)
             return None
         if self._cache is not None:
-            key = self._keys[record.index] = request_key(self.settings.url, body)
+            key = self._keys[record.index] = request_key(self.memory.server_name(self.settings.url), body)
             hit = None if self.settings.refresh else self._cache.get_many([key]).get(key)
             if hit is not None:
                 try:

@@ -39,6 +39,7 @@ import logging
 import time
 
 from chatmagic.core.budgets import INF, Credit, Hidden, Ticket
+from chatmagic.core.memory import Paces
 from chatmagic.providers.hints import Hints, say
 
 log = logging.getLogger("chatmagic")
@@ -52,26 +53,6 @@ PROBE_WAIT_LOCAL = 0.25
 NO_HINT_WAIT = 0.5
 #: A 429 whose budget is spent and resets at least this much later (and 10x max_wait) ends the run.
 QUOTA_WAIT = 600.0
-
-
-class Paces:
-    """Paces learnt per server URL, so a later run starts at them and skips the first probe.
-    One per process by default (``PACES``); pass your own to keep runs apart."""
-
-    def __init__(self):
-        self._rates: dict[str, tuple[float, float]] = {}
-
-    def get(self, url) -> tuple[float, float] | None:
-        return self._rates.get(url)
-
-    def remember(self, url, requests: float, tokens: float) -> None:
-        self._rates[url] = (requests, tokens)
-
-    def forget(self, url) -> None:
-        self._rates.pop(url, None)
-
-
-PACES = Paces()
 
 
 def _advance(scheduled: float, now: float, interval: float) -> float:
@@ -105,7 +86,7 @@ class Throttle:
         self._lock = asyncio.Lock()
         self._probing: asyncio.Event | None = None
         self.probe_wait = probe_wait
-        self.url, self.paces = url, PACES if paces is None else paces
+        self.url, self.paces = url, Paces() if paces is None else paces
         remembered = self.paces.get(url) if url is not None else None
         self._remembered = remembered is not None  # paced from an earlier run until this one hears back
         self._probe = probe and not self._remembered

@@ -15,6 +15,7 @@ from chatmagic.notebook.rowdata import cell_rows
 from chatmagic.notebook.templates import Template, render_over
 
 if TYPE_CHECKING:
+    from chatmagic.core.memory import Memory
     from chatmagic.core.schema import Schema
 
 
@@ -81,7 +82,7 @@ def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict, i
 
 
 def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, prices=None, user_ns=None,
-         images=None, messages=None) -> Plan:
+         images=None, messages=None, memory: Memory | None = None) -> Plan:
     from chatmagic.core.engine import Run  # here, so that %load_ext does not import aiohttp
     prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {}, images=images,
                                        messages=messages, system=settings.system)
@@ -92,7 +93,7 @@ def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, pri
     shared = Cache.open() if settings.cache and len(models) > 1 else None
     try:
         runs = {m: Run(prompts, settings.replace(model=m), desc=m if len(models) > 1 else "chatmany",
-                       cache=shared) for m in models}
+                       cache=shared, memory=memory) for m in models}
     except BaseException:
         if shared is not None:
             shared.close()

@@ -15,7 +15,9 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Any, Bool, Dict, Float, Integer, TraitType, Unicode
 
+from chatmagic.api import run_memory
 from chatmagic.core.bridge import interruptible, run_sync
+from chatmagic.core.memory import Memory
 from chatmagic.core.schema import lookup
 from chatmagic.errors import ConfigError, RunAborted, interrupted
 from chatmagic.notebook.cell import Plan
@@ -63,6 +65,7 @@ class ChatMany(Magics):
         # timelines of each run by its -o name, for %chatmany_plot (small: not the answers)
         self._timelines: dict[str, list] = {}
         self._last_out: str | None = None
+        self.memory = Memory()  # what this shell's runs learn about servers: a later cell starts at the pace learnt
 
     @_flags
     @cell_magic
@@ -93,7 +96,7 @@ class ChatMany(Magics):
         settings, options = resolve_cell(flags, defaults)
         plan_ = cell_plan(settings, cell=cell, out=options.out, as_df=options.df, over=options.over,
                           sep=options.sep, prices=options.prices, user_ns=self._namespace,
-                          images=options.images, messages=options.messages)
+                          images=options.images, messages=options.messages, memory=run_memory(self.memory))
         if options.dry_run:
             print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system_prompt,
                                  max_tokens=settings.max_tokens, prices=options.prices, labels=plan_.labels,

@@ -33,7 +33,7 @@ import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
-from chatmagic.core.cache import SERVER_IDENTITY, default_dir
+from chatmagic.core.cache import default_dir
 from chatmagic.errors import ConfigError
 
 MODEL_NAME = "gemma3-270m"  # what the server calls the model; any name is accepted in requests
@@ -98,6 +98,7 @@ class LocalServer:
         self.log_path = log_path  # the child's stdout+stderr (llama.cpp's log)
         self.base_url = f"http://{HOST}:{port}/v1"
         self.url = f"{self.base_url}/chat/completions"
+        self.cache_name: str | None = None  # what the answer cache calls it (``cache_identity``), set by start()
         self._owner = os.getpid()  # a forked child must not stop its parent's server
 
     @property
@@ -124,7 +125,6 @@ class LocalServer:
             self.process.wait()
         _close_quietly(self.process.stdin)
         self.log_path.unlink(missing_ok=True)
-        SERVER_IDENTITY.pop(self.url, None)  # the port may serve something else next
 
     def __enter__(self) -> LocalServer:
         return self
@@ -160,7 +160,7 @@ def start(port: int | None = None, *, parallel: int = 4, threads: int = 2, ctx_s
         server.stop()
         raise
     _current = server
-    SERVER_IDENTITY[server.url] = cache_identity(path)
+    server.cache_name = cache_identity(path)
     return server
 
 
@@ -173,6 +173,12 @@ def cache_identity(path: Path) -> str:
 def current() -> LocalServer | None:
     """The server ``start()`` launched last, if it is still running."""
     return _current if _current is not None and _current.running else None
+
+
+def cache_names() -> dict[str, str]:
+    """The answer cache's names of the running servers this process started (URL -> name), for a
+    run's ``Memory.names``; a stopped server is not named (its port may serve something else next)."""
+    return {s.url: s.cache_name for s in _started if s.cache_name is not None and s.running}
 
 
 def get_or_start(**kwargs) -> LocalServer:
