@@ -196,3 +196,23 @@ def test_dry_run_counts_images_and_their_tokens_from_headers(shell, server, tmp_
             f"files; 1 cannot be sent, their rows would fail: {tmp_path / 'gone.png'}: cannot read") in out
     assert "~1,028 in per model" in out  # 255 + 765 for the images, 4 for each prompt's text
     assert server.stats.requests == 0
+
+
+def test_batch_lines_carry_the_images_and_a_rerun_pays_nothing_twice(server, tmp_path, monkeypatch):
+    from chatmagic.batch import run as batch_run
+    monkeypatch.setattr(batch_run, "POLL_FIRST", 0.01)
+    server.batch.reset()
+    path = png(tmp_path / "a.png")
+    prompts, images = ["look", "plain", "gone"], [path, None, str(tmp_path / "gone.png")]
+    results = ask(server, prompts, images=images, batch=True)
+    size = (tmp_path / "a.png").stat().st_size
+    assert [r.text for r in results[:2]] == [f"echo: look [media=1: 64x48 image/png {size:,} B]", "echo: plain"]
+    assert results[2].status == "error" and "gone.png: cannot read" in results[2].error
+    lines = [json.loads(line) for line in server.batch.contents["file-fake1"].splitlines()]
+    assert len(lines) == 2 and lines[0]["body"]["messages"][0]["content"][1]["image_url"]["url"].startswith(
+        "data:image/png;base64,")
+    again = ask(server, prompts[:2], images=images[:2], batch=True)
+    assert all(r.cached for r in again) and server.batch.stats["batches"] == 1
+    png(tmp_path / "a.png", color=(1, 2, 3))
+    changed = ask(server, prompts[:2], images=images[:2], batch=True)
+    assert [r.cached for r in changed] == [False, True] and server.batch.stats["requests"] == 3

@@ -28,7 +28,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING
 
-from chatmagic.batch.format import ENDPOINT, ID_HEX, line_error, line_maker, unfinished, write_parts
+from chatmagic.batch.format import ENDPOINT, ID_HEX, line_error, line_maker, request_line, unfinished, write_parts
 from chatmagic.batch.store import BatchStore
 from chatmagic.core.cache import CacheWarning, request_keys
 from chatmagic.core.retry import RETRY, classify
@@ -79,6 +79,8 @@ class BatchRun:
             cache = self.run._cache
             keys = self.run._keys if cache is not None else request_keys(
                 self.run.memory.server_name(self.settings.url), self.run._head, [r.prompt for r in self.results])
+            if self.run.rows is not None:  # a rich row's key covers its images: read them now
+                todo = [r for r in todo if self.run.rich(r.index) is None or self.run.rich_ready(r, keys)]
             for record in todo:
                 self.wanted.setdefault(keys[record.index], []).append(record)
             if self.wanted:
@@ -130,12 +132,18 @@ class BatchRun:
         os.close(fd)
         try:
             make = line_maker(self.run._head)
-            lines = ((key, make(f"{self.wanted[key][0].index}-{key[:ID_HEX]}", self.wanted[key][0].prompt))
-                     for key in fresh)
+            lines = ((key, self._line(make, key)) for key in fresh)
             for keys in write_parts(lines, path, MAX_REQUESTS, MAX_BYTES):
                 await self._create(path, keys)
         finally:
             os.unlink(path)
+
+    def _line(self, make, key: str) -> bytes:
+        record = self.wanted[key][0]
+        custom_id = f"{record.index}-{key[:ID_HEX]}"
+        if self.run.rich(record.index) is None:
+            return make(custom_id, record.prompt)
+        return request_line(custom_id, self.run.rich_body(self.run.rich(record.index)))  # read again
 
     async def _create(self, path: str, keys: list[str]) -> None:
         part = hashlib.sha256("".join(keys).encode()).hexdigest()[:32]

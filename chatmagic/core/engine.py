@@ -180,17 +180,23 @@ class Run:
          record.completion_tokens, record.model) = row
         record.status, record.cached = "ok", True
 
-    def _rich_request(self, record: Result, row: Row) -> bytes | None:
-        """A rich row's body, or None when it is done already: answered from the cache, or
-        failed before sending (a missing file, an unknown type, a file over the limit)."""
+    def rich_ready(self, record: Result, keys: list[str] | None = None) -> dict | None:
+        """A rich row's body, its key put in ``keys`` (the run's own by default), or None when
+        it is done already: answered from the cache, or failed before sending (a missing file,
+        an unknown type, a file over the limit)."""
+        row = self.rich(record.index)
+        assert row is not None
         try:
             body = self.rich_body(row)
         except MediaError as e:
             record.status, record.error = "error", f"not sent: {e}"
             self._progress.advance(False)
             return None
+        keys = self._keys if keys is None else keys
+        if keys:  # the key covers everything sent, the images' bytes too
+            keys[record.index] = request_key(self.memory.server_name(self.settings.url), body)
         if self._cache is not None:
-            key = self._keys[record.index] = request_key(self.memory.server_name(self.settings.url), body)
+            key = keys[record.index]
             hit = None if self.settings.refresh else self._cache.get_many([key]).get(key)
             if hit is not None:
                 try:
@@ -201,7 +207,7 @@ class Run:
                 self._fill_cached(record, hit)
                 self._progress.advance(True)
                 return None
-        return _dumps(body).encode()
+        return body
 
     async def _one(self, record: Result) -> None:
         row = self.rich(record.index)
@@ -209,10 +215,10 @@ class Run:
         if row is None:
             body = _dumps(self._body(record.prompt)).encode()
         else:
-            ready = self._rich_request(record, row)
+            ready = self.rich_ready(record)
             if ready is None:
                 return
-            body = ready
+            body = _dumps(ready).encode()
             cost += sum(openai_image_tokens(None) for _ in parts_in(turns(row, None)))
         try:
             try:

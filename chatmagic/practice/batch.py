@@ -26,6 +26,7 @@ from collections import Counter
 
 from aiohttp import BodyPartReader, web
 
+from chatmagic.practice.shapes import openai_problem
 from chatmagic.practice.wire import DIRECTIVE, text_of
 from chatmagic.practice.wire import error_response as _error
 
@@ -199,7 +200,13 @@ class BatchAPI:
         script = {m[1]: m[2].split(":") if m[2] else [] for m in DIRECTIVE.finditer(prompt)}
         request_id = f"req_fake{self.stats['answered']}"
         self.stats["answered"] += 1
-        if "fail" in script:
+        refused = openai_problem(messages)  # a line's parts are checked as in a chat request
+        if refused is not None:
+            response = {"status_code": 400, "request_id": request_id, "body": {"error": {
+                "message": refused[0], "type": "invalid_request_error", "param": refused[1],
+                "code": "invalid_value"}}}
+            ok = False
+        elif "fail" in script:
             status = int(script["fail"][0])
             response = {"status_code": status, "request_id": request_id, "body": {"error": {
                 "message": f"Scripted failure {status}.", "type": "invalid_request_error",
