@@ -216,3 +216,38 @@ def test_batch_lines_carry_the_images_and_a_rerun_pays_nothing_twice(server, tmp
     png(tmp_path / "a.png", color=(1, 2, 3))
     changed = ask(server, prompts[:2], images=images[:2], batch=True)
     assert [r.cached for r in changed] == [False, True] and server.batch.stats["requests"] == 3
+
+
+def test_the_anthropic_practice_server_checks_blocks_and_says_what_it_got(tmp_path):
+    from chatmagic.core.media import Media, load
+    from chatmagic.practice.anthropic import FakeAnthropic
+    from chatmagic.providers.content import anthropic_content
+    image = load(Media(path=png(tmp_path / "a.png")))
+    pdf = load(Media(data=b"%PDF-1.4\n%%EOF\n"))
+    content = anthropic_content([{"type": "text", "text": "both"}, image, pdf,
+                                 load(Media(url="https://images.test/x.webp"))])
+    headers = {"x-api-key": "k", "anthropic-version": "2023-06-01", "Content-Type": "application/json"}
+
+    def send(server, messages):
+        body = json.dumps({"model": "claude-x", "max_tokens": 64, "messages": messages}).encode()
+        request = urllib.request.Request(server.base_url + "/messages", body, headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    with FakeAnthropic(api_key="k") as server:
+        status, body = send(server, [{"role": "user", "content": content}])
+        size = (tmp_path / "a.png").stat().st_size
+        assert status == 200 and body["content"][0]["text"] == (
+            f"echo: both [media=3: 64x48 image/png {size:,} B; application/pdf 15 B; url]")
+        wrong_type = {**content[1], "source": {**content[1]["source"], "media_type": "image/jpeg"}}
+        for block, reason in [({"type": "image", "source": {"type": "base64", "media_type": "image/png"}},
+                               "data: invalid base64"),
+                              (wrong_type, "does not appear to be that type"),
+                              ({"type": "image", "source": {"type": "url"}}, "url: Field required"),
+                              ({"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+                               "Input tag 'image_url'")]:
+            status, body = send(server, [{"role": "user", "content": [block]}])
+            assert status == 400 and reason in body["error"]["message"], (block, body)

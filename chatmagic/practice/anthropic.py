@@ -50,6 +50,7 @@ from chatmagic.practice.anthropic_shapes import (
     tokens_of,
 )
 from chatmagic.practice.server import HOST, TokenBucket, conforming
+from chatmagic.practice.shapes import anthropic_media
 from chatmagic.practice.wire import DIRECTIVE
 
 
@@ -232,6 +233,12 @@ class FakeAnthropic:
             stop_reason, out_tokens = "tool_use", 20
         else:
             answer = f"echo: [system={system}] {text}" if system else f"echo: {text}"
+            last: dict[str, Any] = next((m for m in reversed(body["messages"]) if m.get("role") == "user"), {})
+            media = anthropic_media(last.get("content"))
+            if len(body["messages"]) > 1:
+                answer += f" [turns={len(body['messages'])}]"
+            if media:
+                answer += f" [media={len(media)}: {'; '.join(media)}]"
             stop_reason = "end_turn"
             for stop in body.get("stop_sequences") or ():
                 if stop and stop in answer:

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chatmagic.practice.shapes import anthropic_problem
 from chatmagic.practice.wire import DIRECTIVE
 
 VERSION = "2023-06-01"
@@ -68,6 +69,9 @@ def check_request(body: Any) -> str | None:
                     '`system` parameter, not "system" as an input message role.')
         if role not in ROLES:
             return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+    blocks = anthropic_problem(messages)  # image and document blocks (practice/shapes.py)
+    if blocks is not None:
+        return blocks
     system = body.get("system")
     if system is not None and not isinstance(system, (str, list)):
         return "system: Input should be a valid string or a list of text blocks"
