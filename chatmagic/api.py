@@ -65,7 +65,13 @@ async def achat_many(
     (with ``.results``) if the server refuses the whole run. ``memory`` (a ``chatmagic.core.memory.Memory``)
     carries what runs learn about servers from one call to the next; without one each call starts afresh.
     """
-    options = {k: v for k, v in locals().items() if k not in ("prompts", "images", "memory")}
+    # each keyword by name (tests/test_options.py checks that every one arrives)
+    options = {"model": model, "concurrency": concurrency, "timeout": timeout, "connect_timeout": connect_timeout,
+               "retries": retries, "max_retry_wait": max_retry_wait, "system": system, "temperature": temperature,
+               "max_tokens": max_tokens, "params": params, "base_url": base_url, "api_key_env": api_key_env,
+               "api_key": api_key, "rpm": rpm, "tpm": tpm, "proxy": proxy, "max_response_mb": max_response_mb,
+               "json": json, "schema": schema, "batch": batch, "wait": wait, "refresh": refresh, "cache": cache,
+               "progress": progress}
     from chatmagic.batch.run import send
     from chatmagic.core.engine import Run
     return await send(Run(prompts, resolve(options), images=images, memory=run_memory(memory)))

@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from chatmagic.errors import ConfigError
@@ -232,35 +232,41 @@ BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 #: The built-in default of every option.
 DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 
-_T = TypeVar("_T")
-
-
-def _fields_from(options: Iterable[Option]) -> Callable[[type[_T]], type[_T]]:
-    """A frozen dataclass with one field per option (secret ones kept out of the repr)."""
-    options = tuple(options)
-
-    def build(cls: type[_T]) -> type[_T]:
-        cls.__annotations__ = {o.name: o.type if o.default is not None else o.type | None for o in options}
-        for o in options:
-            setattr(cls, o.name, field(repr=not o.secret))
-        return dataclass(frozen=True)(cls)
-    return build
-
-
-@_fields_from(o for o in OPTIONS if o.scope == ENGINE)
+@dataclass(frozen=True)
 class Settings:
-    """Everything a run needs, validated: one field per engine option of ``OPTIONS``.
-    The API key is kept out of the repr."""
+    """Everything a run needs, validated: one field per engine option of ``OPTIONS``, in its order
+    (checked when this module is imported). The API key is kept out of the repr."""
 
-    if TYPE_CHECKING:  # the fields come from the table
-        def __init__(self, **values: Any) -> None: ...
-        def __getattr__(self, name: str) -> Any: ...
+    model: str
+    concurrency: int
+    timeout: float
+    connect_timeout: float
+    retries: int
+    max_retry_wait: float
+    system: str | None
+    temperature: float | None
+    max_tokens: int | None
+    params: dict[str, Any]
+    base_url: str
+    api_key_env: str
+    api_key: str | None = field(repr=False)
+    rpm: float | None
+    tpm: float | None
+    proxy: str | None
+    max_response_mb: float
+    json: bool
+    schema: Schema | None
+    batch: bool
+    wait: bool
+    refresh: bool
+    cache: bool
+    progress: bool
 
     @property
     def url(self) -> str:
         return str(self.base_url).rstrip("/") + "/chat/completions"
 
-    def body_params(self) -> dict:
+    def body_params(self) -> dict[str, Any]:
         """Request body fields other than ``messages``."""
         body: dict[str, Any] = {"model": self.model}
         if self.temperature is not None:
@@ -283,16 +289,42 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (already valid values)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(self, **changes)
 
 
-@_fields_from(o for o in OPTIONS if o.scope == MAGIC)
+@dataclass(frozen=True)
 class CellOptions:
-    """The options only %%chatmany uses (out, df, quiet, prices, ...), validated."""
+    """The options only %%chatmany uses (out, df, quiet, prices, ...), validated: one field per
+    magic option of ``OPTIONS``, in its order."""
 
-    if TYPE_CHECKING:
-        def __init__(self, **values: Any) -> None: ...
-        def __getattr__(self, name: str) -> Any: ...
+    out: str
+    over: str | None
+    images: str | None
+    messages: str | None
+    sep: str | None
+    dry_run: bool
+    df: bool
+    quiet: bool
+    prices: dict[str, Any] | None
+
+
+def _check_fields(cls: type, scope: str) -> None:
+    """The dataclass has one field per option of ``scope``, in the table's order, secret ones out
+    of the repr: an option added to the table without its field fails here, at import, by name."""
+    want = [o for o in OPTIONS if o.scope == scope]
+    have = {f.name: f for f in dataclasses.fields(cls)}
+    missing = [o.name for o in want if o.name not in have]
+    extra = [n for n in have if n not in BY_NAME or BY_NAME[n].scope != scope]
+    if missing or extra or list(have) != [o.name for o in want]:
+        raise TypeError(f"{cls.__name__} must have one field per {scope} option, in the order of OPTIONS: "
+                        f"missing {missing}, not options {extra}")
+    shown = [o.name for o in want if have[o.name].repr == o.secret]
+    if shown:
+        raise TypeError(f"{cls.__name__}: repr=False is for secret options only: {shown}")
+
+
+_check_fields(Settings, ENGINE)
+_check_fields(CellOptions, MAGIC)
 
 
 def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None,

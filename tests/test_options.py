@@ -1,5 +1,6 @@
 """The option table: README, the flags, the traits and the settings all follow from it."""
 
+import dataclasses
 import inspect
 import re
 import subprocess
@@ -112,8 +113,50 @@ def test_api_keywords_are_the_engine_options(function):
         assert o.plain_help in function.__doc__
 
 
-# Adding an option is one row: a test-only option added to the table's source shows up as a
-# Settings field with its checks, a %config trait, a flag with its default in %%chatmany?.
+def test_every_keyword_reaches_resolve_by_its_name(monkeypatch):
+    """achat_many hands each keyword on by name (no locals()): a distinct value per keyword arrives
+    under that keyword's name."""
+    import asyncio
+
+    import chatmagic.api
+    seen: dict = {}
+
+    def capture(options):
+        seen.update(options)
+        raise config.ConfigError("captured")
+    monkeypatch.setattr(chatmagic.api, "resolve", capture)
+    values = {o.name: object() for o in OPTIONS if o.keyword}
+    with pytest.raises(config.ConfigError, match="captured"):
+        asyncio.run(chatmagic.achat_many(["x"], **values))
+    assert seen.keys() == values.keys() and all(seen[k] is v for k, v in values.items())
+
+
+@pytest.mark.parametrize(("cls", "scope"), [(config.Settings, config.ENGINE), (config.CellOptions, config.MAGIC)])
+def test_each_option_is_a_typed_field(cls, scope):
+    """Settings and CellOptions are written out (so ``settings.tmeout`` is a type error), one field
+    per option, typed as the table says: the option's type, or None too when it has no default."""
+    from chatmagic.core.schema import Schema
+    hints = typing.get_type_hints(cls, {**vars(config), "Schema": Schema})
+    options = [o for o in OPTIONS if o.scope == scope]
+    assert list(hints) == [o.name for o in options]
+    for o in options:
+        kinds = {typing.get_origin(k) or k for k in typing.get_args(hints[o.name]) or (hints[o.name],)}
+        if o.check is None:
+            assert kinds == ({o.type} if o.default is not None else {o.type, type(None)}), o.name
+    assert hints["schema" if scope == config.ENGINE else "out"] in (Schema | None, str)
+    assert not hasattr(cls, "__getattr__")  # no catch-all: a misspelt name is an AttributeError, and a mypy error
+
+
+def test_an_option_without_its_field_fails_at_import_by_name():
+    @dataclasses.dataclass(frozen=True)
+    class Short:
+        model: str
+    with pytest.raises(TypeError, match=r"missing \['concurrency'"):
+        config._check_fields(Short, config.ENGINE)
+
+
+# Adding an option is one row and its typed field: a test-only option added to the table's source
+# shows up as a Settings field with its checks, a %config trait, a flag with its default in %%chatmany?.
 PROBE = """
 import sys
 import typing
@@ -122,6 +165,7 @@ import chatmagic
 source = Path(chatmagic.__file__).with_name("settings.py").read_text()
 row = 'Option("probe", int, 3, "a test-only option", flags=("--probe",), metavar="N", minimum=1),'
 source = source.replace("OPTIONS: tuple[Option, ...] = (", "OPTIONS: tuple[Option, ...] = (" + row, 1)
+source = source.replace("class Settings:\\n", "class Settings:\\n    probe: int\\n", 1)
 import types
 module = types.ModuleType("chatmagic.settings")
 module.__package__ = "chatmagic"
