@@ -26,7 +26,22 @@ def outputs(cell) -> str:
 
 
 def test_every_notebook_is_tested():
-    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"dataframe.ipynb", "quickstart.ipynb", "teaching.ipynb"}
+    assert {p.name for p in NOTEBOOKS.glob("*.ipynb")} == {"dataframe.ipynb", "images.ipynb", "quickstart.ipynb",
+                                                          "teaching.ipynb"}
+
+
+def test_images_notebook(server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    nb = execute("images.ipynb")
+    dry = outputs(nb.cells[3])
+    assert "4 prompts × 1 model = 4 requests" in dry and "images: 4 (~1,020 tokens by OpenAI's tile rule" in dry
+    assert "4/4 ok" in outputs(nb.cells[5])
+    table = outputs(nb.cells[6])
+    assert "red-circle.png: ok: echo: [system=You are a painter.] What shapes are in this picture? Answer in " \
+           "five words. [media=1: 96x96 image/png 442 B]" in table and table.count("[media=1: ") == 4
+    replies = outputs(nb.cells[-1])
+    assert "echo: [system=You are a support agent. Be brief.] Last week. [turns=3]" in replies
+    assert server.stats.requests == 6
 
 
 def label_counts(text: str) -> dict:
