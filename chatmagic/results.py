@@ -7,13 +7,17 @@ that partly fails still hands back every answer that came in.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 if TYPE_CHECKING:
     from chatmagic.core.schema import Schema
     from chatmagic.core.timeline import Timeline
+
+#: What became of a prompt: answered; failed (``error`` says why); not sent or not finished (the run
+#: stopped, was interrupted, or never got to it); or in a provider batch still running (``--batch``).
+Status = Literal["ok", "error", "cancelled", "pending"]
 
 #: Columns of ``Results.to_pandas()``, in order (``text`` is shown as ``response``).
 COLUMNS = ("prompt", "response", "status", "error", "attempts", "latency_s",
@@ -22,13 +26,12 @@ COLUMNS = ("prompt", "response", "status", "error", "attempts", "latency_s",
 
 @dataclass(slots=True)
 class Result:
-    """One prompt's outcome. ``status`` is "ok", "error", "cancelled" or (a batch still running)
-    "pending"; ``text`` is None unless ok."""
+    """One prompt's outcome (``status``: see ``Status``); ``text`` is None unless ok."""
 
     index: int
     prompt: str
     text: str | None = None
-    status: str = "cancelled"
+    status: Status = "cancelled"
     error: str | None = None
     attempts: int = 0
     latency_s: float | None = None
@@ -49,21 +52,45 @@ class Result:
         return self.finish_reason in ("length", "content_filter")
 
 
-class Results(Sequence):
-    """The records of a run in prompt order, with a summary and conversions."""
+class Results(Sequence[Result]):
+    """The records of a run in prompt order, with a summary and conversions.
 
-    def __init__(self, records: list[Result], *, elapsed_s: float = 0.0, retries: int = 0):
+    Every attribute is set here: by the constructor, and while the run goes by ``retried``,
+    ``finished`` and ``pending_in`` (the run's modules call those; they assign nothing)."""
+
+    def __init__(self, records: list[Result], *, elapsed_s: float = 0.0, retries: int = 0,
+                 model: str | None = None, schema: Schema | None = None, timeline: Timeline | None = None,
+                 batch: bool = False):
         self._records = records
         self.elapsed_s = elapsed_s
         self.retries = retries  # attempts beyond the first, over all prompts
-        self.batch = False      # sent through the Batch API (priced as such)
+        self.batch = batch      # sent through the Batch API (priced as such)
         self.batch_ids: list[str] = []  # batches still running, holding the pending records
-        self.timeline: Timeline | None = None  # the run's attempts, set by the run
+        self.timeline = timeline  # the run's attempts
         self.notes: list[str] = []  # what the run had to tell (a wait longer than allowed)
-        self.schema: Schema | None = None  # the run's schema, if it had one
-        self.model: str | None = None  # the model asked for; records hold the one that answered
+        self.schema = schema  # the run's schema, if it had one
+        self.model = model  # the model asked for; records hold the one that answered
 
-    def __getitem__(self, i):
+    def retried(self) -> None:
+        """One more attempt beyond a prompt's first."""
+        self.retries += 1
+
+    def finished(self, elapsed_s: float, notes: Iterable[str] = ()) -> None:
+        """The run is over (done, stopped or interrupted) after ``elapsed_s``, with ``notes`` to tell."""
+        self.elapsed_s = elapsed_s
+        self.notes.extend(notes)
+
+    def pending_in(self, batch_ids: list[str]) -> None:
+        """The provider batches still running that hold this run's pending records."""
+        self.batch_ids = list(batch_ids)
+
+    @overload
+    def __getitem__(self, i: int) -> Result: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Result]: ...
+
+    def __getitem__(self, i: int | slice) -> Result | list[Result]:
         return self._records[i]
 
     def __len__(self) -> int:

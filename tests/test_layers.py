@@ -131,3 +131,26 @@ def test_the_checks_see_an_upward_import_and_a_circle(tmp_path):
     assert found == [("chatmagic.notebook.magics", 2, False)]
     assert layer_of(found[0][0]) > layer_of("chatmagic.core.engine")
     assert circles({"x": {"y"}, "y": {"z"}, "z": {"x"}, "w": {"x"}}) == ["x -> y -> z -> x"]
+
+
+RESULTS_ATTRIBUTES = {"elapsed_s", "retries", "batch", "batch_ids", "timeline", "notes", "schema", "model"}
+
+
+def test_results_attributes_are_set_only_in_results_py():
+    """The run's modules tell a Results what happened (``retried``, ``finished``, ``pending_in``);
+    none assigns its attributes or appends to its notes."""
+    found = []
+    for m, p in modules().items():
+        if m == "chatmagic.results":
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AugAssign | ast.AnnAssign) else [])
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                targets = [node.func.value]  # results.notes.extend(...)
+            for t in targets:
+                for part in ast.walk(t):
+                    if (isinstance(part, ast.Attribute) and part.attr in RESULTS_ATTRIBUTES
+                            and ast.unparse(part.value).endswith("results")):
+                        found.append(f"{m}:{node.lineno} {ast.unparse(part)}")
+    assert found == []

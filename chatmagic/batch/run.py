@@ -63,7 +63,6 @@ class BatchRun:
 
     def __init__(self, run):
         self.run, self.settings, self.results = run, run.settings, run.results
-        self.results.batch = True
         self.wanted: dict[str, list[Result]] = {}  # request key -> records waiting for it
         self.batches: dict[str, dict] = {}         # batch id -> last Batch object seen
         self.batch_keys: dict[str, list[str]] = {}  # batch id -> every request key in it
@@ -86,7 +85,7 @@ class BatchRun:
             if self.wanted:
                 await self._submit_and_wait()
         finally:
-            self.results.elapsed_s = time.perf_counter() - started
+            self.results.finished(time.perf_counter() - started)
             self.run.close_cache()
             if self.store is not None:
                 self.store.close()
@@ -263,7 +262,7 @@ class BatchRun:
             for record in records:
                 if record.status == "cancelled" and record.error is None:
                     record.error = unsent
-        self.results.batch_ids = running
+        self.results.pending_in(running)
 
 
 def poll_delays(first: float, most: float):

@@ -56,9 +56,10 @@ class Run:
         self._slots: asyncio.Semaphore | None = None  # one per request in flight, made by run()
         self._client: Client | None = None      # open while the run sends
         texts, self._rows = rows_of(check_prompts(prompts), images)  # rows: None when all are text
-        self.results = Results([Result(i, p) for i, p in enumerate(texts)])
+        self.timeline = Timeline(settings.concurrency, label=settings.model)
+        self.results = Results([Result(i, p) for i, p in enumerate(texts)], model=settings.model,
+                               schema=settings.schema, timeline=self.timeline, batch=settings.batch)
         self.abort: RequestError | None = None
-        self.timeline = self.results.timeline = Timeline(settings.concurrency, label=settings.model)
         self._policy = policy(settings.retries, settings.max_retry_wait,
                               self.timeline.sleeper(sleep or asyncio.sleep))
         self._throttle = Throttle(settings.rpm, settings.tpm, url=settings.url, paces=self.memory.paces,
@@ -66,8 +67,6 @@ class Run:
                                       PROBE_WAIT_LOCAL if is_loopback(settings.base_url) else PROBE_WAIT))
         self._throttle.sleep = self.timeline.sleeper(self._throttle.sleep, throttle_wait(self._throttle))
         self._progress = make_progress(settings.progress if progress is None else progress, desc)
-        self.results.schema = settings.schema
-        self.results.model = settings.model
         system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
         self._head = {**settings.body_params(), "messages": system}
         _dumps(self._head)  # bad input fails here, before anything is sent
@@ -110,9 +109,8 @@ class Run:
                     raise
             outcome = "stopped" if self.abort else "done"
         finally:
-            self.results.elapsed_s = time.perf_counter() - started
+            self.results.finished(time.perf_counter() - started, self._throttle.notes)
             self.timeline.rate, self.timeline.burst = known_limit(self._throttle)
-            self.results.notes.extend(self._throttle.notes)
             self._progress.close(outcome)
             self.close_cache()  # writes what is buffered, also after an interrupt
         if self.abort:
@@ -251,7 +249,7 @@ class Run:
         async def attempt() -> Completion:
             if pending:
                 raise pending.pop()
-            self.results.retries += 1
+            self.results.retried()
             self._progress.retried()
             return await self._attempt(record, body, cost)
         return attempt
