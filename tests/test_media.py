@@ -149,3 +149,19 @@ def test_turns_put_system_first_and_images_after_the_text():
     assert turns(Row("t", system="mine"), "sys")[0] == {"role": "system", "content": "mine"}
     only = Row(None, messages=({"role": "user", "content": "look"},), media=m)
     assert turns(only, None) == [{"role": "user", "content": [{"type": "text", "text": "look"}, m[0]]}]
+
+
+def test_a_rich_row_body_per_dialect():
+    from chatmagic.providers.content import row_body
+    png = load(Media(data=image_bytes("PNG")))
+    turns_ = [{"role": "system", "content": "be brief"}, {"role": "system", "content": "row's own"},
+              {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+              {"role": "user", "content": [{"type": "text", "text": "look"}, png]}]
+    openai = row_body("openai", {"model": "m", "messages": [{"role": "system", "content": "x"}]}, turns_)
+    assert openai["messages"][:2] == turns_[:2] and openai["messages"][4]["content"][1]["type"] == "image_url"
+    anthropic = row_body("anthropic", {"model": "c", "max_tokens": 9, "system": "x", "messages": []}, turns_)
+    assert anthropic["system"] == "be brief\n\nrow's own" and anthropic["max_tokens"] == 9
+    assert [m["role"] for m in anthropic["messages"]] == ["user", "assistant", "user"]
+    assert anthropic["messages"][2]["content"] == [{"type": "text", "text": "look"}, anthropic_block(png)]
+    with pytest.raises(MediaError, match="not written for the gemini-native dialect"):
+        row_body("gemini-native", {}, turns_)

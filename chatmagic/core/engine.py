@@ -20,7 +20,7 @@ from chatmagic.core.retry import ABORT, RETRY, classify, policy
 from chatmagic.core.rows import Row, loaded, parts_in, rows_of, turns
 from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
 from chatmagic.errors import ConfigError, RequestError, RunAborted
-from chatmagic.providers.content import OPENAI_LIMITS, openai_image_tokens, openai_messages
+from chatmagic.providers.content import limits_of, openai_image_tokens, row_body
 from chatmagic.providers.parts import MediaError
 from chatmagic.results import Result, Results
 from chatmagic.transport.client import Client, Completion, scrub
@@ -146,7 +146,8 @@ class Run:
         if row.system is not None:  # the row's own system prompt, with the schema's instruction
             schema = self.settings.schema
             system = "\n\n".join(p for p in (row.system, schema.instruction() if schema else None) if p)
-        return {**self._head, "messages": openai_messages(loaded(turns(row, system), OPENAI_LIMITS))}
+        dialect = "openai"
+        return row_body(dialect, self._head, loaded(turns(row, system), limits_of(dialect)))
 
     def _from_cache(self) -> list[Result]:
         """Fill in cached answers; return the records still to send."""

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from chatmagic.core.media import peek
 from chatmagic.core.prices import cost, estimate_tokens
 from chatmagic.core.rows import Row, parts_in, turns
-from chatmagic.providers.content import openai_image_tokens
+from chatmagic.providers.content import image_tokens
 from chatmagic.providers.parts import DOCUMENT, MediaError
 
 _SHOW_CHARS = 200   # characters of each prompt shown by dry_run_report
@@ -93,10 +93,11 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
     return "\n".join(lines)
 
 
-def media_report(rows: Sequence[Row]) -> tuple[str, int] | None:
+def media_report(rows: Sequence[Row], dialect: str = "openai") -> tuple[str, int] | None:
     """The images and documents the rows would send, from their headers only: how many, their
-    size, their tokens by OpenAI's tile rule (detail auto counts as high), and how many cannot
-    be sent (with the first reason). None when the rows have none."""
+    size, their tokens by the provider's rule (OpenAI's tiles, detail auto counting as high;
+    Anthropic's area), and how many cannot be sent (with the first reason). None when the rows
+    have none."""
     images = documents = size = tokens = 0
     bad: list[str] = []
     for row in rows:
@@ -111,10 +112,11 @@ def media_report(rows: Sequence[Row]) -> tuple[str, int] | None:
                 documents += 1
             else:
                 images += 1
-                tokens += openai_image_tokens(seen.pixels)
+                tokens += image_tokens(dialect, seen.pixels)
     if not images and not documents and not bad:
         return None
-    line = f"images: {images:,} (~{tokens:,} tokens by OpenAI's tile rule, in the estimate below)"
+    rule = "Anthropic's area rule" if dialect == "anthropic" else "OpenAI's tile rule"
+    line = f"images: {images:,} (~{tokens:,} tokens by {rule}, in the estimate below)"
     if documents:
         line += f"; PDFs: {documents:,} (their tokens are not estimated)"
     line += f"; {size / 1e6:,.1f} MB of local files"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 from chatmagic.providers.parts import DOCUMENT, IMAGE, MediaError, Part
 
@@ -80,3 +81,39 @@ def anthropic_image_tokens(pixels: tuple[int, int] | None) -> int:
     scale = min(1.0, 1568 / max(w, h), math.sqrt(1600 * 750 / (w * h)))
     return max(1, math.ceil(w * scale * h * scale / 750))
 
+
+
+# ---- a rich row's whole body, per dialect ----------------------------------------------------
+
+
+def row_body(dialect: str, head: Mapping[str, Any], messages: list[dict]) -> dict[str, Any]:
+    """The request body of a row given as whole turns (system first; content lists of text
+    dicts and loaded Parts): ``head``'s fields with the turns in ``dialect``'s shape. Anthropic
+    takes the system prompt as a top-level field, so system turns are joined into it."""
+    if dialect == "anthropic":
+        system = "\n\n".join(_text(m["content"]) for m in messages if m["role"] == "system")
+        body = {k: v for k, v in head.items() if k != "system"}
+        body["messages"] = [{"role": m["role"], "content": anthropic_content(m["content"])}
+                            for m in messages if m["role"] != "system"]
+        if system:
+            body["system"] = system
+        return body
+    if dialect != "openai":
+        raise MediaError(f"rows with images or conversations are not written for the {dialect} dialect yet")
+    return {**head, "messages": openai_messages(messages)}
+
+
+def limits_of(dialect: str) -> Mapping[str, int]:
+    """The largest file per kind ``dialect``'s provider takes."""
+    return ANTHROPIC_LIMITS if dialect == "anthropic" else OPENAI_LIMITS
+
+
+def image_tokens(dialect: str, pixels: tuple[int, int] | None) -> int:
+    """One image's input tokens by the provider's documented rule (the dry run's estimate)."""
+    return anthropic_image_tokens(pixels) if dialect == "anthropic" else openai_image_tokens(pixels)
+
+
+def _text(content: str | list) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p["text"] for p in content if isinstance(p, dict) and p.get("type") == "text")
