@@ -50,6 +50,10 @@ def test_values_a_row_may_hold(tmp_path):
     assert got[2].url == "https://x.test/c.jpg" and got[3].data == b"\x89PNG" and got[4].image is img
     assert got[5].url.startswith("data:") and len(got) == 6  # a blank string is no image
     assert media_of(None) == () and media_of(float("nan")) == () and media_of([]) == ()
+    import numpy as np
+    import pandas as pd
+    assert media_of(pd.NA) == () and [m.url for m in media_of(np.array(["https://x.test/a.png"]))] == [
+        "https://x.test/a.png"]
     assert "got int" in media_of(7)[0].bad and media_of([[1]])[0].bad
 
 

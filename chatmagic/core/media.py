@@ -34,6 +34,7 @@ _SHOWN = 80  # characters of a path or URL in a reason
 _URL_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
               ".webp": "image/webp", ".pdf": PDF}
 _WHAT = "a path, an http(s) URL, bytes or a PIL image"
+_MISSING = ("NAType", "NaTType")  # pandas' missing values: no image
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,10 @@ def media_of(value: object) -> tuple[Media, ...]:
     """The images/documents of one row's value: one value, or a list or tuple of them. None, an
     empty string and a missing value (NaN) give none. Never raises: a value that cannot be sent
     becomes a Media whose ``load`` says why, so it fails its row only."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or (isinstance(value, float) and math.isnan(value)) or type(value).__name__ in _MISSING:
         return ()
+    if (type(value).__module__ or "").startswith("numpy") and getattr(value, "ndim", 0) == 1:
+        value = value.tolist()  # type: ignore[attr-defined]  # a DataFrame cell holding an array of paths
     if isinstance(value, (list, tuple)):
         return tuple(m for v in value for m in (_one(v),) if m is not None)
     one = _one(value)
