@@ -251,3 +251,16 @@ def test_the_anthropic_practice_server_checks_blocks_and_says_what_it_got(tmp_pa
                                "Input tag 'image_url'")]:
             status, body = send(server, [{"role": "user", "content": [block]}])
             assert status == 400 and reason in body["error"]["message"], (block, body)
+
+
+def test_an_image_url_part_keeps_its_detail(server, tmp_path):
+    png(tmp_path / "a.png")
+    inline = "data:image/png;base64," + base64.b64encode((tmp_path / "a.png").read_bytes()).decode()
+    conversation = [{"role": "user", "content": [
+        {"type": "text", "text": "small"}, {"type": "image_url", "image_url": {"url": inline, "detail": "low"}}]}]
+    from chatmagic.core.engine import Run
+    from chatmagic.settings import resolve
+    run = Run([conversation], resolve({"base_url": server.base_url}))
+    body = run.rich_body(run.rows[0])
+    assert body["messages"][0]["content"][1] == {"type": "image_url", "image_url": {"url": inline, "detail": "low"}}
+    assert ask(server, [conversation], cache=False)[0].text.startswith("echo: small [media=1: 64x48 image/png")

@@ -15,6 +15,7 @@ so a run holds at most the rows in flight, never the whole folder. A value that 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import math
 import os
@@ -46,6 +47,7 @@ class Media:
     data: bytes | None = None
     image: object = None       # a PIL image, encoded when loaded
     bad: str | None = None     # why this value cannot be sent (raised by ``load``)
+    detail: str | None = None  # OpenAI's image detail (auto, low, high), when the user gave one
 
     @property
     def shown(self) -> str:
@@ -67,6 +69,7 @@ class Peek:
     media_type: str | None
     size: int | None
     pixels: tuple[int, int] | None
+    detail: str | None = None
 
 
 def media_of(value: object) -> tuple[Media, ...]:
@@ -107,6 +110,11 @@ def _one(value: object) -> Media | None:
 
 def load(media: Media, limits: Mapping[str, int] = LIMITS) -> Part:
     """The part to send: local data read and checked, or the URL. MediaError if it cannot be."""
+    part = _load(media, limits)
+    return part if media.detail is None else dataclasses.replace(part, detail=media.detail)
+
+
+def _load(media: Media, limits: Mapping[str, int]) -> Part:
     if media.bad:
         raise MediaError(media.bad)
     if media.url is not None and not media.url.startswith("data:"):
@@ -134,7 +142,7 @@ def peek(media: Media) -> Peek:
     """Kind, type, size and pixel size, from the first ``PEEK_BYTES``. MediaError as ``load``."""
     if media.url is not None and not media.url.startswith("data:"):
         part = _url_part(media.url)
-        return Peek(part.kind, part.media_type, None, None)
+        return Peek(part.kind, part.media_type, None, None, media.detail)
     if media.path is None:
         part = load(media, {IMAGE: math.inf, DOCUMENT: math.inf})  # type: ignore[dict-item]
         data, size = part.data or b"", len(part.data or b"")
@@ -150,7 +158,7 @@ def peek(media: Media) -> Peek:
     if media_type is None:
         raise MediaError(f"{media.shown}: not a PNG, JPEG, GIF or WebP image, nor a PDF")
     kind = DOCUMENT if media_type == PDF else IMAGE
-    return Peek(kind, media_type, size, None if kind == DOCUMENT else dimensions(data, media_type))
+    return Peek(kind, media_type, size, None if kind == DOCUMENT else dimensions(data, media_type), media.detail)
 
 
 def _read(path: str, cap: int) -> bytes:

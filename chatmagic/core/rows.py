@@ -114,8 +114,12 @@ def _part(p: object, at: str) -> dict | Media:
         url = url.get("url") if isinstance(url, Mapping) else url
         if not isinstance(url, str) or not url:
             raise ConfigError(f"{at}: an image_url part needs image_url.url")
-        return Media(url=url) if url.startswith(("http://", "https://", "data:")) else Media(
-            bad=f"image_url {url[:60]!r} is not an http(s) or data: URL")
+        detail = p["image_url"].get("detail") if isinstance(p["image_url"], Mapping) else None
+        if detail not in (None, "auto", "low", "high"):
+            raise ConfigError(f"{at}: image_url.detail is auto, low or high, not {detail!r:.20}")
+        if not url.startswith(("http://", "https://", "data:")):
+            return Media(bad=f"image_url {url[:60]!r} is not an http(s) or data: URL")
+        return Media(url=url, detail=detail)
     if isinstance(p, Mapping) and kind in ("image", "document") and kind in p:
         found = media_of(p[kind])
         if len(found) != 1:

@@ -112,7 +112,7 @@ def media_report(rows: Sequence[Row], dialect: str = "openai") -> tuple[str, int
                 documents += 1
             else:
                 images += 1
-                tokens += image_tokens(dialect, seen.pixels)
+                tokens += image_tokens(dialect, seen.pixels, seen.detail)
     if not images and not documents and not bad:
         return None
     rule = "Anthropic's area rule" if dialect == "anthropic" else "OpenAI's tile rule"

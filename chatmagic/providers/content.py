@@ -33,7 +33,8 @@ def openai_part(p: dict | Part) -> dict:
     if not isinstance(p, Part):
         return p
     if p.kind == IMAGE:
-        return {"type": "image_url", "image_url": {"url": p.url if p.url is not None else p.data_url()}}
+        image = {"url": p.url if p.url is not None else p.data_url()}
+        return {"type": "image_url", "image_url": image if p.detail is None else {**image, "detail": p.detail}}
     if p.url is not None:
         raise MediaError(f"{p.url[:80]}: OpenAI's chat API takes a PDF as data, not as a URL; "
                          "download it and give the path")
@@ -108,9 +109,9 @@ def limits_of(dialect: str) -> Mapping[str, int]:
     return ANTHROPIC_LIMITS if dialect == "anthropic" else OPENAI_LIMITS
 
 
-def image_tokens(dialect: str, pixels: tuple[int, int] | None) -> int:
+def image_tokens(dialect: str, pixels: tuple[int, int] | None, detail: str | None = None) -> int:
     """One image's input tokens by the provider's documented rule (the dry run's estimate)."""
-    return anthropic_image_tokens(pixels) if dialect == "anthropic" else openai_image_tokens(pixels)
+    return anthropic_image_tokens(pixels) if dialect == "anthropic" else openai_image_tokens(pixels, detail or "auto")
 
 
 def _text(content: str | list) -> str:

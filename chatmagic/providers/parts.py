@@ -25,6 +25,7 @@ class Part:
     data: bytes | None = None
     url: str | None = None
     name: str = "file"         # a file name for the providers that want one (PDFs)
+    detail: str | None = None  # OpenAI's image detail (auto, low, high), if given
 
     def b64(self) -> str:
         assert self.data is not None
