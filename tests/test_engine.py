@@ -204,5 +204,5 @@ def test_run_collaborators_are_passed_in(server, tmp_path):
     run_ = Run(["a", "b [[fail:500:1]]"], settings, client=client, cache=cache, sleep=sleep)
     assert asyncio.run(run_.run()).texts() == ["echo: a", "echo: b"]
     assert made == [{"limit": 3}] and len(slept) == 1  # one retry after the 500, waited through sleep
-    assert not cache.closed and len(cache.get_many(run_._keys)) == 2  # its owner closes it
+    assert not cache.closed and len(cache.get_many(run_.request_keys())) == 2  # its owner closes it
     cache.close()

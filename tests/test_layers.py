@@ -154,3 +154,13 @@ def test_results_attributes_are_set_only_in_results_py():
                             and ast.unparse(part.value).endswith("results")):
                         found.append(f"{m}:{node.lineno} {ast.unparse(part)}")
     assert found == []
+
+
+def test_no_module_reads_another_objects_private_members():
+    """``x._name`` only for ``self`` and ``cls``: a batch run talks to its Run through ``from_cache``,
+    ``request_keys``, ``head``, ``keep`` and ``decode``, not its ``_cache`` or ``_keys``."""
+    found = [f"{m}:{node.lineno} {ast.unparse(node)}"
+             for m, p in modules().items() for node in ast.walk(ast.parse(p.read_text()))
+             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+             and ast.unparse(node.value) not in ("self", "cls", "os")]  # os._exit: a forked child's exit
+    assert found == []

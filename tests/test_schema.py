@@ -208,9 +208,9 @@ def test_python_api_schema_values_and_request(server):
 class Recording(FakeOpenAI):
     """The practice server, keeping each request body."""
 
-    def _completion(self, body, *args):
+    def completion(self, body, *args):
         self.bodies.append(body)
-        return super()._completion(body, *args)
+        return super().completion(body, *args)
 
 
 def test_the_request_carries_the_strict_schema_and_the_instruction_after_the_system_prompt():

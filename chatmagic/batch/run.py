@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from chatmagic.batch.format import ENDPOINT, ID_HEX, line_error, line_maker, request_line, unfinished, write_parts
 from chatmagic.batch.store import BatchStore
-from chatmagic.core.cache import CacheWarning, request_keys
+from chatmagic.core.cache import CacheWarning, fill
 from chatmagic.core.retry import RETRY, classify
 from chatmagic.errors import APIError, RequestError, RunAborted
 from chatmagic.providers.openai import completion_of
@@ -74,12 +74,10 @@ class BatchRun:
     async def run_batch(self) -> Results:
         started = time.perf_counter()
         try:
-            todo = self.run._from_cache()
-            cache = self.run._cache
-            keys = self.run._keys if cache is not None else request_keys(
-                self.run.memory.server_name(self.settings.url), self.run._head, [r.prompt for r in self.results])
+            todo = self.run.from_cache()
+            keys = self.run.request_keys()
             if self.run.rows is not None:  # a rich row's key covers its images: read them now
-                todo = [r for r in todo if self.run.rich(r.index) is None or self.run.rich_ready(r, keys)]
+                todo = [r for r in todo if self.run.rich(r.index) is None or self.run.rich_ready(r)]
             for record in todo:
                 self.wanted.setdefault(keys[record.index], []).append(record)
             if self.wanted:
@@ -130,7 +128,7 @@ class BatchRun:
         fd, path = tempfile.mkstemp(prefix="chatmagic-batch-", suffix=".jsonl")
         os.close(fd)
         try:
-            make = line_maker(self.run._head)
+            make = line_maker(self.run.head)
             lines = ((key, self._line(make, key)) for key in fresh)
             for keys in write_parts(lines, path, MAX_REQUESTS, MAX_BYTES):
                 await self._create(path, keys)
@@ -234,18 +232,17 @@ class BatchRun:
         response = line.get("response") or {}
         body = response.get("body") or {}
         done = completion_of(body) if response.get("status_code") == 200 else None
-        if done is not None and self.run._cache is not None:
-            self.run._cache.put(key, *done)
+        if done is not None:
+            self.run.keep(key, done)
         for record in self.wanted.get(key, ()):
             record.attempts = 1
             if done is None:
                 record.status, record.error = "error", self.client.scrub(line_error(line, response, body))
                 continue
-            (record.text, record.finish_reason, record.prompt_tokens,
-             record.completion_tokens, record.model) = done
+            fill(record, done)
             record.status = "ok"
             try:  # --json or --schema: parsed and checked as in an interactive run, not retried
-                record.data = self.run._decode(record, record.text or "")
+                record.data = self.run.decode(record, record.text or "")
             except RequestError as e:
                 record.status, record.error = "error", str(e)
 

@@ -44,7 +44,9 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 DB_NAME = "answers.sqlite3"
 #: Bump when the meaning of a key changes; old entries then simply stop matching.
@@ -74,6 +76,22 @@ def default_dir() -> Path:
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Caches" / "chatmagic"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chatmagic"
+
+
+#: What a row holds of an answer, in its columns' order: the names of a record's (``Result``) and an
+#: answer's (``Completion``) fields. The one place a row's positions are mapped to names.
+ANSWER_FIELDS = ("text", "finish_reason", "prompt_tokens", "completion_tokens", "model")
+
+
+def row_of(answer: object) -> tuple[Any, ...]:
+    """The row to store for ``answer`` (anything with the ``ANSWER_FIELDS`` as attributes)."""
+    return tuple(getattr(answer, name) for name in ANSWER_FIELDS)
+
+
+def fill(record: object, row: Sequence[Any]) -> None:
+    """Set ``record``'s answer fields from a row (``get_many``'s values, ``row_of``'s tuples)."""
+    for name, value in zip(ANSWER_FIELDS, row):
+        setattr(record, name, value)
 
 
 def request_key(url: str, body: dict) -> str:

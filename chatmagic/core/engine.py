@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable
 
-from chatmagic.core.cache import Cache, request_key, request_keys
+from chatmagic.core.cache import Cache, fill, request_key, request_keys, row_of
 from chatmagic.core.memory import Memory
 from chatmagic.core.progress import make_progress
 from chatmagic.core.ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Throttle
@@ -52,7 +52,7 @@ class Run:
         self._make_client = client
         self._shared_cache = cache
         self._cache: Cache | None = None        # the answer cache while the run is on
-        self._keys: list[str] = []              # request key of each prompt, with a cache
+        self._keys: list[str] = []              # request key of each prompt, made by request_keys()
         self._slots: asyncio.Semaphore | None = None  # one per request in flight, made by run()
         self._client: Client | None = None      # open while the run sends
         texts, self._rows = rows_of(check_prompts(prompts), images)  # rows: None when all are text
@@ -85,7 +85,7 @@ class Run:
             places.release()
 
         started = self.timeline.t0 = time.perf_counter()
-        todo = self._from_cache()
+        todo = self.from_cache()
         self._progress.start(len(self.results), len(self.results) - len(todo))
         outcome = "interrupted"
         try:
@@ -149,14 +149,30 @@ class Run:
         dialect = "openai"
         return row_body(dialect, self._head, loaded(turns(row, system), limits_of(dialect)))
 
-    def _from_cache(self) -> list[Result]:
-        """Fill in cached answers; return the records still to send."""
+    # ---- what a batch run (batch/run.py) uses of a run -------------------------
+
+    @property
+    def head(self) -> dict:
+        """The part of every request body that is the same for all prompts (model, parameters,
+        the system message); ``_body`` adds a prompt to it."""
+        return self._head
+
+    def request_keys(self) -> list[str]:
+        """Every prompt's request key, made once (the answer cache and a batch file use the same;
+        a rich row's is replaced by ``rich_ready`` when its images are read)."""
+        if not self._keys:
+            self._keys = request_keys(self.memory.server_name(self.settings.url), self._head,
+                                      [r.prompt for r in self.results])
+        return self._keys
+
+    def from_cache(self) -> list[Result]:
+        """Open the answer cache (with ``settings.cache``), fill in the cached answers, and return
+        the records still to send."""
         if self.settings.cache:
             self._cache = self._shared_cache or Cache.open()
         if self._cache is None:
             return list(self.results)
-        url = self.settings.url
-        self._keys = request_keys(self.memory.server_name(url), self._head, [r.prompt for r in self.results])
+        self.request_keys()
         # a rich row's key covers its images' bytes: it is made (and looked up) when it is sent
         plain = [k for i, k in enumerate(self._keys) if self.rich(i) is None]
         found = {} if self.settings.refresh else self._cache.get_many(plain)
@@ -165,7 +181,7 @@ class Run:
             row = found.get(key) if self.rich(record.index) is None else None
             if row is not None:
                 try:
-                    record.data = self._decode(record, row[0])
+                    record.data = self.decode(record, row[0])
                 except (RequestError, TypeError):  # stored by a run without --json, or the
                     record.text, row = None, None   # pydantic model's checks changed: ask again
             if row is None:
@@ -174,9 +190,13 @@ class Run:
             self._fill_cached(record, row)
         return todo
 
+    def keep(self, key: str, row: tuple) -> None:
+        """Put one answer (a row: ``cache.row_of``) into this run's answer cache, if it has one."""
+        if self._cache is not None:
+            self._cache.put(key, *row)
+
     def _fill_cached(self, record: Result, row: tuple) -> None:
-        (record.text, record.finish_reason, record.prompt_tokens,
-         record.completion_tokens, record.model) = row
+        fill(record, row)
         record.status, record.cached = "ok", True
 
     def rich_ready(self, record: Result, keys: list[str] | None = None) -> dict | None:
@@ -199,7 +219,7 @@ class Run:
             hit = None if self.settings.refresh else self._cache.get_many([key]).get(key)
             if hit is not None:
                 try:
-                    record.data = self._decode(record, hit[0])
+                    record.data = self.decode(record, hit[0])
                 except (RequestError, TypeError):
                     record.text, hit = None, None
             if hit is not None:
@@ -234,12 +254,11 @@ class Run:
                 self.abort = e
             self._progress.advance(False)
             return
-        record.text, record.status, record.finish_reason = done.text, "ok", done.finish_reason
-        record.prompt_tokens, record.completion_tokens = done.prompt_tokens, done.completion_tokens
-        record.model = done.model
+        answer = row_of(done)
+        fill(record, answer)
+        record.status = "ok"
         if self._cache is not None:
-            self._cache.put(self._keys[record.index], done.text, done.finish_reason,
-                            done.prompt_tokens, done.completion_tokens, done.model)
+            self.keep(self._keys[record.index], answer)
         self._progress.advance(True)
 
     def _replay(self, first: RequestError, record: Result, body: bytes, cost: int):
@@ -282,13 +301,13 @@ class Run:
             self.timeline.add(started, ended, OK, record.attempts)
             self._throttle.observe(done.hints, ticket)
             try:
-                record.data = self._decode(record, done.text, done.finish_reason)
+                record.data = self.decode(record, done.text, done.finish_reason)
             except RequestError:
                 self.timeline.outcomes[-1] = ERROR  # the attempt just recorded brought no answer after all
                 raise
             return done
 
-    def _decode(self, record: Result, text: str, finish_reason: str | None = None):
+    def decode(self, record: Result, text: str, finish_reason: str | None = None):
         """The parsed answer with --json or --schema; one that does not parse or match is kept in
         ``record.text`` and raised as an error that is retried once."""
         schema = self.settings.schema

@@ -214,7 +214,7 @@ class BatchAPI:
             ok = False
         else:
             response = {"status_code": 200, "request_id": request_id,
-                        "body": self.server._completion(body, messages, prompt, script)}
+                        "body": self.server.completion(body, messages, prompt, script)}
             ok = True
         record = {"id": f"batch_req_{request_id}", "custom_id": line["custom_id"],
                   "response": response, "error": None}

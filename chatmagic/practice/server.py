@@ -273,7 +273,7 @@ class FakeOpenAI:
         delay = float(script["sleep"][0]) if "sleep" in script else self.latency
         if delay > 0:
             await asyncio.sleep(delay)
-        return web.json_response(self._completion(body, messages, prompt, script), headers=headers)
+        return web.json_response(self.completion(body, messages, prompt, script), headers=headers)
 
     @staticmethod
     def _directives(prompt: str) -> dict:
@@ -368,7 +368,8 @@ class FakeOpenAI:
                 headers[f"x-ratelimit-reset-{kind}"] = go_duration(reset)
         return headers
 
-    def _completion(self, body: dict, messages: list, prompt: str, script: dict) -> dict:
+    def completion(self, body: dict, messages: list, prompt: str, script: dict) -> dict:
+        """The chat-completion body answering one request (also each line of a batch)."""
         text = DIRECTIVE.sub("", prompt).strip() if script else prompt.strip()
         system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
         schema = _schema_of(body)
@@ -423,7 +424,7 @@ class FakeOpenAI:
         odd = {"badjsonkey", "parts", "numcontent", "strusage"} & set(script)
         if not odd:
             return None
-        answer = self._completion(body, messages, prompt, script)
+        answer = self.completion(body, messages, prompt, script)
         message, usage = answer["choices"][0]["message"], answer["usage"]
         if "badjsonkey" in script:
             message["content"] = f"sure: {key} is what you sent"
