@@ -1,5 +1,9 @@
+import sqlite3
+import time
+
 import pytest
 
+from chatmagic.core.cache import DB_NAME
 from chatmagic.practice.server import FakeOpenAI
 
 
@@ -65,3 +69,39 @@ def ip(server):
         shell.run_cell(f"%config ChatMany.{name} = None")  # None: not set, the built-in default
     for name in ("answers", "chatmany_results", "df"):
         shell.user_ns.pop(name, None)
+
+
+@pytest.fixture
+def wait_until():
+    """``wait_until(condition, what)``: poll until ``condition()`` is true, instead of sleeping a
+    fixed time before a signal; fails saying ``what`` after ``timeout`` s (a loaded machine is slow,
+    never this slow)."""
+    def wait(condition, what: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"waited {timeout:g} s for {what}")
+            time.sleep(0.02)
+    return wait
+
+
+@pytest.fixture
+def cached_answers(tmp_path):
+    """``cached_answers()``: how many answers this test's answer cache holds, read as another process
+    would (a run's answers are there once it has taken them in: what a test can poll for)."""
+    path = tmp_path / "cache" / DB_NAME
+
+    def count() -> int:
+        if not path.exists():
+            return 0
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        except sqlite3.OperationalError:
+            return 0
+        try:
+            return conn.execute("SELECT count(*) FROM answers").fetchone()[0]
+        except sqlite3.OperationalError:  # the table is not made yet
+            return 0
+        finally:
+            conn.close()
+    return count

@@ -3,7 +3,6 @@
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -29,21 +28,23 @@ print("next cell:", ip.user_ns["first"], type(result.error_in_exec).__name__)
 """
 
 
-def interrupt(code: str, server) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh Python, press Ctrl-C once 16 requests are in flight."""
-    proc = subprocess.Popen([sys.executable, "-c", f"BASE = {server.base_url!r}\n{code}"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while (server.stats.requests < 16 or server.stats.by_status[200] < 2) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)  # the two fast answers are read; the slow ones take 8 s
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+@pytest.fixture
+def interrupt(server, wait_until, cached_answers):
+    """``interrupt(code)``: run ``code`` in a fresh Python, press Ctrl-C once 16 requests are in
+    flight and the two fast answers are taken in (the slow ones take 8 s)."""
+    def run(code: str) -> subprocess.CompletedProcess:
+        proc = subprocess.Popen([sys.executable, "-c", f"BASE = {server.base_url!r}\n{code}"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_until(lambda: server.stats.requests >= 16 and cached_answers() >= 2,
+                   "16 requests in flight and the two fast answers taken in")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return run
 
 
-def test_ctrl_c_in_chat_many_raises_one_keyboard_interrupt_with_the_results(server):
-    done = interrupt(SCRIPT, server)
+def test_ctrl_c_in_chat_many_raises_one_keyboard_interrupt_with_the_results(interrupt):
+    done = interrupt(SCRIPT)
     assert done.stdout.strip() == "['echo: fast one', 'echo: fast two', None] 198"
     assert done.returncode != 0
     assert done.stderr.count("Traceback") == 1, done.stderr
@@ -54,8 +55,8 @@ def test_ctrl_c_in_chat_many_raises_one_keyboard_interrupt_with_the_results(serv
         "calling again sends only the other 198")
 
 
-def test_ctrl_c_in_terminal_ipython_leaves_the_summary_and_one_line(server):
-    done = interrupt(SHELL, server)
+def test_ctrl_c_in_terminal_ipython_leaves_the_summary_and_one_line(interrupt):
+    done = interrupt(SHELL)
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("2/200 ok, 198 cancelled"), done.stdout
     assert lines[1] == ("RunInterrupted: 2 of 200 answers kept in `answers`; "

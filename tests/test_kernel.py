@@ -46,24 +46,21 @@ def test_errors_render_as_one_line_in_the_notebook(server):
 
 
 @pytest.mark.parametrize("autoawait", ["on", "off"])  # the await path, and the worker-thread fallback
-def test_interrupt_of_a_large_run_cancels_at_once_keeps_answers_and_says_one_line(server, autoawait):
-    """200 prompts at -c 16: 16 in flight and 182 waiting for a slot when the interrupt comes."""
+def test_interrupt_of_a_large_run_cancels_at_once_keeps_answers_and_says_one_line(server, autoawait, wait_until,
+                                                                                 cached_answers):
+    """200 prompts at -c 16: 16 in flight and 182 waiting for a slot when the interrupt comes.
+    At once: the requests in flight are cancelled, not waited for (their answers take 8 s)."""
     km, kc = start_new_kernel(kernel_name="python3")
     try:
         kc.execute_interactive(f"%load_ext chatmagic\n%autoawait {autoawait}", timeout=30)
         prompts = "\n".join(["fast one", "fast two"] + [f"slow {i} [[sleep:8]]" for i in range(198)])
         msg_id = kc.execute(f"%%chatmany -o answers -c 16 --base-url {server.base_url}\n{prompts}")
         queued = kc.execute("print('queued cell ran')")
-        deadline = time.monotonic() + 30  # a loaded machine can take seconds to start the run
-        while (server.stats.requests < 16 or server.stats.by_status[200] < 2) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)  # the two fast answers are read; the slow ones take 8 s
-        interrupted_at = time.monotonic()
+        wait_until(lambda: server.stats.requests >= 16 and cached_answers() >= 2,
+                   "16 requests in flight and the two fast answers taken in")
         km.interrupt_kernel()
-        reply = _reply(kc, msg_id)
-        took = time.monotonic() - interrupted_at
+        reply = _reply(kc, msg_id, timeout=30)
         assert reply["content"]["status"] == "error" and reply["content"]["ename"] == "RunInterrupted"
-        assert took < 1.0, f"interrupt took {took:.2f}s"
         assert _reply(kc, queued)["content"]["status"] == "aborted"
         streams, errors = _outputs(kc, msg_id)
         assert "2/200 ok, 198 cancelled" in streams["stdout"] and "-> answers" in streams["stdout"]
@@ -74,6 +71,12 @@ def test_interrupt_of_a_large_run_cancels_at_once_keeps_answers_and_says_one_lin
         kc.execute_interactive("print(answers[:3], answers.count(None))", timeout=10,
                                output_hook=lambda m: out.append(m["content"].get("text", "")))
         assert "".join(out).strip() == "['echo: fast one', 'echo: fast two', None] 198"
+        out.clear()  # every attempt sent was answered (the two fast ones) or cancelled: none was waited for
+        kc.execute_interactive("import sys; from chatmagic.core.timeline import OK, CANCELLED\n"
+                               "o = sys.last_value.results.timeline.outcomes\n"
+                               "print(o.count(OK), o.count(CANCELLED) == len(o) - 2, len(o) >= 16)", timeout=10,
+                               output_hook=lambda m: out.append(m["content"].get("text", "")))
+        assert "".join(out).strip() == "2 True True"
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
