@@ -36,17 +36,22 @@ def server(_server):
 
 @pytest.fixture
 def cancelled_run(server):
-    """Run prompts on a fresh loop, cancel the run after ``after`` seconds, return its results."""
-    def cancel(prompts, after=0.3):
+    """Run prompts on a fresh loop, cancel the run once ``until(run)`` is true (polled; by default
+    once the server has every prompt's request), return its results."""
+    def cancel(prompts, until=None):
         import asyncio
 
         from chatmagic.core.engine import Run
         from chatmagic.settings import resolve
+        ready = until or (lambda run: server.stats.requests >= len(prompts))
 
         async def main():
             run = Run(prompts, resolve({"base_url": server.base_url, "progress": False}))
             task = asyncio.ensure_future(run.run())
-            await asyncio.sleep(after)
+            deadline = time.monotonic() + 30
+            while not ready(run):
+                assert not task.done() and time.monotonic() < deadline, "the run ended before it was cancelled"
+                await asyncio.sleep(0.01)
             task.cancel()
             outcome = (await asyncio.gather(task, return_exceptions=True))[0]
             assert isinstance(outcome, asyncio.CancelledError)

@@ -97,11 +97,12 @@ def test_a_multi_model_run_draws_one_row_per_model_and_the_magic_finds_runs(serv
 
 def test_an_interrupted_run_draws_until_the_interrupt(server, cancelled_run):
     server.latency = 5
-    results = cancelled_run([f"q{i}" for i in range(6)], after=0.3)
+    results = cancelled_run([f"q{i}" for i in range(6)])
     (flight, latency, answers), = panels(results.plot())
-    assert len(labelled(flight, "cancelled").get_offsets()) == len(results.timeline) > 0
-    assert max(labelled(flight, "requests in flight").get_xdata()) < 3
-    assert labelled(flight, "interrupted").get_xdata()[0] == max(results.timeline.ends)
+    assert len(labelled(flight, "cancelled").get_offsets()) == len(results.timeline) == 6
+    interrupted = labelled(flight, "interrupted").get_xdata()[0]
+    assert interrupted == max(results.timeline.ends)
+    assert max(labelled(flight, "requests in flight").get_xdata()) <= interrupted
     assert labelled(answers, "answers").get_ydata()[-1] == 0
     assert "no successful attempt" in [t.get_text() for t in latency.texts]
 

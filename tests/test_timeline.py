@@ -83,10 +83,10 @@ def test_the_announced_rate_limit_is_kept_for_the_plot(server):
 
 def test_an_interrupted_run_has_what_happened_until_the_interrupt(server, cancelled_run):
     server.latency = 5
-    results = cancelled_run([f"q{i}" for i in range(10)], after=0.3)
+    results = cancelled_run([f"q{i}" for i in range(10)])  # each answer would take 5 s
     tl = results.timeline
-    assert [OUTCOMES[o] for o in tl.outcomes] == ["cancelled"] * len(tl) and len(tl) > 0
-    assert max(tl.ends) < 3 and in_flight(tl)[1][-1] == 0
+    assert [OUTCOMES[o] for o in tl.outcomes] == ["cancelled"] * 10  # ended by the cancel, not answered
+    assert in_flight(tl)[1][-1] == 0
 
 
 def test_an_answer_that_is_not_json_is_no_answer_on_the_timeline(server):
