@@ -1,3 +1,4 @@
+import asyncio
 import sqlite3
 import time
 
@@ -30,6 +31,7 @@ def server(_server):
                             fail_rate=0.0, stall_rate=0.0, stall_s=30.0, unknown_models=set(),
                             schemas=True).items():
         setattr(_server, name, value)
+    _server.sleep = asyncio.sleep
     _server.reset_stats()
     return _server
 

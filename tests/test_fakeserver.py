@@ -42,10 +42,15 @@ def answer(body):
     return body["choices"][0]["message"]["content"]
 
 
-def timed(fn, *args, **kw):
-    t0 = time.monotonic()
-    result = fn(*args, **kw)
-    return result, time.monotonic() - t0
+@pytest.fixture
+def waits(srv):
+    """The server's waits (latency, stalls), recorded instead of slept: what it would have waited."""
+    seen: list[float] = []
+
+    async def record(seconds: float) -> None:
+        seen.append(seconds)
+    srv.sleep = record
+    return seen
 
 
 # ---- plain echo ------------------------------------------------------------
@@ -139,11 +144,9 @@ def test_code_directive(srv):
     assert status == 400 and body["error"]["code"] == "context_length_exceeded"
 
 
-def test_stall_first_n_then_fast(srv):
-    (status, _, _), took = timed(call, srv, "s [[stall:0.3:1]]")
-    assert status == 200 and took >= 0.3
-    (status, _, _), took = timed(call, srv, "s [[stall:0.3:1]]")
-    assert status == 200 and took < 0.2
+def test_stall_first_n_then_fast(srv, waits):
+    assert call(srv, "s [[stall:0.3:1]]")[0] == 200 and waits == [0.3]
+    assert call(srv, "s [[stall:0.3:1]]")[0] == 200 and waits == [0.3]  # the second attempt is not stalled
 
 
 def test_stall_exercises_client_timeout_and_frees_slot(srv):
@@ -155,11 +158,10 @@ def test_stall_exercises_client_timeout_and_frees_slot(srv):
     assert srv.stats.in_flight == 0  # the server cancelled the abandoned handler
 
 
-def test_sleep_directive_and_latency_option(srv):
-    (_, _, body), took = timed(call, srv, "slow [[sleep:0.2]]")
-    assert took >= 0.2 and answer(body) == "echo: slow"
+def test_sleep_directive_and_latency_option(srv, waits):
+    assert answer(call(srv, "slow [[sleep:0.2]]")[2]) == "echo: slow" and waits == [0.2]
     srv.latency = 0.15
-    assert timed(call, srv, "x")[1] >= 0.15
+    assert call(srv, "x")[0] == 200 and waits == [0.2, 0.15]
 
 
 def test_finish_directive(srv):
@@ -266,8 +268,12 @@ def test_fail_rate_is_seeded_and_reproducible():
 
 def test_stall_rate():
     with FakeOpenAI(stall_rate=1.0, stall_s=0.25) as srv:
-        (status, _, _), took = timed(call, srv, "hi")
-        assert status == 200 and took >= 0.25
+        stalls: list[float] = []
+
+        async def record(seconds: float) -> None:
+            stalls.append(seconds)
+        srv.sleep = record
+        assert call(srv, "hi")[0] == 200 and stalls == [0.25]
 
 
 def test_peak_in_flight_and_stats():
@@ -275,14 +281,12 @@ def test_peak_in_flight_and_stats():
         threads = [threading.Thread(target=call, args=(srv, f"p{i}"),
                                     kwargs={"headers": {"Authorization": f"Bearer k{i % 2}"}})
                    for i in range(8)]
-        t0 = time.monotonic()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        assert time.monotonic() - t0 < 1.0  # served concurrently
         st = srv.stats
-        assert st.peak_in_flight == 8 and st.in_flight == 0 and st.requests == 8
+        assert st.peak_in_flight == 8 and st.in_flight == 0 and st.requests == 8  # served concurrently
         assert st.by_status == {200: 8} and st.attempts["p3"] == 1
         assert st.auth_headers == {"Bearer k0", "Bearer k1"}
         assert len(st.times) == 8 and st.times == sorted(st.times)
@@ -294,7 +298,9 @@ def test_reset_stats_during_a_request_keeps_in_flight_consistent(srv):
     srv.latency = 0.3
     worker = threading.Thread(target=call, args=(srv, "slow"))
     worker.start()
-    time.sleep(0.1)
+    deadline = time.monotonic() + 30
+    while srv.stats.in_flight == 0 and time.monotonic() < deadline:  # the request is being served
+        time.sleep(0.01)
     srv.reset_stats()
     assert srv.stats.in_flight == 1 and srv.stats.requests == 0
     worker.join()
@@ -314,7 +320,7 @@ def test_times_not_recorded_by_default(srv):
     assert srv.stats.times is None
 
 
-def test_astart_on_callers_loop_is_fast():
+def test_astart_on_callers_loop_serves_2000_requests():  # how fast: tests/benchmarks, not here
     async def main():
         srv = await FakeOpenAI().astart()
         sem = asyncio.Semaphore(64)
@@ -323,14 +329,11 @@ def test_astart_on_callers_loop_is_fast():
                 async with sem, session.post(srv.base_url + "/chat/completions", json={
                         "model": "m", "messages": [{"role": "user", "content": f"n{i}"}]}) as r:
                     return (await r.json())["choices"][0]["message"]["content"]
-            t0 = time.monotonic()
             out = await asyncio.gather(*(one(i) for i in range(2000)))
-            took = time.monotonic() - t0
         await srv.astop()
-        return srv, out, took
-    srv, out, took = asyncio.run(main())
+        return srv, out
+    srv, out = asyncio.run(main())
     assert out[1234] == "echo: n1234" and srv.stats.requests == 2000
-    assert took < 5  # client and server share one core here
 
 
 def test_main_runs_in_foreground():

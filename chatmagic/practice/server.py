@@ -169,6 +169,7 @@ class FakeOpenAI:
         self.unknown_models = set(unknown_models or ())
         self.record_times, self.port = record_times, port
         self.schemas = schemas
+        self.sleep = asyncio.sleep  # waits out latency and stalls; a test may record them instead
         self._rpm_bucket: TokenBucket | None = None
         self._tpm_bucket: TokenBucket | None = None
         # a server that answers with its own model whatever is asked for (llama.cpp does)
@@ -272,7 +273,7 @@ class FakeOpenAI:
             return failure
         delay = float(script["sleep"][0]) if "sleep" in script else self.latency
         if delay > 0:
-            await asyncio.sleep(delay)
+            await self.sleep(delay)
         return web.json_response(self.completion(body, messages, prompt, script), headers=headers)
 
     @staticmethod
@@ -284,9 +285,9 @@ class FakeOpenAI:
         def active(args, n_index):  # "[[x:...:N]]" applies to the first N attempts only
             return len(args) <= n_index or attempt <= int(args[n_index])
         if self.stall_rate and self.rng.random() < self.stall_rate:
-            await asyncio.sleep(self.stall_s)
+            await self.sleep(self.stall_s)
         if "stall" in script and active(script["stall"], 1):
-            await asyncio.sleep(float(script["stall"][0]))
+            await self.sleep(float(script["stall"][0]))
         if self.fail_rate and self.rng.random() < self.fail_rate:
             return _error(500, "The server had an error processing your request.",
                           "server_error", headers=headers)
