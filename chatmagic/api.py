@@ -5,8 +5,9 @@ The engine (and with it aiohttp and tenacity) is imported on the first call, not
 
 The keywords are the engine options of ``chatmagic.settings.OPTIONS``, written out once (on
 ``achat_many``; ``chat_many`` takes the same) so that editors and type checkers show them;
-tests/test_options.py checks them against the table. ``model`` and
-``base_url`` default to None because an environment variable fills them in when not given.
+tests/test_options.py checks them against the table. ``model``,
+``provider``, ``base_url`` and ``api_key_env`` default to None because an environment variable or
+the provider's profile fills them in when not given.
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ async def achat_many(
     temperature: float | None = None,
     max_tokens: int | None = None,
     params: dict[str, Any] | None = None,
+    provider: str | None = None,
     base_url: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
+    api_key_env: str | None = None,
     api_key: str | None = None,
+    api_version: str | None = None,
+    headers: dict[str, str] | None = None,
     rpm: float | None = None,
     tpm: float | None = None,
     proxy: str | None = None,

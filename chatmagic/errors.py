@@ -52,14 +52,17 @@ class APIError(ChatmagicError):
 class RequestError(APIError):
     """One attempt failed. ``status`` is None for timeouts and connection errors, whose
     ``code`` is "timeout" or "connection". ``retry_after`` is the wait the server asked for;
-    ``hints`` everything it said about waiting (see hints.py)."""
+    ``hints`` everything it said about waiting (see hints.py); ``action`` the dialect's verdict
+    (retry, slow, fail, abort: providers/dialect.py), None to decide by the status."""
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 retry_after: float | None = None, hints: Hints = NONE, retryable: bool | None = None):
+                 retry_after: float | None = None, hints: Hints = NONE, retryable: bool | None = None,
+                 action: str | None = None):
         super().__init__(message, status=status, code=code)
         self.retry_after = retry_after
         self.hints = hints
         self.retryable = retryable  # None: decided by the status; else the server's or ours
+        self.action = action
 
 
 class RunAborted(APIError):

@@ -23,6 +23,8 @@ from chatmagic.transport.proxies import check_proxy, is_loopback
 
 if TYPE_CHECKING:
     from chatmagic.core.schema import Schema
+    from chatmagic.providers.dialect import Dialect
+    from chatmagic.providers.profiles import Route
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -53,6 +55,7 @@ class Option:
     positive: bool = False           # numbers: must be > 0
     check: Callable[[Any], Any] | None = None  # replaces the type's check; returns the value to use
     secret: bool = False         # never shown: not in reprs, not in error messages
+    item: Callable[[str], tuple[str, Any]] | None = None  # a dict flag's parser of one value
 
     @property
     def plain_help(self) -> str:
@@ -85,7 +88,9 @@ def _nonempty_name(name: str) -> Callable[[Any], str]:
     return check
 
 
-def _http_url(value: Any) -> str:
+def _http_url(value: Any) -> str | None:
+    if value is None:
+        return None  # the provider's
     parts = urlsplit(str(value))
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"base URL must start with http:// or https://, got {value!r}")
@@ -142,6 +147,44 @@ def _proxy(value: Any) -> str | None:
     return check_proxy(value)
 
 
+def _env_name(value: Any) -> str | None:
+    if value is None:
+        return None  # the provider's
+    if not isinstance(value, str) or not value.strip() or "=" in value or "\0" in value:
+        raise ConfigError(f"api_key_env must be the name of an environment variable, got {value!r:.60}")
+    return value.strip()
+
+
+def _provider(value: Any) -> str | None:
+    if value is None:
+        return None
+    from chatmagic.providers.profiles import profile
+    return profile(str(value).strip().lower()).name
+
+
+def _headers(value: Any) -> dict[str, str]:
+    """Extra request headers: names are HTTP tokens, values have no control characters (a
+    newline would smuggle in a header of its own). Values are never shown."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError("headers must be a dict of header names to values")
+    for name, text in value.items():
+        if not isinstance(name, str) or not name or not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in name):
+            raise ConfigError(f"header name {name!r} is not a valid HTTP header name")
+        if not isinstance(text, str) or any(not " " <= c <= "~" and c != "\t" for c in text):
+            raise ConfigError(f"header {name}: the value must be printable ASCII text (not shown)")
+    return {k: v.strip() for k, v in value.items()}
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``Name: value`` from ``--header`` into a (name, value) pair."""
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ConfigError("--header expects 'Name: value', e.g. --header 'X-Title: my notebook'")
+    return name.strip(), value.strip()
+
+
 def check_identifier(name: Any) -> str:
     """A variable name for ``-o``."""
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
@@ -182,12 +225,20 @@ OPTIONS: tuple[Option, ...] = (
            unset="server's", minimum=1),
     Option("params", dict, None, "any other request body field, repeatable: `-p seed=42 -p 'stop=[\"###\"]'`",
            flags=("-p", "--param"), metavar="KEY=JSON", check=_params),
-    Option("base_url", str, OPENAI_BASE_URL, "API base URL", flags=("--base-url",), metavar="URL",
-           env="OPENAI_BASE_URL", check=_http_url),
-    Option("api_key_env", str, "OPENAI_API_KEY", "environment variable holding the API key",
-           flags=("--api-key-env",), metavar="NAME"),
+    Option("provider", str, None, "who serves the models: `openai`, `azure`, `anthropic`, `gemini`, `groq`, "
+           "`openrouter`, ... (see Providers); or write the model `PROVIDER:MODEL`", flags=("--provider",),
+           metavar="NAME", env="CHATMAGIC_PROVIDER", unset="`$CHATMAGIC_PROVIDER`, else `openai`", check=_provider),
+    Option("base_url", str, None, "API base URL", flags=("--base-url",), metavar="URL",
+           unset="`$<PROVIDER>_BASE_URL`, else the provider's", check=_http_url),
+    Option("api_key_env", str, None, "environment variable holding the API key",
+           flags=("--api-key-env",), metavar="NAME", unset="`<PROVIDER>_API_KEY`", check=_env_name),
     Option("api_key", str, None, "the API key itself (never shown)", config=False, unset="$<api_key_env>",
            secret=True, check=clean_key),
+    Option("api_version", str, None, "Azure's API version, sent as `?api-version=`", flags=("--api-version",),
+           metavar="DATE", unset="`2024-10-21` for azure deployments"),
+    Option("headers", dict, None, "an extra request header, repeatable: `--header 'X-Title: my notebook'` "
+           "(values never shown)", flags=("--header",), metavar="'NAME: VALUE'", secret=True, check=_headers,
+           item=parse_header),
     Option("rpm", float, None, "requests per minute at most", flags=("--rpm",), metavar="N",
            unset="learnt from the server", positive=True),
     Option("tpm", float, None, "tokens per minute at most (estimated from text + max_tokens)",
@@ -235,7 +286,10 @@ DEFAULTS: dict[str, Any] = {o.name: o.default for o in OPTIONS}
 @dataclass(frozen=True)
 class Settings:
     """Everything a run needs, validated: one field per engine option of ``OPTIONS``, in its order
-    (checked when this module is imported). The API key is kept out of the repr."""
+    (checked when this module is imported), with ``provider``, ``model``, ``base_url``,
+    ``api_key_env``, ``api_key`` and ``api_version`` resolved for the (first) model; then
+    ``routes``: each model of ``-m a,b`` as written -> where it goes (``for_model`` gives its
+    settings). The API key and header values are kept out of the repr."""
 
     model: str
     concurrency: int
@@ -247,9 +301,12 @@ class Settings:
     temperature: float | None
     max_tokens: int | None
     params: dict[str, Any]
+    provider: str
     base_url: str
     api_key_env: str
     api_key: str | None = field(repr=False)
+    api_version: str | None
+    headers: dict[str, str] = field(repr=False)
     rpm: float | None
     tpm: float | None
     proxy: str | None
@@ -261,24 +318,31 @@ class Settings:
     refresh: bool
     cache: bool
     progress: bool
+    routes: dict[str, Route] = field(default_factory=dict, repr=False, compare=False)  # not an option
+
+    @property
+    def dialect(self) -> Dialect:
+        """The wire dialect of this provider (see providers/dialect.py)."""
+        from chatmagic.providers.profiles import dialect, profile
+        return dialect(profile(self.provider).dialect)
 
     @property
     def url(self) -> str:
-        return str(self.base_url).rstrip("/") + "/chat/completions"
+        """Where one prompt is POSTed; also the cache's and the throttle's name for the server."""
+        return self.dialect.url(self)
 
-    def body_params(self) -> dict[str, Any]:
-        """Request body fields other than ``messages``."""
-        body: dict[str, Any] = {"model": self.model}
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
-        if self.max_tokens is not None:
-            body["max_tokens"] = self.max_tokens
-        if self.json:
-            body["response_format"] = {"type": "json_object"}
-        if self.schema is not None:
-            body["response_format"] = self.schema.response_format()
-        body.update(self.params)
-        return body
+    @property
+    def models(self) -> list[str]:
+        """The model names as the user wrote them (``-m a,b``: both), in order."""
+        return list(self.routes) or [self.model]
+
+    def for_model(self, name: str) -> Settings:
+        """The settings of one model of ``models``: its provider, base URL, key."""
+        r = self.routes.get(name)
+        if r is None:
+            raise ConfigError(f"model {name!r} is not one of {', '.join(self.models)}")
+        return self.replace(provider=r.provider, model=r.model, base_url=r.base_url, api_key_env=r.api_key_env,
+                            api_key=r.api_key, api_version=r.api_version, routes={name: r})
 
     @property
     def system_prompt(self) -> str | None:
@@ -312,7 +376,7 @@ def _check_fields(cls: type, scope: str) -> None:
     """The dataclass has one field per option of ``scope``, in the table's order, secret ones out
     of the repr: an option added to the table without its field fails here, at import, by name."""
     want = [o for o in OPTIONS if o.scope == scope]
-    have = {f.name: f for f in dataclasses.fields(cls)}
+    have = {f.name: f for f in dataclasses.fields(cls) if f.name != "routes"}  # Settings.routes: derived
     missing = [o.name for o in want if o.name not in have]
     extra = [n for n in have if n not in BY_NAME or BY_NAME[n].scope != scope]
     if missing or extra or list(have) != [o.name for o in want]:
@@ -336,17 +400,41 @@ def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None
     unknown = {k for layer in layers for k in layer} - {o.name for o in engine}
     if unknown:
         raise ConfigError(f"unknown option: {', '.join(sorted(unknown))}")
-    settings = Settings(**_merged(engine, layers, environ))
-    if settings.schema is not None and settings.json:
+    merged = _merged(engine, layers, environ)
+    if merged["schema"] is not None and merged["json"]:
         raise ConfigError("--schema and --json together: --schema already asks for JSON "
                           "(checked against the schema); drop --json")
-    if settings.api_key is None:
-        key = clean_key(environ.get(settings.api_key_env), f"${settings.api_key_env}")
-        if key is None and need_key and not is_loopback(settings.base_url):
-            raise ConfigError(f"no API key: set ${settings.api_key_env}, run %chatmany_local for the "
-                              "small local model, or point --base-url at a local server (which needs none)")
-        settings = settings.replace(api_key=key)
-    return settings
+    routes = _routes(merged, environ, need_key)
+    first = next(iter(routes.values()))
+    one = len(routes) == 1
+    return Settings(**{**merged, "provider": first.provider, "model": first.model if one else merged["model"],
+                       "base_url": first.base_url, "api_key_env": first.api_key_env, "api_key": first.api_key,
+                       "api_version": first.api_version}, routes=routes)
+
+
+def _routes(merged: dict, environ: Mapping[str, str], need_key: bool) -> dict[str, Route]:
+    """Model name as written -> its ``Route``, with the key read and checked."""
+    from chatmagic.providers.profiles import dialect, profile, route, split_model
+    names = [m.strip() for m in merged["model"].split(",")]
+    if not all(names):
+        raise ConfigError(f"-m {merged['model']!r}: a model name is empty")
+    names = list(dict.fromkeys(names))
+    given = {k: merged[k] for k in ("provider", "base_url", "api_key_env", "api_key", "api_version")}
+    mixed = len({split_model(m)[0] or given["provider"] or "openai" for m in names}) > 1
+    routes = {}
+    for name in names:
+        r = route(name, given, environ, mixed=mixed)
+        _http_url(r.base_url)
+        dialect(profile(r.provider).dialect)  # imported now: a dialect that is missing fails here
+        if r.api_key is None:
+            key = clean_key(environ.get(r.api_key_env), f"${r.api_key_env}")
+            if key is None and need_key and not is_loopback(r.base_url):
+                whose = f" (for {name})" if len(names) > 1 else ""
+                raise ConfigError(f"no API key{whose}: set ${r.api_key_env}, run %chatmany_local for the "
+                                  "small local model, or point --base-url at a local server (which needs none)")
+            r = dataclasses.replace(r, api_key=key)
+        routes[name] = r
+    return routes
 
 
 def resolve_cell(flags: Mapping[str, Any], defaults: Mapping[str, Any], *,
@@ -354,8 +442,8 @@ def resolve_cell(flags: Mapping[str, Any], defaults: Mapping[str, Any], *,
     """The settings and the magic's own options of one %%chatmany cell, from its parsed flags
     (``argparse`` values by option name) and the ``%config ChatMany`` defaults."""
     environ = os.environ if environ is None else environ
-    flags = {k: dict(parse_param(p) for p in v) if BY_NAME[k].type is dict and isinstance(v, list) else v
-             for k, v in flags.items()}
+    flags = {k: dict((BY_NAME[k].item or parse_param)(p) for p in v)
+             if BY_NAME[k].type is dict and isinstance(v, list) else v for k, v in flags.items()}
     layers = (flags, defaults)
     cell = CellOptions(**_merged([o for o in OPTIONS if o.scope == MAGIC], layers, environ))
     engine = [{k: v for k, v in layer.items() if BY_NAME[k].scope == ENGINE} for layer in layers]

@@ -6,14 +6,18 @@ import pytest
 
 from chatmagic.core.cache import DB_NAME
 from chatmagic.practice.server import FakeOpenAI
+from chatmagic.providers.profiles import PROFILES
 
 
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """No test sees the user's keys, base URL, model or cache. (Paces learnt live in the Memory
     passed to a run, so no test sees another's.)"""
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATMAGIC_MODEL"):
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "CHATMAGIC_MODEL", "CHATMAGIC_PROVIDER"):
         monkeypatch.delenv(name, raising=False)
+    for p in PROFILES.values():  # nor any provider's
+        monkeypatch.delenv(p.key_env, raising=False)
+        monkeypatch.delenv(p.base_env, raising=False)
     monkeypatch.setenv("CHATMAGIC_CACHE_DIR", str(tmp_path / "cache"))
 
 
@@ -29,7 +33,7 @@ def server(_server):
     for name, value in dict(latency=0.0, limit_shape="per_second", window_s=60.0, daily=None,
                             storm_s=0.0, retry_after=None, rpm=None, tpm=None, headers="openai",
                             fail_rate=0.0, stall_rate=0.0, stall_s=30.0, unknown_models=set(),
-                            schemas=True).items():
+                            schemas=True, error_shape="openai", storm_status=429, auth="bearer").items():
         setattr(_server, name, value)
     _server.sleep = asyncio.sleep
     _server.reset_stats()

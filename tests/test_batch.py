@@ -6,6 +6,7 @@ The same scenarios in real kernels are in test_batch_kernel.py.
 import asyncio
 import json
 import sqlite3
+from functools import partial
 
 import pytest
 
@@ -16,6 +17,7 @@ from chatmagic.batch.store import BatchStore
 from chatmagic.core.cache import request_keys
 from chatmagic.core.engine import Run
 from chatmagic.errors import RunAborted
+from chatmagic.providers.openai import DIALECT
 from chatmagic.settings import resolve
 
 
@@ -40,7 +42,7 @@ def test_round_trip_in_order_with_duplicates_and_a_failed_line(bserver):
     assert dict(bserver.batch.stats) == {"files": 1, "batches": 1, "requests": 7, "answered": 7}  # q2 paid once
     sent = [json.loads(line) for line in bserver.batch.contents["file-fake1"].splitlines()]
     keys = request_keys(resolve({"base_url": bserver.base_url}).url,
-                        {"model": "gpt-4o-mini", "messages": []}, prompts)
+                        partial(DIALECT.body, {"model": "gpt-4o-mini", "messages": []}), prompts)
     assert sent[2] == {"custom_id": f"2-{keys[2][:40]}", "method": "POST", "url": "/v1/chat/completions",
                        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "q2"}]}}
     assert "1 failed (1 400 invalid_request_error)" in results.summary()
@@ -314,7 +316,7 @@ def test_the_fast_request_line_is_the_same_bytes_as_json_dumps(prompt):
     from chatmagic.batch.format import line_maker, request_line
     head = {"model": "m", "temperature": 0.5, "messages": [{"role": "system", "content": "be brief"}]}
     body = {**head, "messages": [*head["messages"], {"role": "user", "content": prompt}]}
-    assert line_maker(head)("7-abc", prompt) == request_line("7-abc", body)
+    assert line_maker(partial(DIALECT.body, head))("7-abc", prompt) == request_line("7-abc", body)
     odd = {**head, "messages": [{"role": "system", "content": "\x00chatmagic-prompt\x00"}]}
     odd_body = {**odd, "messages": [*odd["messages"], {"role": "user", "content": prompt}]}
-    assert line_maker(odd)("7-abc", prompt) == request_line("7-abc", odd_body)
+    assert line_maker(partial(DIALECT.body, odd))("7-abc", prompt) == request_line("7-abc", odd_body)

@@ -10,11 +10,13 @@ import sys
 import textwrap
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from chatmagic.core.cache import DB_NAME, Cache, CacheWarning, default_dir, describe, request_key, request_keys
+from chatmagic.providers.openai import DIALECT
 
 URL = "https://api.openai.com/v1/chat/completions"
 SECRET = "sk-test-DO-NOT-STORE-0123456789abcdef"
@@ -515,7 +517,7 @@ def test_request_keys_equal_request_key_of_each_body(system):
     prompts = ["a", "What is 2+2?", 'quotes " and \\ and \n', "héllo ✓ 日本", "broken \ud800 text", ""]
     expected = [request_key(URL, {**head, "messages": [*head["messages"], {"role": "user", "content": p}]})
                 for p in prompts]
-    assert request_keys(URL, head, prompts) == expected
+    assert request_keys(URL, partial(DIALECT.body, head), prompts) == expected
 
 
 def test_a_server_named_in_the_memory_keeps_its_answers_on_another_url(server):

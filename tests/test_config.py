@@ -66,7 +66,8 @@ def test_retries_zero_is_allowed_and_numbers_are_converted():
 
 def test_body_params():
     s = resolve({**LOCAL, "temperature": 0, "max_tokens": 5, "params": {"seed": 1}}, environ={})
-    assert s.body_params() == {"model": "gpt-4o-mini", "temperature": 0.0, "max_tokens": 5, "seed": 1}
+    assert s.dialect.head(s) == {"model": "gpt-4o-mini", "temperature": 0.0, "max_tokens": 5, "seed": 1,
+                                 "messages": []}
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -74,7 +74,7 @@ def test_settings_and_cell_options_have_one_field_per_option():
     import dataclasses
     engine = [f.name for f in dataclasses.fields(config.Settings)]
     magic = [f.name for f in dataclasses.fields(config.CellOptions)]
-    assert engine == [o.name for o in OPTIONS if o.scope == config.ENGINE]
+    assert engine == [o.name for o in OPTIONS if o.scope == config.ENGINE] + ["routes"]  # each model's route
     assert magic == [o.name for o in OPTIONS if o.scope == config.MAGIC]
     assert len({o.name for o in OPTIONS}) == len(OPTIONS)
 
@@ -136,7 +136,9 @@ def test_each_option_is_a_typed_field(cls, scope):
     """Settings and CellOptions are written out (so ``settings.tmeout`` is a type error), one field
     per option, typed as the table says: the option's type, or None too when it has no default."""
     from chatmagic.core.schema import Schema
-    hints = typing.get_type_hints(cls, {**vars(config), "Schema": Schema})
+    from chatmagic.providers.profiles import Route
+    hints = typing.get_type_hints(cls, {**vars(config), "Schema": Schema, "Route": Route})
+    hints.pop("routes", None)  # Settings.routes: each model's route, derived by resolve (no option)
     options = [o for o in OPTIONS if o.scope == scope]
     assert list(hints) == [o.name for o in options]
     for o in options:

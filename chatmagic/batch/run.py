@@ -128,7 +128,7 @@ class BatchRun:
         fd, path = tempfile.mkstemp(prefix="chatmagic-batch-", suffix=".jsonl")
         os.close(fd)
         try:
-            make = line_maker(self.run.head)
+            make = line_maker(self.run.body)
             lines = ((key, self._line(make, key)) for key in fresh)
             for keys in write_parts(lines, path, MAX_REQUESTS, MAX_BYTES):
                 await self._create(path, keys)

@@ -44,7 +44,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,12 +104,15 @@ def request_key(url: str, body: dict) -> str:
     return _sha256(KEY_VERSION + data).hexdigest()
 
 
-def request_keys(url: str, head: dict, prompts) -> list[str]:
-    """``request_key`` of each body ``head`` + one user message per prompt, computed fast:
-    the canonical JSON around the prompt is hashed once and the hash state copied per prompt."""
+def request_keys(url: str, body_of: Callable[[str], dict], prompts) -> list[str]:
+    """``request_key`` of each body ``body_of(prompt)`` (the dialect's one builder, which puts
+    the prompt in one place), computed fast: the canonical JSON around the prompt is hashed
+    once and the hash state copied per prompt."""
     marker = "\x00chatmagic-prompt\x00"
-    body = {**head, "messages": [*head["messages"], {"role": "user", "content": marker}]}
-    before, after = _dumps([url, body]).split(_dumps(marker))
+    whole = _dumps([url, body_of(marker)])
+    if whole.count(_dumps(marker)) != 1:  # the marker in the settings too: key each body whole
+        return [request_key(url, body_of(p)) for p in prompts]
+    before, after = whole.split(_dumps(marker))
     start = _sha256(KEY_VERSION + before.encode("utf-8", "surrogatepass"))
     tail = after.encode("utf-8", "surrogatepass")
     keys = []

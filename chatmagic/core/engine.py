@@ -16,7 +16,7 @@ from chatmagic.core.cache import Cache, fill, request_key, request_keys, row_of
 from chatmagic.core.memory import Memory
 from chatmagic.core.progress import make_progress
 from chatmagic.core.ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Throttle
-from chatmagic.core.retry import ABORT, RETRY, classify, policy
+from chatmagic.core.retry import ABORT, RETRY, classify, policy, slows
 from chatmagic.core.rows import Row, loaded, parts_in, rows_of, turns
 from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
 from chatmagic.errors import ConfigError, RequestError, RunAborted
@@ -67,8 +67,8 @@ class Run:
                                       PROBE_WAIT_LOCAL if is_loopback(settings.base_url) else PROBE_WAIT))
         self._throttle.sleep = self.timeline.sleeper(self._throttle.sleep, throttle_wait(self._throttle))
         self._progress = make_progress(settings.progress if progress is None else progress, desc)
-        system = [{"role": "system", "content": settings.system_prompt}] if settings.system_prompt else []
-        self._head = {**settings.body_params(), "messages": system}
+        self.dialect = settings.dialect
+        self._head = self.dialect.head(settings)  # the body's fields shared by every prompt
         _dumps(self._head)  # bad input fails here, before anything is sent
         self._fixed_tokens = len(settings.system_prompt or "") // 4 + (settings.max_tokens or DEFAULT_OUTPUT_TOKENS)
 
@@ -125,8 +125,9 @@ class Run:
         if self._cache is not None and self._cache is not self._shared_cache:
             self._cache.close()
 
-    def _body(self, prompt: str) -> dict:
-        return {**self._head, "messages": [*self._head["messages"], {"role": "user", "content": prompt}]}
+    def body(self, prompt: str) -> dict:
+        """The one request body of ``prompt``: what is sent, cached and written to a batch file."""
+        return self.dialect.body(self._head, prompt)
 
     @property
     def rows(self) -> list[Row] | None:
@@ -146,7 +147,7 @@ class Run:
         if row.system is not None:  # the row's own system prompt, with the schema's instruction
             schema = self.settings.schema
             system = "\n\n".join(p for p in (row.system, schema.instruction() if schema else None) if p)
-        dialect = "openai"
+        dialect = self.dialect.name
         return row_body(dialect, self._head, loaded(turns(row, system), limits_of(dialect)))
 
     # ---- what a batch run (batch/run.py) uses of a run -------------------------
@@ -154,14 +155,14 @@ class Run:
     @property
     def head(self) -> dict:
         """The part of every request body that is the same for all prompts (model, parameters,
-        the system message); ``_body`` adds a prompt to it."""
+        the system message); ``body`` adds a prompt to it."""
         return self._head
 
     def request_keys(self) -> list[str]:
         """Every prompt's request key, made once (the answer cache and a batch file use the same;
         a rich row's is replaced by ``rich_ready`` when its images are read)."""
         if not self._keys:
-            self._keys = request_keys(self.memory.server_name(self.settings.url), self._head,
+            self._keys = request_keys(self.memory.server_name(self.settings.url), self.body,
                                       [r.prompt for r in self.results])
         return self._keys
 
@@ -232,7 +233,7 @@ class Run:
         row = self.rich(record.index)
         cost = len(record.prompt) // 4 + self._fixed_tokens
         if row is None:
-            body = _dumps(self._body(record.prompt)).encode()
+            body = _dumps(self.body(record.prompt)).encode()
         else:
             ready = self.rich_ready(record)
             if ready is None:
@@ -286,7 +287,7 @@ class Run:
                 done = await self._client.complete(body)
             except RequestError as e:
                 self.timeline.add(started, time.perf_counter(), outcome_of(e), record.attempts)
-                if e.status == 429 and classify(e) == RETRY:
+                if slows(e):
                     quota = self._throttle.rate_limited(e.hints, ticket)
                     if quota:
                         raise RequestError(quota, status=429, code="quota_exhausted") from None

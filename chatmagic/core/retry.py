@@ -13,10 +13,11 @@ import random
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from chatmagic.errors import RequestError
+from chatmagic.providers.dialect import ABORT, FAIL, RETRY, SLOW
 
 log = logging.getLogger("chatmagic")
 
-RETRY, FAIL, ABORT = "retry", "fail", "abort"
+__all__ = ["ABORT", "FAIL", "RETRY", "classify", "policy", "slows"]
 
 #: Failures that no retry and no other prompt can fix: the whole run stops.
 ABORT_STATUSES = {401: "bad API key", 402: "out of credits", 403: "forbidden",
@@ -29,7 +30,10 @@ QUOTA_CODES = ("insufficient_quota", "quota_exhausted")
 
 
 def classify(err: RequestError) -> str:
-    """RETRY (transient), FAIL (this prompt only) or ABORT (the whole run)."""
+    """RETRY (transient), FAIL (this prompt only) or ABORT (the whole run). The dialect's
+    verdict (``err.action``, see providers/dialect.py) wins; SLOW is a RETRY that also paces."""
+    if err.action is not None:
+        return RETRY if err.action == SLOW else err.action
     status = err.status
     if err.retryable is not None and err.status not in ABORT_STATUSES and err.code not in QUOTA_CODES:
         return RETRY if err.retryable else FAIL  # x-should-retry, or our own say
@@ -42,6 +46,11 @@ def classify(err: RequestError) -> str:
     if status in (408, 409) or status >= 500:
         return RETRY
     return FAIL  # 400 (context_length_exceeded and the like), 413, 422
+
+
+def slows(err: RequestError) -> bool:
+    """The server is at capacity (a 429, an overload): retried, and every prompt is paced down."""
+    return classify(err) == RETRY and (err.action == SLOW or err.status == 429)
 
 
 #: Backoff after a transient fault (5xx, connection): 0.5 s, doubling, at most 8 s, as
@@ -62,7 +71,7 @@ class ServerOrBackoff:
         asked = getattr(err, "retry_after", None)
         if asked is not None:
             return min(asked, self.cap)
-        if getattr(err, "code", None) == "timeout" or getattr(err, "status", None) == 429:
+        if getattr(err, "code", None) == "timeout" or (isinstance(err, RequestError) and slows(err)):
             return 0.0
         backoff = min(FIRST_BACKOFF * 2 ** (state.attempt_number - 1), MAX_BACKOFF, self.cap)
         return backoff * (1 - 0.25 * random.random())

@@ -51,14 +51,6 @@ class Plan:
         return media_report(rows)
 
 
-def models_of(names: str) -> list[str]:
-    """``-m a,b,c`` into its model names."""
-    models = [m.strip() for m in names.split(",")]
-    if not all(models):
-        raise ConfigError(f"-m {names!r}: a model name is empty")
-    return list(dict.fromkeys(models))
-
-
 def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict, images: str | None = None,
                messages: str | None = None, system: str | None = None):
     """The prompts (strings, or Rows with images, messages or a system prompt of their own), their
@@ -88,11 +80,11 @@ def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, pri
                                        messages=messages, system=settings.system)
     if over is not None and settings.system and "{" in settings.system and not Template(settings.system).fields:
         settings = settings.replace(system=Template(settings.system).render({}))  # {{ }}: literal braces
-    models = models_of(settings.model)
+    models = settings.models  # -m a,b,c as written (settings.py split and checked them)
     # -m a,b: one connection to the answer cache for every model's run (one model opens its own)
     shared = Cache.open() if settings.cache and len(models) > 1 else None
     try:
-        runs = {m: Run(prompts, settings.replace(model=m), desc=m if len(models) > 1 else "chatmany",
+        runs = {m: Run(prompts, settings.for_model(m), desc=m if len(models) > 1 else "chatmany",
                        cache=shared, memory=memory) for m in models}
     except BaseException:
         if shared is not None:

@@ -14,8 +14,12 @@ OpenAI does: practice/shapes.py) and can simulate latency, rate limits
 the shapes real servers have, one keyword (or flag) each: ``limit_shape`` "per_second"
 (default), "bucket" or "window" (with ``window_s``); ``daily=N`` announces a per-day budget
 while the rpm limit is enforced silently; ``headers`` "openai", "azure" (remaining only),
-"retry-after" (429s say only that) or "none"; ``storm_s`` answers 429 to everything for that
-long (``math.inf``: forever); ``retry_after`` overrides the wait every 429 asks for.  Individual
+"retry-after" (429s say only that) or "none", or another provider's family ("anthropic",
+"unsuffixed", "openrouter": practice/provider_shapes.py); ``storm_s`` answers 429 (``storm_status``: 503,
+529, Groq's 498) to everything for that long (``math.inf``: forever); ``retry_after`` overrides
+the wait every 429 asks for. ``error_shape`` answers errors as Gemini, OpenRouter, vLLM, Ollama
+or llama.cpp do; ``auth="api-key"`` wants classic Azure's ``api-key`` header and ``?api-version=``
+(also at ``/openai/deployments/NAME/chat/completions``).  Individual
 prompts can script their own behaviour with ``[[directive]]`` markers, e.g.
 ``"hello [[fail:500:2]]"`` fails twice, then answers.  Only binds 127.0.0.1.
 
@@ -38,14 +42,15 @@ from collections import Counter
 from aiohttp import web
 
 from chatmagic.practice.batch import BatchAPI
+from chatmagic.practice.provider_shapes import ERROR_SHAPES, HEADER_FAMILIES, family_headers, shaped_error, too_long
 from chatmagic.practice.shapes import openai_media, openai_problem
-from chatmagic.practice.wire import DIRECTIVE
-from chatmagic.practice.wire import error_response as _error
+from chatmagic.practice.wire import DIRECTIVE, error_response
 from chatmagic.practice.wire import text_of as _text
 
 HOST = "127.0.0.1"
 DEFAULT_CODES = {400: "invalid_request_error", 401: "invalid_api_key", 404: "model_not_found",
-                 429: "rate_limit_exceeded", 500: "server_error", 503: "service_unavailable"}
+                 429: "rate_limit_exceeded", 498: "capacity_exceeded", 500: "server_error",
+                 503: "service_unavailable", 529: "overloaded_error"}
 
 
 def go_duration(seconds: float) -> str:
@@ -145,6 +150,7 @@ class Stats:
         self.peak_in_flight = in_flight
         self.attempts: Counter = Counter()
         self.auth_headers: set = set()
+        self.api_versions: set = set()  # ?api-version= values seen (auth="api-key")
         self.times: list | None = [] if record_times else None
         self.answers: list | None = [] if record_times else None  # (arrival time, status)
         self.params: dict | None = None  # the last answer's echo_params: its body but messages
@@ -159,8 +165,11 @@ class FakeOpenAI:
                  batch_expire_after: int | None = None,
                  limit_shape: str = "per_second", window_s: float = 60.0, daily: int | None = None,
                  storm_s: float = 0.0, retry_after: float | None = None,
-                 schemas: bool = True, answer_model: str | None = None):
+                 schemas: bool = True, answer_model: str | None = None, error_shape: str = "openai",
+                 storm_status: int = 429, auth: str = "bearer"):
         self.latency, self.headers = latency, headers
+        # provider shapes (practice/provider_shapes.py); auth "api-key": Azure's classic header and ?api-version=
+        self.error_shape, self.storm_status, self.auth = error_shape, storm_status, auth
         # rate-limit shapes (see _bucket); set before rpm/tpm, which build the buckets
         self.limit_shape, self.window_s, self.daily = limit_shape, window_s, daily
         self.storm_s, self.retry_after = storm_s, retry_after
@@ -231,13 +240,29 @@ class FakeOpenAI:
         if auth is not None:
             st.auth_headers.add(auth)
         try:
-            resp = await self._answer(request, st)
+            resp = self._refused(request) or await self._answer(request, st)
             st.by_status[resp.status] += 1
             if st.answers is not None:
                 st.answers.append((arrived, resp.status))
             return resp
         finally:
             self.stats.in_flight -= 1  # not `st`: reset_stats() carries in_flight over
+
+    def _refused(self, request: web.Request) -> web.Response | None:
+        """With ``auth="api-key"`` (classic Azure): a 401 unless an ``api-key`` header and an
+        ``api-version`` query came, as Azure answers."""
+        if self.auth != "api-key":
+            return None
+        if not request.headers.get("api-key") or "Authorization" in request.headers:
+            return self._err(401, "Access denied due to invalid subscription key or wrong API endpoint.", "401")
+        if not request.query.get("api-version"):
+            return self._err(404, "Resource not found", "404")
+        self.stats.api_versions.add(request.query["api-version"])
+        return None
+
+    def _err(self, status: int, message: str, code: str | None, type_: str | None = None,
+             headers: dict | None = None, script: dict | None = None) -> web.Response:
+        return shaped_error(self.error_shape, status, message, code, type_, headers, script)
 
     async def _answer(self, request: web.Request, st: Stats) -> web.StreamResponse:
         try:
@@ -246,20 +271,20 @@ class FakeOpenAI:
         except (ValueError, KeyError, TypeError):
             messages = None
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-            return _error(400, "Request body must be JSON with a 'messages' list.", None)
+            return self._err(400, "Request body must be JSON with a 'messages' list.", None)
         refused = openai_problem(messages)  # content parts checked as OpenAI does (shapes.py)
         if refused is not None:
-            return _error(400, refused[0], "invalid_value", param=refused[1])
+            return error_response(400, refused[0], "invalid_value", param=refused[1])
         prompt = next((_text(m.get("content")) for m in reversed(messages)
                        if m.get("role") == "user"), "")
         # Every request counts as an attempt, also ones rejected below (404, 429).
         st.attempts[prompt] += 1
         model = body.get("model", self.model)
         if model in self.unknown_models:
-            return _error(404, f"The model `{model}` does not exist or you do not have access "
+            return self._err(404, f"The model `{model}` does not exist or you do not have access "
                           "to it.", "model_not_found")
         if not self.schemas and _schema_of(body) is not None:
-            return _error(400, "Invalid parameter: 'response_format' of type 'json_schema' is not "
+            return self._err(400, "Invalid parameter: 'response_format' of type 'json_schema' is not "
                           "supported with this model.", None)
         limited, headers = self._storm() or self._rate_limit(body, messages)
         if limited is not None:
@@ -289,8 +314,10 @@ class FakeOpenAI:
         if "stall" in script and active(script["stall"], 1):
             await self.sleep(float(script["stall"][0]))
         if self.fail_rate and self.rng.random() < self.fail_rate:
-            return _error(500, "The server had an error processing your request.",
+            return self._err(500, "The server had an error processing your request.",
                           "server_error", headers=headers)
+        if "toolong" in script:
+            return too_long(headers)
         if "fail" in script and active(script["fail"], 1):
             return self._scripted_failure(int(script["fail"][0]), script, headers)
         if "bad200" in script and active(script["bad200"], 0):
@@ -306,8 +333,9 @@ class FakeOpenAI:
             wait = script.get("retry_after", ["1"])[0]
             if wait != "none":  # [[retry_after:none]] → a 429 without retry hints
                 headers = {**headers, **_retry_headers(float(wait))}
-        return _error(status, f"Scripted failure {status}.", code,
-                      "insufficient_quota" if code == "insufficient_quota" else None, headers)
+        type_ = script["type"][0] if "type" in script else ("insufficient_quota" if code == "insufficient_quota"
+                                                            else None)
+        return self._err(status, f"Scripted failure {status}.", code, type_, headers, script)
 
     def _storm(self):
         """With ``storm_s``: a 429 (retry-after 1 s) for every request in the first ``storm_s``
@@ -320,8 +348,9 @@ class FakeOpenAI:
         if now - self._storm_started >= self.storm_s:
             return None
         headers: dict[str, str] = {} if self.headers == "none" else {"retry-after": "1"}
-        return _error(429, "The server is overloaded; please retry.", "rate_limit_exceeded",
-                      headers=headers), headers
+        status = self.storm_status
+        return self._err(status, "The server is overloaded; please retry.", DEFAULT_CODES.get(status),
+                         headers=headers), headers
 
     def _rate_limit(self, body: dict, messages: list):
         """Check the rpm/tpm (and daily) buckets; returns (429 or None, headers for the reply).
@@ -352,7 +381,7 @@ class FakeOpenAI:
         message = (f"Rate limit reached for {kind} per min (RPM/TPM): Limit {limit}. "
                    f"Please try again in {go_duration(waits[kind])}.")
         code = "429" if self.headers == "azure" else "rate_limit_exceeded"
-        return _error(429, message, code, kind, headers), headers
+        return self._err(429, message, code, kind, headers), headers
 
     def _limit_headers(self, rb: TokenBucket | None, tb: TokenBucket | None) -> dict:
         headers: dict[str, str] = {}
@@ -360,6 +389,9 @@ class FakeOpenAI:
             return headers
         for kind, bucket in (("requests", rb), ("tokens", tb)):
             if bucket is None:
+                continue
+            if self.headers in HEADER_FAMILIES:
+                headers.update(family_headers(self.headers, kind, bucket.limit, bucket.level, bucket.reset_in()))
                 continue
             headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
             if self.headers == "openai":
@@ -478,6 +510,7 @@ class FakeOpenAI:
         """Serve on the running loop (same process/loop as a benchmark)."""
         app = web.Application(client_max_size=512 * 1024 * 1024)  # batch input files, as OpenAI
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)  # classic Azure
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         self.batch.register(app.router)
@@ -604,7 +637,10 @@ def _retry_headers(seconds: float, ms: bool = True) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description="Fake OpenAI chat-completions server (127.0.0.1).")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--headers", choices=["openai", "azure", "retry-after", "none"])
+    p.add_argument("--headers", choices=["openai", "azure", "retry-after", "none", *HEADER_FAMILIES])
+    p.add_argument("--error-shape", choices=list(ERROR_SHAPES))
+    p.add_argument("--storm-status", type=int, choices=[429, 498, 503, 529])
+    p.add_argument("--auth", choices=["bearer", "api-key"], help="api-key: classic Azure's header and ?api-version=")
     p.add_argument("--limit-shape", choices=["per_second", "bucket", "window"])
     p.add_argument("--model")
     p.add_argument("--no-schemas", dest="schemas", action="store_false", default=None,

@@ -3,6 +3,13 @@
     retry-after-ms, retry-after (seconds or an HTTP date)   -> Hints.retry_after (seconds)
     x-should-retry: true/false                              -> Hints.should_retry
     x-ratelimit-{limit,remaining,reset}-{requests,tokens}   -> Hints.requests / Hints.tokens
+    anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}   (also input-tokens, then
+        output-tokens, when no tokens family is sent)      -> Hints.requests / Hints.tokens
+    x-ratelimit-{limit,remaining,reset} (Together, OpenRouter: unsuffixed) -> Hints.requests
+
+A reset may be a duration ("6m0s", "1.5"), an RFC 3339 time (Anthropic) or a Unix time in
+seconds or milliseconds (OpenRouter): a time is read as the seconds until it, never as a
+duration of decades.
 
 client.py calls ``parse`` on every answer; the retry policy and the throttle read the result.
 Nothing here knows aiohttp: ``headers`` is any mapping with case-insensitive ``get``.
@@ -53,20 +60,61 @@ def parse(headers, now: float | None = None) -> Hints:
         return NONE
     retry_after = parse_retry_after(headers, now)
     should = headers.get("x-should-retry")
-    requests, tokens = _budget(headers, "requests"), _budget(headers, "tokens")
+    requests = _budget(headers, "x-ratelimit-{}-requests", now) or _budget(headers, ANTHROPIC.format("requests"), now)
+    tokens = _budget(headers, "x-ratelimit-{}-tokens", now) or _anthropic_tokens(headers, now)
+    if requests is None:
+        requests = _budget(headers, "x-ratelimit-{}", now)
     if retry_after is None and should is None and requests is None and tokens is None:
         return NONE
     return Hints(retry_after, {"true": True, "false": False}.get(should), requests, tokens)
 
 
-def _budget(headers, kind: str) -> Budget | None:
-    remaining = headers.get(f"x-ratelimit-remaining-{kind}")  # absent on most answers: cheap
-    limit = headers.get(f"x-ratelimit-limit-{kind}")
+ANTHROPIC = "anthropic-ratelimit-{}-{{}}"
+
+
+def _budget(headers, pattern: str, now: float | None = None) -> Budget | None:
+    """The budget of the header names ``pattern.format(part)``, part in limit, remaining, reset."""
+    remaining = headers.get(pattern.format("remaining"))  # absent on most answers: cheap
+    limit = headers.get(pattern.format("limit"))
     if remaining is None and limit is None:
         return None
-    budget = Budget(_count(limit), _count(remaining),
-                    parse_duration(headers.get(f"x-ratelimit-reset-{kind}")))
+    budget = Budget(_count(limit), _count(remaining), parse_reset(headers.get(pattern.format("reset")), now))
     return None if budget.limit is None and budget.remaining is None else budget
+
+
+def _anthropic_tokens(headers, now: float | None) -> Budget | None:
+    """Anthropic's tokens budget (the most restrictive one in effect), else its input tokens
+    (which the prompts spend), else its output tokens."""
+    for kind in ("tokens", "input-tokens", "output-tokens"):
+        budget = _budget(headers, ANTHROPIC.format(kind), now)
+        if budget is not None:
+            return budget
+    return None
+
+
+#: A reset at or above this many seconds is a Unix time (2001 on), not a duration; in ms above 1e12.
+EPOCH_S, EPOCH_MS = 1e9, 1e12
+
+
+def parse_reset(text, now: float | None = None) -> float | None:
+    """Seconds until a budget is whole again: a duration, a Unix time (s or ms) or an RFC 3339
+    time; None when unreadable. A time in the past is 0."""
+    if text is None:
+        return None
+    seconds = parse_duration(text)
+    if seconds is not None and seconds < EPOCH_S:
+        return seconds
+    now = time.time() if now is None else now
+    if seconds is not None:
+        return max(0.0, (seconds / 1000 if seconds >= EPOCH_MS else seconds) - now)
+    try:
+        from datetime import datetime
+        when = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        return None  # a time without a zone cannot be placed
+    return max(0.0, when.timestamp() - now)
 
 
 def _count(text) -> int | None:

@@ -1,13 +1,67 @@
-"""A chat-completion answer as the fields we keep, whatever shape the server gave them.
+"""The OpenAI chat-completions dialect, spoken by OpenAI and every OpenAI-compatible server.
 
-Gateways differ: ``content`` may be a list of parts or a number, token counts may be strings.
-Each field is coerced to its type or dropped, so nothing odd reaches the results or the cache.
+Answers: gateways differ (``content`` may be a list of parts or a number, token counts may be
+strings), so each field is coerced to its type or dropped and nothing odd reaches the results
+or the cache. Errors: the shapes of every profile that speaks this dialect are read by one
+reader (``providers/shapes.py``), whatever the profile, since a gateway may pass any of them on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
 
-def completion_of(data) -> tuple[str, str | None, int | None, int | None, str | None] | None:
+from chatmagic.providers import hints as _hints
+from chatmagic.providers.dialect import Answer, Failure
+from chatmagic.providers.shapes import read_failure
+
+
+class OpenAIChat:
+    """``POST {base_url}/chat/completions`` with ``messages`` (see dialect.py for the contract)."""
+
+    name = "openai"
+
+    def url(self, settings: Any) -> str:
+        url = str(settings.base_url).rstrip("/") + "/chat/completions"
+        version = settings.api_version
+        return f"{url}?api-version={version}" if version else url
+
+    def headers(self, settings: Any) -> dict[str, str]:
+        return {}
+
+    def head(self, settings: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": settings.model}
+        if settings.temperature is not None:
+            body["temperature"] = settings.temperature
+        if settings.max_tokens is not None:
+            body["max_tokens"] = settings.max_tokens
+        if settings.json:
+            body["response_format"] = {"type": "json_object"}
+        if settings.schema is not None:
+            body["response_format"] = settings.schema.response_format()
+        body.update(settings.params)
+        system = settings.system_prompt
+        body["messages"] = [{"role": "system", "content": system}] if system else []
+        return body
+
+    def body(self, head: Mapping[str, Any], prompt: str) -> dict[str, Any]:
+        return {**head, "messages": [*head["messages"], {"role": "user", "content": prompt}]}
+
+    def answer(self, data: Any) -> Answer | None:
+        done = completion_of(data)
+        return None if done is None else Answer(*done)
+
+    def failure(self, status: int, data: Any, raw: bytes, hints: _hints.Hints) -> Failure:
+        return read_failure(status, data, raw, hints)
+
+    def hints(self, headers: Any) -> _hints.Hints:
+        return _hints.parse(headers)
+
+
+DIALECT = OpenAIChat()
+
+
+def completion_of(data: Any) -> tuple[str, str | None, int | None, int | None, str | None] | None:
     """(text, finish_reason, prompt_tokens, completion_tokens, model), or None if ``data``
     is not a completion (an error in a 200 body, or no message at all)."""
     try:
@@ -24,7 +78,7 @@ def completion_of(data) -> tuple[str, str | None, int | None, int | None, str | 
             count(usage.get("completion_tokens")), _name(data.get("model")))
 
 
-def text_of(content) -> str | None:
+def text_of(content: Any) -> str | None:
     """The answer's text: a string as it is, None as "", the text parts of a list joined, a
     number as its digits; None for anything else (not a completion)."""
     if content is None:
@@ -39,7 +93,7 @@ def text_of(content) -> str | None:
     return None
 
 
-def count(value) -> int | None:
+def count(value: Any) -> int | None:
     """A token count: an int, or a string or float holding a whole number; else None."""
     if isinstance(value, bool):
         return None
@@ -52,5 +106,5 @@ def count(value) -> int | None:
     return int(number) if number.is_integer() and number >= 0 else None
 
 
-def _name(value) -> str | None:
+def _name(value: Any) -> str | None:
     return value if isinstance(value, str) else None

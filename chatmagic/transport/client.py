@@ -9,6 +9,7 @@ and is scrubbed from every message built from server text before that text is cu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import warnings
@@ -19,7 +20,7 @@ import aiohttp
 
 from chatmagic.errors import ChatmagicWarning, RequestError
 from chatmagic.providers import hints as hints
-from chatmagic.providers.openai import completion_of
+from chatmagic.providers.profiles import auth_headers, profile
 from chatmagic.transport.limits import ACCEPT_ENCODING, TooLarge, read_capped
 from chatmagic.transport.proxies import is_loopback, proxy_for
 
@@ -42,13 +43,21 @@ class Completion:
 
 
 class _Hidden(str):
-    """The Authorization value: sent as it is, shown as ``'Bearer ***'`` in any repr (a verbose
-    traceback prints the header dicts of aiohttp's frames)."""
+    """A secret header value (the key, a ``--header`` value): sent as it is, shown as ``'***'``
+    (``'Bearer ***'``) in any repr (a verbose traceback prints the header dicts of aiohttp's frames)."""
 
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return "'Bearer ***'"
+        return "'Bearer ***'" if self.startswith("Bearer ") else "'***'"
+
+
+def request_headers(settings) -> dict[str, str]:
+    """Every header a request carries beyond the content ones: the dialect's, the key in the
+    profile's auth style, the user's ``headers``; the secret ones hidden from reprs."""
+    key = settings.api_key
+    secret = {**auth_headers(profile(settings.provider), key), **(settings.headers or {})}
+    return {**settings.dialect.headers(settings), **{k: _Hidden(v) for k, v in secret.items()}}
 
 
 class _NoFiles(Exception):
@@ -61,6 +70,10 @@ class Client:
     def __init__(self, settings, limit: int | None = None):
         self.url = settings.url
         self._key = settings.api_key
+        self._dialect = settings.dialect
+        # scrubbed from every message like the key: a gateway may echo a header back (a value of
+        # three characters or fewer would blank out ordinary text, and is no secret)
+        self._secrets = [v for v in (settings.api_key, *(settings.headers or {}).values()) if v and len(v) >= 4]
         self._settings = settings
         self._limit = limit or settings.concurrency
         self._cap = int(settings.max_response_mb * 1_000_000)
@@ -71,9 +84,8 @@ class Client:
 
     async def __aenter__(self) -> Client:
         s = self._settings
-        headers = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING}
-        if self._key:
-            headers["Authorization"] = _Hidden(f"Bearer {self._key}")
+        headers = {"Content-Type": "application/json", "Accept-Encoding": ACCEPT_ENCODING,
+                   **request_headers(s)}
         # aiohttp's default pool silently caps concurrency at 100; trust_env costs a lookup per request
         connector = aiohttp.TCPConnector(limit=self._limit, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
@@ -102,16 +114,17 @@ class Client:
         data = _json(raw)
         if status != 200:
             raise self._error(status, data, raw, said)
-        done = completion_of(data)
+        done = self._dialect.answer(data)
         if done is None:  # some gateways send errors in a 200 body
             raise self._error(200, data, raw, said)
-        return Completion(*done, said)
+        return Completion(done.text, done.finish_reason, done.prompt_tokens, done.completion_tokens,
+                          done.model, said)
 
     async def _post(self, body: bytes):
         """(status, hints, body) of one POST; every failure becomes a RequestError."""
         try:
             async with self._session.post(self.url, data=body, proxy=self._proxy) as resp:
-                return resp.status, hints.parse(resp.headers), await read_capped(resp, self._cap)
+                return resp.status, self._dialect.hints(resp.headers), await read_capped(resp, self._cap)
         except TooLarge as e:
             size = f"{e.size / 1e6:,.0f} MB announced" if e.announced else "more than that"
             raise RequestError(f"answer over the {self._cap / 1e6:g} MB limit ({size}; max_response_mb)",
@@ -138,22 +151,25 @@ class Client:
         return RequestError(message, code="connection")
 
     def _error(self, status: int, data, raw: bytes, said: hints.Hints) -> RequestError:
-        err = data.get("error", data) if isinstance(data, dict) else None
-        if isinstance(err, dict):
-            message = str(err.get("message") or err)
-            code = err.get("code") or err.get("type")
-        else:
-            message, code = raw.decode("utf-8", "replace") or "empty answer", None
+        """The dialect reads the error; its verdict and any wait named in the body travel with it."""
+        f = self._dialect.failure(status, data, raw, said)
+        message, code, action = f.message, f.code, f.action
+        if f.reason:
+            message = f"{f.reason}: {message}"
         if status == 200:
             message, code = f"not a completion: {message}", code or "bad_response"
             status = _embedded_status(code) or 200  # e.g. a 200 carrying a 400 (context length)
+        if said.retry_after is None and f.retry_after is not None:  # e.g. Gemini's RetryInfo
+            said = dataclasses.replace(said, retry_after=f.retry_after)
         return RequestError(self.scrub(message)[:MESSAGE_CHARS], status=status,
-                            code=None if code is None else str(code), retry_after=said.retry_after,
-                            hints=said, retryable=said.should_retry)  # x-should-retry, as openai-python
+                            code=None if code is None else self.scrub(str(code))[:80], retry_after=said.retry_after,
+                            hints=said, retryable=said.should_retry, action=action)  # x-should-retry, as openai-python
 
     def scrub(self, text: str) -> str:
-        """``text`` without the key. Scrub first, cut after: a cut key is no longer found."""
-        return scrub(text, self._key)
+        """``text`` without the key and header values. Scrub first, cut after: a cut key is no longer found."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     def __repr__(self) -> str:
         return f"<Client {self.url}>"
@@ -166,7 +182,7 @@ class FilesClient(Client):
 
     async def __aenter__(self) -> FilesClient:
         s = self._settings
-        headers = {"Authorization": _Hidden(f"Bearer {self._key}")} if self._key else {}
+        headers = request_headers(s)
         self.base = s.base_url.rstrip("/")
         self._session = aiohttp.ClientSession(
             headers=headers, trust_env=False, connector=aiohttp.TCPConnector(limit=8),
@@ -191,7 +207,7 @@ class FilesClient(Client):
             raise self._failed(e) from None
         data = _json(raw)
         if status != 200 or not isinstance(data, dict):
-            raise self._error(status, data, raw, hints.parse(headers))
+            raise self._error(status, data, raw, self._dialect.hints(headers))
         return data
 
     def _failed(self, e: BaseException) -> RequestError:
@@ -210,7 +226,7 @@ class FilesClient(Client):
             async with self._session.get(f"{self.base}/files/{file_id}/content", proxy=self._proxy) as resp:
                 if resp.status != 200:
                     raw = await resp.read()
-                    raise self._error(resp.status, _json(raw), raw, hints.parse(resp.headers))
+                    raise self._error(resp.status, _json(raw), raw, self._dialect.hints(resp.headers))
                 rest = b""
                 async for chunk in resp.content.iter_chunked(1 << 16):
                     *complete, rest = (rest + chunk).split(b"\n")
