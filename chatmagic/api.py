@@ -72,8 +72,9 @@ async def achat_many(
     # each keyword by name (tests/test_options.py checks that every one arrives)
     options = {"model": model, "concurrency": concurrency, "timeout": timeout, "connect_timeout": connect_timeout,
                "retries": retries, "max_retry_wait": max_retry_wait, "system": system, "temperature": temperature,
-               "max_tokens": max_tokens, "params": params, "base_url": base_url, "api_key_env": api_key_env,
-               "api_key": api_key, "rpm": rpm, "tpm": tpm, "proxy": proxy, "max_response_mb": max_response_mb,
+               "max_tokens": max_tokens, "params": params, "provider": provider, "base_url": base_url,
+               "api_key_env": api_key_env, "api_key": api_key, "api_version": api_version, "headers": headers,
+               "rpm": rpm, "tpm": tpm, "proxy": proxy, "max_response_mb": max_response_mb,
                "json": json, "schema": schema, "batch": batch, "wait": wait, "refresh": refresh, "cache": cache,
                "progress": progress}
     from chatmagic.batch.run import send
