@@ -151,7 +151,7 @@ def _env_name(value: Any) -> str | None:
     if value is None:
         return None  # the provider's
     if not isinstance(value, str) or not value.strip() or "=" in value or "\0" in value:
-        raise ConfigError(f"api_key_env must be the name of an environment variable, got {value!r:.60}")
+        raise ConfigError(f"api_key_env must be a string naming an environment variable, got {value!r:.60}")
     return value.strip()
 
 
