@@ -5,6 +5,7 @@ itself round in a circle. Read from the source with ``ast``, so a lazy import co
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,35 @@ def test_no_module_reads_another_objects_private_members():
              if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
              and ast.unparse(node.value) not in ("self", "cls", "os")]  # os._exit: a forked child's exit
     assert found == []
+
+
+TIMEY = ("elapsed", "took", "perf_counter", "monotonic", "time.time")
+
+
+def _numeric(node: ast.expr) -> bool:
+    return all(isinstance(n, ast.Constant | ast.BinOp | ast.UnaryOp | ast.operator | ast.unaryop)
+               for n in ast.walk(node))
+
+
+def test_no_test_asserts_wall_time():
+    """Time in tests comes from a fake clock, polling or the run's own record of its waits; a speed
+    is a benchmark's (tests/benchmarks/); a crawl fails a deadline (``@pytest.mark.timeout``). So no
+    ``assert results.elapsed_s < 10`` or ``took < 1.0``: a number compared with a measured time."""
+    found = []
+    for path in sorted((PACKAGE.parent / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Assert):
+                found += [f"{path.name}:{node.lineno} {ast.unparse(node.test)}" for _ in _timed(node.test)]
+    assert found == []
+    bad = ast.parse("assert results.elapsed_s < 60 / 20 * 2\nassert 1.9 <= took\nassert t < deadline\n"
+                    "assert 0 <= start <= results.elapsed_s")
+    assert [len(list(_timed(n.test))) for n in bad.body] == [1, 1, 0, 0]  # not a deadline, nor an order
+
+
+def _timed(test: ast.expr):
+    """Comparisons of a measured time with a number, side by side in ``test``."""
+    for cmp in (n for n in ast.walk(test) if isinstance(n, ast.Compare)):
+        sides = [cmp.left, *cmp.comparators]
+        for a, b in itertools.pairwise(sides):
+            if any(_numeric(x) and any(t in ast.unparse(y) for t in TIMEY) for x, y in ((a, b), (b, a))):
+                yield cmp

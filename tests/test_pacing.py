@@ -3,10 +3,12 @@ prompt answered, few 429s, no crawl; waits capped and said; a far quota ends the
 and 429-only servers end. Shapes are set before the limit (setting rpm/tpm builds the buckets)."""
 
 import math
+from collections import Counter
 
 import pytest
 
 import chatmagic
+from chatmagic.core.timeline import WAITS
 from chatmagic.errors import RunAborted
 
 
@@ -19,58 +21,65 @@ def all_ok(results):
     return [r.status for r in results] == ["ok"] * len(results)
 
 
+def waits(results) -> dict[str, int]:
+    """The waits the run chose, counted by kind (backoff, cooldown, pace): its decisions, not a stopwatch.
+    How fast a shape runs is tests/benchmarks/' job; a crawl fails the test's deadline."""
+    return dict(Counter(WAITS[k] for k in results.timeline.wait_kinds))
+
+
 def test_fixed_window_budget_is_spent_at_once(server):
     server.limit_shape, server.latency, server.rpm = "window", 0.02, 600  # 600 per 60 s window
     results = run(server, 100, concurrency=50)
     assert all_ok(results) and server.stats.by_status[429] == 0
-    assert results.elapsed_s < 10, results.summary()  # was 1 request per 60 s
+    assert waits(results) == {}, results.summary()  # no wait at all (was 1 request per 60 s)
 
 
+@pytest.mark.timeout(30)  # the second window (2 s), not the 60 s cap
 def test_a_run_larger_than_the_window_goes_on_when_the_next_one_opens(server):
     server.limit_shape, server.window_s, server.latency = "window", 2.0, 0.02
     server.rpm = 600  # 20 per 2 s window
     results = run(server, 30, concurrency=30)
     assert all_ok(results)
     assert server.stats.by_status[200] == 30 and server.stats.by_status[429] <= 15
-    assert 1.9 <= results.elapsed_s < 12, results.summary()  # the second window, not the 60 s cap
+    assert waits(results), results.summary()  # it waited for the next window
 
 
 def test_a_bucket_starting_full_is_spent_then_paced_at_its_refill(server):
     server.limit_shape, server.rpm = "bucket", 240  # 240 at once, then 4 per second
     results = run(server, 250, concurrency=50)
     assert all_ok(results) and server.stats.by_status[429] <= 12
-    assert results.elapsed_s >= 10 / 4 * 0.9, results.summary()
+    assert waits(results).get("pace", 0) >= 1, results.summary()  # the last 10 paced at the refill
 
 
+@pytest.mark.timeout(40)  # not the daily refill (10 per minute: 6 minutes)
 def test_an_announced_daily_budget_with_a_silent_minute_limit(server):
     server.daily, server.latency, server.rpm = 14400, 0.02, 1200  # 20 per second, enforced silently
     results = run(server, 60, concurrency=30)
     assert all_ok(results)
-    assert results.elapsed_s < 12, results.summary()  # not the daily refill (10 per minute)
 
 
 def test_a_token_budget_is_spent_then_paced(server):
     server.limit_shape, server.tpm = "bucket", 6000  # 6000 tokens at once, then 100 per second
     results = run(server, 350, concurrency=50, max_tokens=16)  # about 18 tokens each
     assert all_ok(results) and server.stats.by_status[429] <= 17
-    assert results.elapsed_s >= 1.5, results.summary()  # the last ~300 tokens waited for the refill
+    assert waits(results).get("pace", 0) >= 1, results.summary()  # the last ~300 tokens waited for the refill
 
 
+@pytest.mark.timeout(40)  # learnt within seconds: at the server's 20 a second, 4 s
 @pytest.mark.parametrize("headers", ["azure", "retry-after", "none"])
 def test_without_a_refill_announced_the_pace_is_learnt_from_429s(server, headers):
     server.headers, server.latency, server.rpm = headers, 0.02, 1200
     results = run(server, 80, concurrency=30)
     assert all_ok(results)
     assert server.stats.by_status[429] <= 40, server.stats.by_status
-    assert results.elapsed_s < 80 / 20 * 3, results.summary()
 
 
+@pytest.mark.timeout(20)  # the 2 s storm, then at once (at 1 a second after it, 40 s)
 def test_after_a_storm_of_429s_the_pace_recovers_at_once(server):
     server.storm_s, server.latency = 2.0, 0.02
     results = run(server, 40, concurrency=16)
     assert all_ok(results)
     assert server.stats.by_status[429] <= 20  # at most a few requests a second during the storm
-    assert results.elapsed_s < 2.0 + 4, results.summary()
 
 
 def test_429_forever_ends_with_every_prompt_failed(server):
