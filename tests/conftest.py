@@ -96,23 +96,31 @@ def wait_until():
     return wait
 
 
+def _rows(path, table: str) -> int:
+    """Rows of ``table`` in the SQLite file at ``path``, read as another process would; 0 until it exists."""
+    if not path.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.OperationalError:
+        return 0
+    try:
+        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    except sqlite3.OperationalError:  # the table is not made yet
+        return 0
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def cached_answers(tmp_path):
     """``cached_answers()``: how many answers this test's answer cache holds, read as another process
     would (a run's answers are there once it has taken them in: what a test can poll for)."""
-    path = tmp_path / "cache" / DB_NAME
+    return lambda: _rows(tmp_path / "cache" / DB_NAME, "answers")
 
-    def count() -> int:
-        if not path.exists():
-            return 0
-        try:
-            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-        except sqlite3.OperationalError:
-            return 0
-        try:
-            return conn.execute("SELECT count(*) FROM answers").fetchone()[0]
-        except sqlite3.OperationalError:  # the table is not made yet
-            return 0
-        finally:
-            conn.close()
-    return count
+
+@pytest.fixture
+def stored_batches(tmp_path):
+    """``stored_batches()``: how many submitted batches this test's batch store remembers (a batch is
+    stored as soon as it is submitted, so a re-run re-attaches)."""
+    return lambda: _rows(tmp_path / "cache" / DB_NAME, "batches")

@@ -86,15 +86,15 @@ def test_no_wait_then_collect(bserver):
     assert bserver.batch.stats["batches"] == 1  # re-attached, not submitted again
 
 
-def test_interrupt_leaves_the_batch_running_and_a_rerun_collects(bserver):
+def test_interrupt_leaves_the_batch_running_and_a_rerun_collects(bserver, stored_batches):
     bserver.batch.pace = 0.5  # 1.5 s: still running when the test looks, on a loaded machine
 
     async def interrupted():
         r = Run(["i1", "i2", "i3"], resolve({"base_url": bserver.base_url, "batch": True, "progress": False}))
         task = asyncio.ensure_future(batchmod.send(r))
-        while not bserver.batch.batches:
+        while not stored_batches():  # submitted and remembered: the run is waiting on it
+            assert not task.done()
             await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
         task.cancel()
         assert isinstance((await asyncio.gather(task, return_exceptions=True))[0], asyncio.CancelledError)
         return r.results

@@ -1,7 +1,6 @@
 """%%chatmany --batch in real Jupyter kernels against the practice server's Batch API."""
 
 import os
-import time
 
 import pytest
 from jupyter_client.manager import start_new_kernel
@@ -101,16 +100,13 @@ def test_batch_scenarios_in_one_kernel(bserver):
         assert "batch_fake9" in text and "cancelled" in text and "batch_fake1 " in text
 
 
-def test_rerun_after_a_killed_kernel_reattaches_and_pays_nothing_twice(bserver):
+def test_rerun_after_a_killed_kernel_reattaches_and_pays_nothing_twice(bserver, wait_until, stored_batches):
     bserver.batch.pace = 0.3
     prompts = [f"r{i}" for i in range(6)]
     with Kernel() as k:
         assert k(SETUP)[0] == "ok"
         k.kc.execute(cell(bserver, "--batch -o r", prompts))
-        deadline = time.monotonic() + 30
-        while not bserver.batch.batches and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.3)  # the kernel is waiting on the batch
+        wait_until(lambda: bserver.batch.batches and stored_batches(), "the batch submitted and stored")
         assert bserver.batch.batches["batch_fake1"]["status"] in ("validating", "in_progress")
         k.kill()
     with Kernel() as k:
@@ -121,7 +117,7 @@ def test_rerun_after_a_killed_kernel_reattaches_and_pays_nothing_twice(bserver):
     assert bserver.batch.stats["batches"] == 1 and bserver.batch.stats["requests"] == 6
 
 
-def test_interrupt_stops_waiting_leaves_the_batch_and_says_how_to_reattach(bserver):
+def test_interrupt_stops_waiting_leaves_the_batch_and_says_how_to_reattach(bserver, wait_until, stored_batches):
     import threading
     bserver.batch.pace = 1.0  # 5 s: still running when the interrupt lands on a loaded machine
     prompts = [f"i{i}" for i in range(5)]
@@ -130,10 +126,7 @@ def test_interrupt_stops_waiting_leaves_the_batch_and_says_how_to_reattach(bserv
         box = {}
         waiting = threading.Thread(target=lambda: box.update(out=k(cell(bserver, "--batch -o i", prompts))))
         waiting.start()
-        deadline = time.monotonic() + 30
-        while not bserver.batch.batches and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.2)
+        wait_until(lambda: bserver.batch.batches and stored_batches(), "the batch submitted and stored")
         k.km.interrupt_kernel()
         waiting.join(30)
         status, text = box["out"]

@@ -194,9 +194,11 @@ def test_flush_by_count(cache):
 
 
 def test_flush_by_time_on_put(cache):
-    cache.batch_seconds = 0.05
+    now = [time.monotonic()]  # a fake clock, from the real one the cache was opened on
+    cache.clock, cache.batch_seconds = lambda: now[0], 0.05
     cache.put("a", *row(1))  # first put within batch_seconds of opening: buffered
-    time.sleep(0.1)
+    assert count(cache.path) == 0
+    now[0] += 0.1
     cache.put("b", *row(2))  # the interval has passed: both written
     assert count(cache.path) == 2
 
@@ -296,7 +298,7 @@ def test_sigkill_on_a_loop_loses_nothing_older_than_batch_seconds(tmp_path):
     """On a running loop the timer writes the buffer even when no further answer arrives."""
     path = tmp_path / DB_NAME
     proc = child("""
-        import asyncio, os, signal, sys
+        import asyncio, os, signal, sqlite3, sys
         from chatmagic.core.cache import Cache
         async def main():
             c = Cache(sys.argv[1])
@@ -305,7 +307,9 @@ def test_sigkill_on_a_loop_loses_nothing_older_than_batch_seconds(tmp_path):
                 c.put(f"k{i}", f"answer {i}", "stop", 1, 2, "m")
                 if i % 50 == 0:
                     await asyncio.sleep(0.01)
-            await asyncio.sleep(0.5)
+            other = sqlite3.connect(sys.argv[1])  # no put, no flush: the loop's timer writes them
+            while other.execute("SELECT count(*) FROM answers").fetchone()[0] < 250:
+                await asyncio.sleep(0.01)
             os.kill(os.getpid(), signal.SIGKILL)
         asyncio.run(main())
         """, str(path))

@@ -2,7 +2,6 @@
 killed kernel. (The store itself is tested in test_cache.py.)"""
 
 import os
-import time
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -100,17 +99,14 @@ def test_cache_line_magic(server, capsys):
 
 
 @pytest.mark.kernel
-def test_killed_kernel_then_rerun_sends_only_what_had_not_come_back(server):
+def test_killed_kernel_then_rerun_sends_only_what_had_not_come_back(server, wait_until, cached_answers):
     prompts = [f"fast {i}" for i in range(8)] + [f"slow {i} [[stall:30:1]]" for i in range(4)]
     cell = f"%%chatmany -q -o answers -c 12 --base-url {server.base_url}\n" + "\n".join(prompts)
     km, kc = start_new_kernel(kernel_name="python3")
     try:
         kc.execute_interactive("%load_ext chatmagic", timeout=30)
         kc.execute(cell)
-        deadline = time.monotonic() + 10
-        while sum(server.stats.attempts[p] for p in prompts[:8]) < 8 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # buffered answers reach the file within 0.5 s
+        wait_until(lambda: cached_answers() == 8, "the eight fast answers in the cache file")
         os.kill(km.provisioner.process.pid, 9)
     finally:
         kc.stop_channels()

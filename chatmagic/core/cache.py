@@ -141,6 +141,7 @@ class Cache:
 
     batch_rows = 500
     batch_seconds = 0.5
+    clock = staticmethod(time.monotonic)  # of batch_seconds; a test may pass a fake one
     busy_timeout = 5.0
 
     def __init__(self, path: str | os.PathLike | None = None):
@@ -153,7 +154,7 @@ class Cache:
         self._pending: dict[str, tuple] = {}   # key -> row without key, not yet written
         self._memory: dict[str, tuple] = {}    # rows that could not be written
         self._lock = threading.RLock()
-        self._last_write = time.monotonic()
+        self._last_write = self.clock()
         self._timer = None
         self._timer_loop = None
         self._conn: sqlite3.Connection | None = self._connect()
@@ -274,7 +275,7 @@ class Cache:
                 self._memory[key] = row
                 return
             self._pending[key] = row
-            if len(self._pending) >= self.batch_rows or time.monotonic() - self._last_write >= self.batch_seconds:
+            if len(self._pending) >= self.batch_rows or self.clock() - self._last_write >= self.batch_seconds:
                 self.flush()
             else:
                 self._arm_timer()
@@ -292,7 +293,7 @@ class Cache:
             return
         if self._timer is not None and self._timer_loop is loop:
             return
-        delay = max(0.0, self.batch_seconds - (time.monotonic() - self._last_write))
+        delay = max(0.0, self.batch_seconds - (self.clock() - self._last_write))
         self._timer, self._timer_loop = loop.call_later(delay, self._on_timer), loop
 
     def _on_timer(self) -> None:
@@ -327,7 +328,7 @@ class Cache:
                 self._disable(f"writing {self.path} failed ({_reason(e)}); answers are kept "
                               "in memory for this session only")
             finally:
-                self._last_write = time.monotonic()
+                self._last_write = self.clock()
 
     def _disable(self, reason: str, *, readable: bool = True) -> None:
         """Stop writing (and reading, unless ``readable``); warn the first time only."""

@@ -117,10 +117,10 @@ def test_an_interrupt_of_200_prompts_at_c16_leaves_the_summary_and_one_line(page
     ])
     menu(page, "Run", "Run All Cells")
     cell(page, 1).locator(".widget-hprogress").wait_for(timeout=30_000)
+    cell(page, 1).get_by_text("2/200").wait_for(timeout=30_000)  # the bar has the two fast answers
     deadline = time.monotonic() + 30
-    while practice.stats.requests < 16 and time.monotonic() < deadline:
+    while practice.stats.requests < 16 and time.monotonic() < deadline:  # 14 in flight, 184 waiting
         time.sleep(0.1)
-    time.sleep(0.5)  # the two fast answers come back; 14 requests in flight, 184 waiting for a slot
     menu(page, "Kernel", "Interrupt Kernel")
 
     error = cell(page, 1).locator("[data-mime-type='application/vnd.jupyter.stderr']")
