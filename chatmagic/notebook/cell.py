@@ -44,11 +44,11 @@ class Plan:
 
     def media(self) -> tuple[str, int] | None:
         """The dry run's line on the images the rows would send, and their tokens (headers only)."""
-        rows = next(iter(self.runs.values())).rows
-        if rows is None:
+        run = next(iter(self.runs.values()))
+        if run.rows is None:
             return None
         from chatmagic.notebook.dryrun import media_report
-        return media_report(rows)
+        return media_report(run.rows, run.dialect.name)  # the first model's provider counts them
 
 
 def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict, images: str | None = None,
