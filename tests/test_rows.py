@@ -264,3 +264,15 @@ def test_an_image_url_part_keeps_its_detail(server, tmp_path):
     body = run.rich_body(run.rows[0])
     assert body["messages"][0]["content"][1] == {"type": "image_url", "image_url": {"url": inline, "detail": "low"}}
     assert ask(server, [conversation], cache=False)[0].text.startswith("echo: small [media=1: 64x48 image/png")
+
+
+def test_a_file_over_the_providers_limit_fails_its_row_unread(server, tmp_path, monkeypatch):
+    from chatmagic.providers import content
+    monkeypatch.setattr(content, "OPENAI_LIMITS", {"image": 1000, "document": 1000})
+    import os
+    Image.frombytes("RGB", (40, 40), os.urandom(40 * 40 * 3)).save(tmp_path / "big.png")  # noise: ~5 KB
+    big, small = str(tmp_path / "big.png"), png(tmp_path / "small.png", (4, 4))
+    results = ask(server, ["big", "small"], images=[big, small], cache=False)
+    assert results[0].status == "error" and results[1].ok and server.stats.requests == 1
+    assert results[0].error == (f"not sent: {big}: {(tmp_path / 'big.png').stat().st_size / 1e6:,.1f} MB, "
+                                "over the 0.001 MB the provider takes")
