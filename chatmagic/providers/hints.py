@@ -60,34 +60,42 @@ def parse(headers, now: float | None = None) -> Hints:
         return NONE
     retry_after = parse_retry_after(headers, now)
     should = headers.get("x-should-retry")
-    requests = _budget(headers, "x-ratelimit-{}-requests", now) or _budget(headers, ANTHROPIC.format("requests"), now)
-    tokens = _budget(headers, "x-ratelimit-{}-tokens", now) or _anthropic_tokens(headers, now)
-    if requests is None:
-        requests = _budget(headers, "x-ratelimit-{}", now)
+    requests, tokens = _first(headers, REQUEST_FAMILIES, now), _first(headers, TOKEN_FAMILIES, now)
     if retry_after is None and should is None and requests is None and tokens is None:
         return NONE
     return Hints(retry_after, {"true": True, "false": False}.get(should), requests, tokens)
 
 
-ANTHROPIC = "anthropic-ratelimit-{}-{{}}"
+def _family(remaining: str, limit: str, reset: str) -> tuple[str, str, str]:
+    return remaining, limit, reset
 
 
-def _budget(headers, pattern: str, now: float | None = None) -> Budget | None:
-    """The budget of the header names ``pattern.format(part)``, part in limit, remaining, reset."""
-    remaining = headers.get(pattern.format("remaining"))  # absent on most answers: cheap
-    limit = headers.get(pattern.format("limit"))
-    if remaining is None and limit is None:
-        return None
-    budget = Budget(_count(limit), _count(remaining), parse_reset(headers.get(pattern.format("reset")), now))
-    return None if budget.limit is None and budget.remaining is None else budget
+def _anthropic(kind: str) -> tuple[str, str, str]:
+    return _family(*(f"anthropic-ratelimit-{kind}-{part}" for part in ("remaining", "limit", "reset")))
 
 
-def _anthropic_tokens(headers, now: float | None) -> Budget | None:
-    """Anthropic's tokens budget (the most restrictive one in effect), else its input tokens
-    (which the prompts spend), else its output tokens."""
-    for kind in ("tokens", "input-tokens", "output-tokens"):
-        budget = _budget(headers, ANTHROPIC.format(kind), now)
-        if budget is not None:
+#: (remaining, limit, reset) header names, in the order read: the first family present counts.
+#: Anthropic's tokens budget is the most restrictive one in effect; else its input tokens (which
+#: prompts spend), else its output tokens. The unsuffixed family (Together, OpenRouter) counts requests.
+REQUEST_FAMILIES = (
+    _family("x-ratelimit-remaining-requests", "x-ratelimit-limit-requests", "x-ratelimit-reset-requests"),
+    _anthropic("requests"),
+    _family("x-ratelimit-remaining", "x-ratelimit-limit", "x-ratelimit-reset"),
+)
+TOKEN_FAMILIES = (
+    _family("x-ratelimit-remaining-tokens", "x-ratelimit-limit-tokens", "x-ratelimit-reset-tokens"),
+    _anthropic("tokens"), _anthropic("input-tokens"), _anthropic("output-tokens"),
+)
+
+
+def _first(headers, families: tuple[tuple[str, str, str], ...], now: float | None) -> Budget | None:
+    """The budget of the first family in ``headers`` with a readable limit or remaining."""
+    for remaining_name, limit_name, reset_name in families:
+        remaining, limit = headers.get(remaining_name), headers.get(limit_name)  # absent on most answers
+        if remaining is None and limit is None:
+            continue
+        budget = Budget(_count(limit), _count(remaining), parse_reset(headers.get(reset_name), now))
+        if budget.limit is not None or budget.remaining is not None:
             return budget
     return None
 
