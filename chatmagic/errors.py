@@ -17,6 +17,9 @@ only a failure of the whole run raises. Real bugs keep their tracebacks.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from chatmagic.providers.hints import NONE, Hints
 
 
@@ -69,7 +72,7 @@ class RunAborted(APIError):
     """The run stopped early because every remaining prompt would fail the same way
     (bad key, no credit, unknown model). ``results`` holds what finished."""
 
-    def __init__(self, cause: APIError, results=None):
+    def __init__(self, cause: APIError, results: Any = None):  # a Results, or a dict of them by model
         super().__init__(cause.message, status=cause.status, code=cause.code)
         self.results = results
 
@@ -81,7 +84,7 @@ class RunInterrupted(KeyboardInterrupt):
     A KeyboardInterrupt, so that ``except Exception`` does not swallow Ctrl-C, a script still
     stops, and a notebook aborts the cells queued after this one."""
 
-    def __init__(self, message: str, results=None):
+    def __init__(self, message: str, results: Any = None):
         super().__init__(message)
         self.results = results
 
@@ -89,7 +92,8 @@ class RunInterrupted(KeyboardInterrupt):
         return [f"{type(self).__name__}: {self}"]
 
 
-def interrupted(results_by_model: dict, *, where: str, again: str, cache: bool) -> RunInterrupted:
+def interrupted(results_by_model: Mapping[str, Sequence[Any]], *, where: str, again: str,
+                cache: bool) -> RunInterrupted:
     """The one line an interrupt leaves: what was kept, where, and what running again sends."""
     runs = list(results_by_model.values())
     kept = sum(r.ok for rs in runs for r in rs)

@@ -97,7 +97,7 @@ def _http_url(value: Any) -> str | None:
     return str(value)
 
 
-def _params(params: Any) -> dict:
+def _params(params: Any) -> dict[str, Any]:
     if params is None:
         return {}
     if not isinstance(params, dict):
@@ -412,7 +412,7 @@ def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None
                        "api_version": first.api_version}, routes=routes)
 
 
-def _routes(merged: dict, environ: Mapping[str, str], need_key: bool) -> dict[str, Route]:
+def _routes(merged: dict[str, Any], environ: Mapping[str, str], need_key: bool) -> dict[str, Route]:
     """Model name as written -> its ``Route``, with the key read and checked."""
     from chatmagic.providers.profiles import dialect, profile, route, split_model
     names = [m.strip() for m in merged["model"].split(",")]
@@ -450,7 +450,8 @@ def resolve_cell(flags: Mapping[str, Any], defaults: Mapping[str, Any], *,
     return resolve(*engine, {"progress": not cell.quiet}, environ=environ, need_key=not cell.dry_run), cell
 
 
-def _merged(options: Iterable[Option], layers: Iterable[Mapping[str, Any]], environ: Mapping[str, str]) -> dict:
+def _merged(options: Iterable[Option], layers: Iterable[Mapping[str, Any]],
+            environ: Mapping[str, str]) -> dict[str, Any]:
     layers = list(layers)
     merged = {}
     for o in options:
@@ -482,7 +483,7 @@ def _number(o: Option, value: Any) -> int | float:
     try:
         if isinstance(value, bool) or (o.type is int and isinstance(value, float) and not value.is_integer()):
             raise ValueError
-        number = o.type(value)
+        number: int | float = o.type(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{o.name} must be {'a whole' if o.type is int else 'a'} number, got {value!r}") from None
     if not math.isfinite(number):  # NaN is no JSON, and an infinite timeout overflows

@@ -19,6 +19,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from chatmagic.core.cache import DB_NAME, default_dir
 
@@ -68,7 +69,7 @@ class BatchStore:
         self._conn.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, ?)",
                            (batch_id, server_hash(url), model, time.time(), "validating", total, packed))
 
-    def update(self, batch_id: str, status: str, counts: dict | None, *, collected: bool = False) -> None:
+    def update(self, batch_id: str, status: str, counts: dict[str, Any] | None, *, collected: bool = False) -> None:
         counts = counts or {}
         self._conn.execute("UPDATE batches SET status=?, total=coalesce(?, total), completed=?, failed=?, "
                            "collected=max(collected, ?) WHERE id=?",
@@ -89,7 +90,7 @@ class BatchStore:
         found = self._rows("WHERE id=?", (batch_id,))
         return found[0] if found else None
 
-    def _rows(self, where: str, args: tuple = ()) -> list[StoredBatch]:
+    def _rows(self, where: str, args: tuple[Any, ...] = ()) -> list[StoredBatch]:
         rows = self._conn.execute("SELECT id, server, model, created, status, total, completed, failed, "
                                   f"collected FROM batches {where}", args)
         return [StoredBatch(id=r[0], server=r[1], model=r[2], created=r[3], status=r[4], total=r[5],
@@ -101,5 +102,5 @@ class BatchStore:
     def __enter__(self) -> BatchStore:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -13,10 +13,14 @@ import asyncio
 import contextlib
 import signal
 import threading
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterator
+from types import FrameType
+from typing import Any, TypeVar, cast
+
+T = TypeVar("T")
 
 
-def run_sync(make_coro):
+def run_sync(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``make_coro()`` to completion from synchronous code and return its result."""
     try:
         asyncio.get_running_loop()
@@ -25,12 +29,12 @@ def run_sync(make_coro):
     return _run_in_thread(make_coro)
 
 
-def _run_in_thread(make_coro):
+def _run_in_thread(make_coro: Callable[[], Coroutine[Any, Any, T]]) -> T:
     loop = asyncio.new_event_loop()
     box: dict[str, Any] = {}  # the task, then its result or error
     started = threading.Event()
 
-    def main():
+    def main() -> None:
         asyncio.set_event_loop(loop)
         box["task"] = loop.create_task(make_coro())
         started.set()
@@ -54,26 +58,26 @@ def _run_in_thread(make_coro):
         raise
     if "error" in box:
         raise box["error"]
-    return box["result"]
+    return cast(T, box["result"])
 
 
 @contextlib.contextmanager
-def interruptible(task: asyncio.Task):
+def interruptible(task: asyncio.Task[Any]) -> Iterator[list[bool] | None]:
     """While inside, SIGINT cancels ``task`` immediately (main thread only; else a no-op)."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield None
         return
     loop = task.get_loop()
-    interrupted = []
+    interrupted: list[bool] = []
 
-    def on_sigint(signum, frame):
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
         interrupted.append(True)
         loop.call_soon_threadsafe(task.cancel)
 
     try:
         previous = signal.signal(signal.SIGINT, on_sigint)
     except ValueError:  # not allowed here (embedded interpreter)
-        yield
+        yield None
         return
     try:
         yield interrupted

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from chatmagic.providers.hints import Budget
@@ -41,7 +42,7 @@ class Ticket:
 class Credit:
     """One kind of announced budget (requests or tokens), projected from its latest reading."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.known = False
         self.capacity = 0.0     # the whole budget: the largest remaining seen
         self.fill: float | None = None  # announced refill per second (paced at SAFETY x); None: Azure
@@ -95,12 +96,12 @@ class Credit:
 class Hidden:
     """The pace for a limit the server does not announce, learnt from its 429s (AIMD-style)."""
 
-    def __init__(self, clock):
+    def __init__(self, clock: Callable[[], float]):
         self.rate = INF
         self.ceiling = INF     # the rate the server accepted at the last 429; INF after a storm
         self.decreased_at = -INF
-        self._sends: collections.deque = collections.deque()    # send times in WINDOW
-        self._rejects: collections.deque = collections.deque()  # send times of 429s in WINDOW
+        self._sends: collections.deque[float] = collections.deque()    # send times in WINDOW
+        self._rejects: collections.deque[float] = collections.deque()  # send times of 429s in WINDOW
         self._clock = clock
         self._started = clock()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from chatmagic.errors import ConfigError
 
@@ -23,7 +24,7 @@ def estimate_tokens(text: str) -> int:
 _DATED = re.compile(r"-\d{4}(-\d{2}-\d{2})?$")  # gpt-4o-mini-2024-07-18, gpt-3.5-turbo-0125
 
 
-def _price(model: str, prices: Mapping | None) -> tuple[float, float] | None:
+def _price(model: str, prices: Mapping[str, Any] | None) -> tuple[float, float] | None:
     """(input, output) dollars per 1M tokens for ``model``, or None if not priced.
 
     A dated name the server reports back (``gpt-4o-mini-2024-07-18``) uses the price of its
@@ -49,7 +50,7 @@ def _price(model: str, prices: Mapping | None) -> tuple[float, float] | None:
 
 
 def cost(prompt_tokens: int | None, completion_tokens: int | None, model: str,
-         prices: Mapping | None) -> float | None:
+         prices: Mapping[str, Any] | None) -> float | None:
     """Dollars for one request, from ``prices = {"model": [input_per_1M, output_per_1M]}``.
 
     None when ``prices`` has no entry for ``model``; a token count of None counts as 0.
@@ -61,7 +62,7 @@ def cost(prompt_tokens: int | None, completion_tokens: int | None, model: str,
 
 
 def batch_cost(prompt_tokens: int | None, completion_tokens: int | None, model: str,
-               prices: Mapping | None) -> float | None:
+               prices: Mapping[str, Any] | None) -> float | None:
     """Dollars for one batch request: the ``"<model>@batch"`` price, else half the model's."""
     own = cost(prompt_tokens, completion_tokens, f"{model}@batch", prices)
     if own is not None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from chatmagic.core.media import peek
 from chatmagic.core.prices import cost, estimate_tokens
 from chatmagic.core.rows import Row, parts_in, turns
 from chatmagic.providers.content import image_tokens
 from chatmagic.providers.parts import DOCUMENT, MediaError
+
+if TYPE_CHECKING:
+    from chatmagic.core.schema import Schema
 
 _SHOW_CHARS = 200   # characters of each prompt shown by dry_run_report
 _SHOW_LINES = 6     # lines of each prompt shown by dry_run_report
@@ -32,8 +36,9 @@ def _preview(prompt: str, indent: str = "      ") -> str:
 
 
 def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str | None = None,
-                   max_tokens: int | None = None, prices: Mapping | None = None, show: int = 3,
-                   labels: Sequence | None = None, schema=None, media: tuple[str, int] | None = None) -> str:
+                   max_tokens: int | None = None, prices: Mapping[str, Any] | None = None, show: int = 3,
+                   labels: Sequence[object] | None = None, schema: Schema | None = None,
+                   media: tuple[str, int] | None = None) -> str:
     """What a run would send, as a few lines of text (nothing is sent or printed).
 
     Requests (prompts × models), the first ``show`` prompts (at most ~200 characters each, shown

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 import zlib
+from typing import Any
 
 from chatmagic.errors import ChatmagicWarning
 
@@ -19,7 +20,7 @@ CHUNK = 64 * 1024
 #: Open files kept free for the rest of the process (the cache, the kernel's sockets, imports).
 RESERVED_FILES = 32
 
-_clamped: set = set()
+_clamped: set[tuple[int, int]] = set()
 
 
 class TooLarge(Exception):
@@ -30,7 +31,7 @@ class TooLarge(Exception):
         self.size, self.announced = size, announced
 
 
-async def read_capped(resp, cap: int) -> bytes:
+async def read_capped(resp: Any, cap: int) -> bytes:
     """The whole body of ``resp``, inflated, at most ``cap`` bytes, else ``TooLarge``.
 
     Raises ``zlib.error`` (as ValueError) for a body that does not inflate."""
@@ -57,7 +58,7 @@ async def read_capped(resp, cap: int) -> bytes:
     return b"".join(parts)
 
 
-def _inflater(encoding: str):
+def _inflater(encoding: str) -> Any:  # a zlib decompressor (or brotli's), None for identity
     if encoding in ("", "identity"):
         return None
     if encoding in ("gzip", "x-gzip"):

@@ -10,13 +10,14 @@ environment again on every request; here it is read once.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from chatmagic.errors import ConfigError
 
 
-def proxy_for(url: str, option: str | None = None, environ=None) -> str | None:
+def proxy_for(url: str, option: str | None = None, environ: Mapping[str, str] | None = None) -> str | None:
     """The proxy URL for requests to ``url``, or None to connect directly. ``option`` is the
     ``proxy`` setting: None to read the environment, "none" for no proxy, else the proxy."""
     if option is not None:
@@ -43,7 +44,7 @@ def check_proxy(proxy: str, where: str = "proxy") -> str:
     return proxy
 
 
-def _env(environ, name: str) -> str:
+def _env(environ: Mapping[str, str], name: str) -> str:
     """The lower-case variable, else the upper-case one, as curl does."""
     return (environ.get(name) or environ.get(name.upper()) or "").strip()
 
