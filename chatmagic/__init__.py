@@ -5,7 +5,7 @@
     results.texts()
 """
 
-from typing import Any
+from typing import Any as _Any
 
 from chatmagic.api import achat_many, chat_many
 from chatmagic.errors import (
@@ -40,13 +40,13 @@ __all__ = [
 ]
 
 
-def load_ipython_extension(ip: Any) -> None:
+def load_ipython_extension(ip: _Any) -> None:
     """``%load_ext chatmagic``: registers %%chatmany and its await path on the kernel's loop."""
     from chatmagic.notebook.magics import load
     load(ip)
 
 
-def unload_ipython_extension(ip: Any) -> None:
+def unload_ipython_extension(ip: _Any) -> None:
     """``%unload_ext chatmagic``: removes the await path (the magics stay until restart)."""
     from chatmagic.notebook.magics import unload
     unload(ip)
