@@ -79,7 +79,7 @@ async def achat_many(
                "progress": progress}
     from chatmagic.batch.run import send
     from chatmagic.core.engine import Run
-    return await send(Run(prompts, resolve(options), images=images, memory=run_memory(memory)))
+    return await send(Run(prompts, resolve(options, served=served_models()), images=images, memory=run_memory(memory)))
 
 
 def _same_parameters(
@@ -89,6 +89,12 @@ def _same_parameters(
         function.__signature__ = inspect.signature(model, eval_str=True)  # type: ignore[attr-defined]
         return function
     return take
+
+
+def served_models() -> dict[str, str]:
+    """The models of the local servers this process started (chat URL -> model), for ``resolve``."""
+    local = sys.modules.get("chatmagic.practice.local")  # a process that never imported it started none
+    return local.served_models() if local is not None else {}
 
 
 def run_memory(memory: Memory | None) -> Memory:
@@ -111,7 +117,7 @@ def chat_many(prompts: Iterable[str | list[dict[str, Any]]], images: Sequence[An
     from chatmagic.batch.run import send
     from chatmagic.core.bridge import run_sync
     from chatmagic.core.engine import Run
-    run = Run(prompts, resolve(options), images=images,
+    run = Run(prompts, resolve(options, served=served_models()), images=images,
               memory=run_memory(memory))  # bad input fails here, before any thread starts
     try:
         return run_sync(lambda: send(run))

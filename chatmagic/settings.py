@@ -392,9 +392,11 @@ _check_fields(CellOptions, MAGIC)
 
 
 def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None,
-            need_key: bool = True) -> Settings:
+            need_key: bool = True, served: Mapping[str, str] | None = None) -> Settings:
     """Merge option layers (highest precedence first) with the environment and defaults.
-    ``need_key=False`` (a dry run, which sends nothing) accepts a missing API key."""
+    ``need_key=False`` (a dry run, which sends nothing) accepts a missing API key. ``served``
+    (chat URL -> model) names the model of servers that have one, the local model's: the
+    default model when the URL is theirs and no layer or environment variable names one."""
     environ = os.environ if environ is None else environ
     engine = [o for o in OPTIONS if o.scope == ENGINE]
     unknown = {k for layer in layers for k in layer} - {o.name for o in engine}
@@ -406,6 +408,13 @@ def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None
                           "(checked against the schema); drop --json")
     routes = _routes(merged, environ, need_key)
     first = next(iter(routes.values()))
+    local = (served or {}).get(first.base_url.rstrip("/") + "/chat/completions")
+    if local and not any(layer.get("model") is not None for layer in layers) and not environ.get("CHATMAGIC_MODEL"):
+        # chatmagic's own local server answers as its model, so that is the default there, and only
+        # there: %chatmany_local sets no model, which a cell with another --base-url would receive
+        merged["model"] = local
+        routes = _routes(merged, environ, need_key)
+        first = next(iter(routes.values()))
     one = len(routes) == 1
     return Settings(**{**merged, "provider": first.provider, "model": first.model if one else merged["model"],
                        "base_url": first.base_url, "api_key_env": first.api_key_env, "api_key": first.api_key,
@@ -438,7 +447,8 @@ def _routes(merged: dict[str, Any], environ: Mapping[str, str], need_key: bool) 
 
 
 def resolve_cell(flags: Mapping[str, Any], defaults: Mapping[str, Any], *,
-                 environ: Mapping[str, str] | None = None) -> tuple[Settings, CellOptions]:
+                 environ: Mapping[str, str] | None = None,
+                 served: Mapping[str, str] | None = None) -> tuple[Settings, CellOptions]:
     """The settings and the magic's own options of one %%chatmany cell, from its parsed flags
     (``argparse`` values by option name) and the ``%config ChatMany`` defaults."""
     environ = os.environ if environ is None else environ
@@ -447,7 +457,8 @@ def resolve_cell(flags: Mapping[str, Any], defaults: Mapping[str, Any], *,
     layers = (flags, defaults)
     cell = CellOptions(**_merged([o for o in OPTIONS if o.scope == MAGIC], layers, environ))
     engine = [{k: v for k, v in layer.items() if BY_NAME[k].scope == ENGINE} for layer in layers]
-    return resolve(*engine, {"progress": not cell.quiet}, environ=environ, need_key=not cell.dry_run), cell
+    return resolve(*engine, {"progress": not cell.quiet}, environ=environ, need_key=not cell.dry_run,
+                   served=served), cell
 
 
 def _merged(options: Iterable[Option], layers: Iterable[Mapping[str, Any]],

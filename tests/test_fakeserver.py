@@ -106,6 +106,24 @@ def test_unknown_model_is_404():
         assert call(srv, "hi", model="gpt-ok")[0] == 200
 
 
+def test_only_the_models_it_is_told_of_exist():
+    with FakeOpenAI(models=["gpt-4o-mini", "gpt-4o"]) as srv:
+        with urllib.request.urlopen(srv.base_url + "/models", timeout=5) as resp:
+            assert [m["id"] for m in json.loads(resp.read())["data"]] == ["gpt-4o-mini", "gpt-4o"]
+        assert call(srv, "hi", model="gpt-4o")[0] == 200
+        status, _, body = call(srv, "hi", model="gpt-4o-mni")
+        assert status == 404 and body["error"]["code"] == "model_not_found" and "gpt-4o-mni" in body["error"]["message"]
+
+
+def test_a_mistyped_model_fails_offline_in_one_line():
+    import chatmagic
+    with FakeOpenAI(models=["gpt-4o-mini"]) as srv:
+        with pytest.raises(chatmagic.RunAborted) as info:
+            chatmagic.chat_many(["a", "b"], model="gpt-4o-mni", base_url=srv.base_url, progress=False, cache=False)
+        assert "\n" not in str(info.value) and "404" in str(info.value) and "gpt-4o-mni" in str(info.value)
+        assert srv.stats.by_status[404] >= 1 and srv.stats.by_status[200] == 0
+
+
 # ---- directives ------------------------------------------------------------
 
 def test_fail_always(srv):

@@ -231,3 +231,61 @@ def test_answers_survive_a_restart_on_another_port(server):
                                      progress=False)
     assert [r.cached for r in second] == [True, True] and second.texts() == first.texts()
     assert again.url not in local.cache_names() and server.url in local.cache_names()  # stopped: forgotten
+
+
+def test_short_questions_get_short_sensible_answers(server):
+    """The few-shot framing (chatmagic.practice.fewshot): a base model answers the question,
+    in one short line, instead of rambling on from a chat template."""
+    import chatmagic
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from local_questions import QUESTIONS, is_right
+    asked = [q for q in QUESTIONS if q[1] in {
+        "What is the capital of France?", "What is the capital of Japan?", "What is the capital of Germany?",
+        "What is the capital of Spain?", 'Is this review positive or negative? "Broke after one day. Waste of money."',
+        'Is this review positive or negative? "Friendly staff and delicious food."',
+        "Is a dog an animal or a plant?", "What is the largest planet in the solar system?"}]
+    results = chatmagic.chat_many([q for _, q, _ in asked], base_url=server.base_url, max_tokens=24,
+                                  concurrency=2, progress=False, cache=False)
+    texts = results.texts()
+    assert all(t is not None and "\n" not in t and 0 < len(t) <= 30 for t in texts), texts
+    right = [is_right(kind, t, ok) for (kind, _, ok), t in zip(asked, texts)]
+    assert sum(right) >= 6, list(zip(texts, right))  # 8/8 in the measured runs; the batch order varies
+
+
+def test_the_unframed_llama_cpp_server_is_behind_it(server):
+    """backend_url is llama.cpp's own server (its chat template): what bench_local.py compares with."""
+    body = {"model": server.model, "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+    request = urllib.request.Request(server.backend_url + "/v1/chat/completions", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    with NO_PROXY.open(request, timeout=60) as response:
+        data = json.load(response)
+    assert data["object"] == "chat.completion" and data["usage"]["completion_tokens"] > 0
+    assert "timings" in data, data  # llama.cpp's own answer; the proxy's carries none
+
+
+def test_the_local_model_is_the_default_only_at_the_local_server(server, capsys, monkeypatch):
+    """%chatmany_local makes the local server the default; its model name goes there alone: a
+    cell with another --base-url sends that server's default model, and the Python API pointed
+    at the local server asks for the local model (no "answered by gemma3-270m, not ..." line)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import chatmagic
+    from chatmagic.practice.server import FakeOpenAI
+    monkeypatch.delenv("CHATMAGIC_MODEL", raising=False)
+    ip = InteractiveShell.instance()
+    ip.run_cell("%load_ext chatmagic")
+    try:
+        with FakeOpenAI(models=["gpt-4o-mini"]) as other:
+            assert ip.run_cell("%chatmany_local").success
+            ip.run_cell(f"%%chatmany -q -o there --base-url {other.base_url}\nWhat is the capital of France?")
+            ip.run_cell("%%chatmany -q -o here --no-cache\nWhat is the capital of France?")
+            shown = "".join(capsys.readouterr())
+            assert other.stats.params["model"] == "gpt-4o-mini" and other.stats.by_status == {200: 1}, shown
+            assert "1/1 ok" in shown and "answered by" not in shown
+            assert "Paris" in ip.user_ns["here"][0]
+        results = chatmagic.chat_many(["What is the capital of Japan?"], base_url=server.base_url, max_tokens=8,
+                                      progress=False, cache=False)
+        assert results[0].model == local.MODEL_NAME and "answered by" not in results.summary()
+    finally:  # not %chatmany_local stop: that would stop the module's server too
+        ip.run_cell("%config ChatMany.base_url = None\n%config ChatMany.max_tokens = None")
+        ip.run_cell("%unload_ext chatmagic")

@@ -15,7 +15,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Any, Bool, Dict, Float, Integer, TraitType, Unicode
 
-from chatmagic.api import run_memory
+from chatmagic.api import run_memory, served_models
 from chatmagic.core.bridge import interruptible, run_sync
 from chatmagic.core.memory import Memory
 from chatmagic.core.schema import lookup
@@ -59,6 +59,7 @@ class ChatMany(Magics):
     locals().update({o.name: _trait(o) for o in OPTIONS if o.config})
 
     _local_cap = False  # max_tokens was set by %chatmany_local, and goes with it
+    _local_model_stash: str | None = None  # the %config model set aside by %chatmany_local
 
     def __init__(self, shell=None, **kwargs):
         super().__init__(shell=shell, **kwargs)
@@ -93,7 +94,7 @@ class ChatMany(Magics):
         flags, defaults = vars(args), self._defaults()
         for layer in (flags, defaults):  # --schema NAME: the notebook variable NAME
             layer["schema"] = lookup(layer["schema"], self._namespace)
-        settings, options = resolve_cell(flags, defaults)
+        settings, options = resolve_cell(flags, defaults, served=served_models())
         plan_ = cell_plan(settings, cell=cell, out=options.out, as_df=options.df, over=options.over,
                           sep=options.sep, prices=options.prices, user_ns=self._namespace,
                           images=options.images, messages=options.messages, memory=run_memory(self.memory))
@@ -167,7 +168,7 @@ class ChatMany(Magics):
 
     def _settings(self):
         """The session's settings from the %config defaults alone."""
-        return resolve_cell({}, self._defaults())[0]
+        return resolve_cell({}, self._defaults(), served=served_models())[0]
 
     def _defaults(self) -> dict:
         """The %config ChatMany values (None where not set)."""
@@ -209,13 +210,22 @@ class ChatMany(Magics):
             raise ConfigError(f"%chatmany_local {action}: expected no argument, 'start' or 'stop'")
         if action == "stop":
             local.stop()
-            self.base_url = self.model = None
+            self.base_url = None
+            if getattr(self, "model", None) is None:  # the model set aside by %chatmany_local comes back
+                self.model = self._local_model_stash
+            self._local_model_stash = None
             if self._local_cap:
                 self.max_tokens, self._local_cap = None, False
             print("local model stopped; defaults are back to the environment's")
             return
         server = local.get_or_start()
-        self.base_url, self.model = server.base_url, server.model
+        # Only the base URL: the local model is the default model at that URL alone (settings.resolve),
+        # so a cell with another --base-url never sends it. A %config model would win over it, so it
+        # is set aside while the local server is the default.
+        model = getattr(self, "model", None)  # a trait from the table, which mypy cannot see
+        if model is not None and self._local_model_stash is None:
+            self._local_model_stash, self.model = model, None
+        self.base_url = server.base_url
         if self.max_tokens is None:
             self.max_tokens, self._local_cap = LOCAL_MAX_TOKENS, True
         print(f"local model {server.model} at {server.base_url} is this session's default "

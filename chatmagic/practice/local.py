@@ -19,6 +19,7 @@ real work.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import os
 import signal
@@ -92,9 +93,11 @@ class LocalServer:
 
     model = MODEL_NAME
 
-    def __init__(self, process: subprocess.Popen, port: int, log_path: Path):
+    def __init__(self, process: subprocess.Popen, port: int, log_path: Path, backend_port: int):
         self.process = process
         self.port = port
+        # llama.cpp's own server behind the proxy (its chat template, unframed): for comparisons
+        self.backend_url = f"http://{HOST}:{backend_port}"
         self.log_path = log_path  # the child's stdout+stderr (llama.cpp's log)
         self.base_url = f"http://{HOST}:{port}/v1"
         self.url = f"{self.base_url}/chat/completions"
@@ -167,7 +170,8 @@ def start(port: int | None = None, *, parallel: int = 4, threads: int = 2, ctx_s
 def cache_identity(path: Path) -> str:
     """What the answer cache calls this server instead of its URL: the model file (by name and
     size) and the settings that shape answers, which are fixed; the port changes each start."""
-    return f"chatmagic-local:{path.name}:{path.stat().st_size}:{CHAT_TEMPLATE}"
+    from chatmagic.practice.fewshot import FRAMING
+    return f"chatmagic-local:{path.name}:{path.stat().st_size}:{FRAMING}"
 
 
 def current() -> LocalServer | None:
@@ -179,6 +183,12 @@ def cache_names() -> dict[str, str]:
     """The answer cache's names of the running servers this process started (URL -> name), for a
     run's ``Memory.names``; a stopped server is not named (its port may serve something else next)."""
     return {s.url: s.cache_name for s in _started if s.cache_name is not None and s.running}
+
+
+def served_models() -> dict[str, str]:
+    """The model each running server this process started serves (chat URL -> model): the default
+    model at that URL, and only there (``settings.resolve(served=)``)."""
+    return {s.url: s.model for s in _started if s.running}
 
 
 def get_or_start(**kwargs) -> LocalServer:
@@ -202,9 +212,10 @@ def _stop_all() -> None:
 
 def _launch(path: Path, port: int, *, parallel: int, threads: int, ctx_size: int) -> LocalServer:
     fd, log_name = tempfile.mkstemp(prefix=f"chatmagic-local-{port}-", suffix=".log")
+    backend_port = _free_port()  # llama.cpp itself; the few-shot proxy listens on ``port``
     cmd = [sys.executable, "-m", "chatmagic.practice.local", "_serve", "--model", str(path),
-           "--port", str(port), "--parallel", str(parallel), "--threads", str(threads),
-           "--ctx-size", str(ctx_size), "--parent-pid", str(os.getpid()), "--log", log_name]
+           "--port", str(port), "--backend-port", str(backend_port), "--parallel", str(parallel),
+           "--threads", str(threads), "--ctx-size", str(ctx_size), "--parent-pid", str(os.getpid()), "--log", log_name]
     # The child must find this very package even if it is not installed (e.g. a checkout).
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parent.parent)
@@ -218,7 +229,7 @@ def _launch(path: Path, port: int, *, parallel: int, threads: int, ctx_size: int
         # the whole process group) away from the server.
         process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                                    env=env, start_new_session=True)
-    return LocalServer(process, port, Path(log_name))
+    return LocalServer(process, port, Path(log_name), backend_port)
 
 
 def _wait_healthy(server: LocalServer, timeout: float) -> None:
@@ -303,7 +314,7 @@ def _serve(args: argparse.Namespace) -> None:
     params.model.path = args.model
     params.model_alias = {MODEL_NAME}
     params.hostnames = [HOST]
-    params.port = args.port
+    params.port = args.backend_port
     params.n_parallel = args.parallel
     params.n_ctx = args.ctx_size * args.parallel  # llama.cpp splits n_ctx across the slots
     params.n_predict = DEFAULT_MAX_TOKENS
@@ -317,12 +328,24 @@ def _serve(args: argparse.Namespace) -> None:
     # cannot starve the slots of requests.
     params.n_threads_http = max(32, 2 * args.parallel)
     try:
-        server = xllamacpp.Server(params)  # returns once the model is loaded and listening
+        # returns once the model is loaded and listening; this frame holds it while the proxy runs
+        _server = xllamacpp.Server(params)
     except Exception as exc:  # llama.cpp logged the cause just above
         print(f"chatmagic-local: {exc}", file=sys.stderr, flush=True)
         os._exit(1)  # not sys.exit: native threads may still be around
-    print(f"chatmagic-local: serving {MODEL_NAME} at {server.listening_address}/v1", flush=True)
-    threading.Event().wait()  # the watcher threads end the process
+    try:
+        asyncio.run(_proxy(args))
+    except OSError as exc:  # the message _wait_healthy looks for, as llama.cpp words it
+        print(f"chatmagic-local: couldn't bind {HOST}:{args.port}: {exc}", file=sys.stderr, flush=True)
+        os._exit(1)
+
+
+async def _proxy(args: argparse.Namespace) -> None:
+    from chatmagic.practice import fewshot
+    await fewshot.serve(f"http://{HOST}:{args.backend_port}", args.port, HOST, MODEL_NAME, DEFAULT_MAX_TOKENS)
+    print(f"chatmagic-local: serving {MODEL_NAME} at http://{HOST}:{args.port}/v1 "
+          f"(llama.cpp at {HOST}:{args.backend_port})", flush=True)
+    await asyncio.Event().wait()  # the watcher threads end the process
 
 
 def _exit_with_parent(parent_pid: int, log_path: Path) -> None:
@@ -365,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--ctx-size", type=int, default=2048, help="context per request (2048)")
     commands.add_parser("path", help="print where the model file is (or will be) kept")
     serve = commands.add_parser("_serve")  # internal: the child process
-    for flag, kind in (("--model", str), ("--port", int), ("--parallel", int),
+    for flag, kind in (("--model", str), ("--port", int), ("--backend-port", int), ("--parallel", int),
                        ("--threads", int), ("--ctx-size", int), ("--parent-pid", int),
                        ("--log", str)):
         serve.add_argument(flag, type=kind, required=True)

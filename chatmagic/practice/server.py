@@ -38,6 +38,7 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 
 from aiohttp import web
 
@@ -166,7 +167,7 @@ class FakeOpenAI:
                  limit_shape: str = "per_second", window_s: float = 60.0, daily: int | None = None,
                  storm_s: float = 0.0, retry_after: float | None = None,
                  schemas: bool = True, answer_model: str | None = None, error_shape: str = "openai",
-                 storm_status: int = 429, auth: str = "bearer"):
+                 storm_status: int = 429, auth: str = "bearer", models: Iterable[str] | None = None):
         self.latency, self.headers = latency, headers
         # provider shapes (practice/provider_shapes.py); auth "api-key": Azure's classic header and ?api-version=
         self.error_shape, self.storm_status, self.auth = error_shape, storm_status, auth
@@ -176,6 +177,8 @@ class FakeOpenAI:
         self.fail_rate, self.stall_rate, self.stall_s = fail_rate, stall_rate, stall_s
         self.seed, self.model = seed, model
         self.unknown_models = set(unknown_models or ())
+        # the models that exist, when given: any other name is a 404 model_not_found, as real servers say
+        self.models = None if models is None else list(dict.fromkeys(models))
         self.record_times, self.port = record_times, port
         self.schemas = schemas
         self.sleep = asyncio.sleep  # waits out latency and stalls; a test may record them instead
@@ -280,7 +283,7 @@ class FakeOpenAI:
         # Every request counts as an attempt, also ones rejected below (404, 429).
         st.attempts[prompt] += 1
         model = body.get("model", self.model)
-        if model in self.unknown_models:
+        if model in self.unknown_models or (self.models is not None and model not in self.models):
             return self._err(404, f"The model `{model}` does not exist or you do not have access "
                           "to it.", "model_not_found")
         if not self.schemas and _schema_of(body) is not None:
@@ -499,7 +502,8 @@ class FakeOpenAI:
 
     async def _models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [
-            {"id": self.model, "object": "model", "created": 0, "owned_by": "fakeserver"}]})
+            {"id": name, "object": "model", "created": 0, "owned_by": "fakeserver"}
+            for name in (self.models if self.models is not None else [self.model])]})
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -643,6 +647,8 @@ def main() -> None:
     p.add_argument("--auth", choices=["bearer", "api-key"], help="api-key: classic Azure's header and ?api-version=")
     p.add_argument("--limit-shape", choices=["per_second", "bucket", "window"])
     p.add_argument("--model")
+    p.add_argument("--models", type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+                   help="the models that exist, a,b,c (default: any); others get a 404 model_not_found")
     p.add_argument("--no-schemas", dest="schemas", action="store_false", default=None,
                    help="refuse response_format json_schema with a 400")
     for name, kind in (("latency", float), ("rpm", int), ("tpm", int), ("fail-rate", float),
