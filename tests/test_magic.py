@@ -76,7 +76,11 @@ def test_run_abort_stores_finished_answers_and_shows_one_line(ip, capsys):
     ("%%chatmany -o class\nx", "is not a valid Python variable name"),
     ("%%chatmany -p seed\nx", "expected KEY=JSON"),
     ("%%chatmany --base-url ftp://x\nx", "base URL must start with http"),
-    ("%%chatmany --bogus 1\nx", "unrecognized arguments: --bogus"),
+    ("%%chatmany --bogus 1\nx", "unrecognized arguments: --bogus; %%chatmany? lists the flags"),
+    ("%%chatmany --concurency 4\nx", "unrecognized arguments: --concurency; did you mean --concurrency?"),
+    ("%%chatmany --max_tokens=5\nx", "unrecognized arguments: --max_tokens; did you mean --max-tokens?"),
+    ("%%chatmany -m a -z\nx", "unrecognized arguments: -z"),
+    ("%%chatmany hello\nx", "unexpected argument 'hello' (prompts go on the lines below"),
     ("%%chatmany -c many\nx", "invalid int value"),
 ])
 def test_bad_input_is_one_line_and_sends_nothing(ip, server, capsys, text, message):

