@@ -191,7 +191,14 @@ class Results(Sequence[Result]):
         return sorted(m for m in answered if not same.fullmatch(m))
 
     def __repr__(self) -> str:
-        return f"<Results {self.summary()}>"
+        """The summary line, then the first rows (prompt, status, answer or reason)."""
+        from chatmagic.core.view import text_table
+        return text_table(self)
+
+    def _repr_html_(self) -> str:
+        """What a notebook shows: the summary, then the first rows as a table (escaped)."""
+        from chatmagic.core.view import html_table
+        return html_table(self)
 
 
 def add_columns(frame, extra):

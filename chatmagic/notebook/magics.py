@@ -105,7 +105,7 @@ class ChatMany(Magics):
             raise ConfigError(f"%%chatmany {line}: {e}") from None
         args, extra = self.chatmany.parser.parse_known_args(words)
         if extra:
-            raise ConfigError(unknown_flag(extra[0], list(self.chatmany.parser._option_string_actions)))
+            raise ConfigError(unknown_flag(extra[0], [f for o in OPTIONS for f in o.flags]))
         flags, defaults = vars(args), self._defaults()
         for layer in (flags, defaults):  # --schema NAME: the notebook variable NAME
             layer["schema"] = lookup(layer["schema"], self._namespace)

@@ -142,3 +142,32 @@ def test_an_interrupt_of_200_prompts_at_c16_leaves_the_summary_and_one_line(page
     if os.environ.get("CHATMAGIC_DOCS_SCREENSHOT"):  # README's picture of what an interrupt leaves
         page.mouse.move(5, 890)
         cell(page, 1).locator(".jp-OutputArea").screenshot(path=str(DOCS / "interrupt.png"))
+
+
+def test_results_show_as_a_table_and_a_mistyped_flag_names_the_right_one(page, lab, practice):
+    """Evaluating a Results renders the summary and the first rows (status, answer or reason),
+    with a hostile prompt shown as text; a mistyped flag is one line naming the closest flag."""
+    practice.latency, practice.fail_rate = 0.0, 0.0
+    open_notebook(page, lab, "table.ipynb", [
+        ("import chatmagic\n"
+         f"results = chatmagic.chat_many(['hello', '<img src=x onerror=\"window.hacked=1\">', 'bad [[fail:400]]'], "
+         f"base_url='{practice.base_url}', progress=False, cache=False)\nresults"),
+        "%load_ext chatmagic",
+        "%%chatmany --concurency 4\nhello",
+    ])
+    menu(page, "Run", "Run All Cells")
+    table = cell(page, 0).locator(".chatmagic-results table")
+    table.wait_for(timeout=30_000)
+    assert "2/3 ok, 1 failed (1 400" in cell(page, 0).locator(".chatmagic-results p").first.inner_text()
+    rows = table.locator("tbody tr")
+    assert rows.count() == 3
+    assert rows.nth(0).inner_text().split("\t")[1:4] == ["hello", "ok", "echo: hello"]
+    assert '<img src=x onerror="window.hacked=1">' in rows.nth(1).inner_text()  # text, not an element
+    assert table.locator("img").count() == 0 and page.evaluate("window.hacked") is None
+    failed = rows.nth(2).locator("span")
+    assert failed.inner_text() == "error" and failed.evaluate("e => getComputedStyle(e).color") == "rgb(198, 40, 40)"
+    assert "400" in rows.nth(2).inner_text()
+    error = cell(page, 2).locator("[data-mime-type='application/vnd.jupyter.stderr']")
+    error.wait_for(timeout=15_000)
+    assert error.inner_text().strip() == ("ConfigError: %%chatmany: unrecognized arguments: --concurency; "
+                                          "did you mean --concurrency?")
