@@ -27,7 +27,7 @@ INSTALL_HINT = "pip install 'chatmagic[local]'"
 STAMP = "chunks-checked.json"
 
 
-def model_path(cache_dir: str | os.PathLike | None = None) -> Path:
+def model_path(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where an assembled GGUF lives when one is needed (no ``memfd``): ``models/`` in the cache
     dir shared with the answer cache (``$CHATMAGIC_CACHE_DIR`` or ~/.cache/chatmagic)."""
     base = Path(cache_dir).expanduser() if cache_dir else default_dir()
@@ -47,12 +47,12 @@ def _package() -> Any:  # the optional package, imported only when the model is 
     return gguf
 
 
-def checked_chunks(cache_dir: str | os.PathLike | None = None) -> list[Path]:
+def checked_chunks(cache_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """The installed chunks, their sha256 checked against the package's the first time (about a
     second); a stamp of their paths, sizes and times skips the check while they stay the same."""
     gguf = _package()
     try:
-        chunks = gguf.chunk_paths()
+        chunks: list[Path] = list(gguf.chunk_paths())
         seen = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in chunks]
     except (OSError, ImportError) as exc:
         raise ConfigError(f"the local model's files are missing ({exc}); run: {INSTALL_HINT}") from None
@@ -80,7 +80,7 @@ def checked_chunks(cache_dir: str | os.PathLike | None = None) -> list[Path]:
     return chunks
 
 
-def ensure_model(cache_dir: str | os.PathLike | None = None) -> Path:
+def ensure_model(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The assembled GGUF file (for systems without ``memfd``), assembled from the chunks the first time.
 
     Assembly writes a temporary file and renames it, so a file at the final path is always
