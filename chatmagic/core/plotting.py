@@ -7,8 +7,13 @@ it once: as the value the cell returns.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, cast
+
 from chatmagic.core.timeline import Timeline, backing_off, completed, cooldowns, in_flight, latencies, marks, percentile
 from chatmagic.errors import ConfigError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: How each kind of mark is drawn on the in-flight panel: (label, marker, colour).
 MARK_STYLE = {
@@ -26,7 +31,7 @@ HEADLINE = {"retry": "retries", "429": "429s", "5xx": "5xx", "timeout": "timeout
 ROW_HEIGHT, WIDTH = 4.4, 15.0
 
 
-def _pyplot():
+def _pyplot() -> Any:
     try:
         import matplotlib.pyplot as plt
     except ImportError:
@@ -34,7 +39,7 @@ def _pyplot():
     return plt
 
 
-def figure(timelines: list[Timeline], title: str | None = None, labels: list[str] | None = None):
+def figure(timelines: list[Timeline], title: str | None = None, labels: list[str] | None = None) -> Figure:
     """A matplotlib ``Figure`` with one row of three panels per timeline, all on one time axis
     (so runs compare at a glance); ``labels`` name the rows (default: each timeline's label)."""
     if not timelines:
@@ -48,7 +53,7 @@ def figure(timelines: list[Timeline], title: str | None = None, labels: list[str
         _row(row, tl, end, label)
     if title:
         fig.suptitle(title, fontsize=14, fontweight="bold")
-    return fig
+    return cast("Figure", fig)
 
 
 def headline(tl: Timeline, label: str | None = None) -> str:
@@ -62,7 +67,7 @@ def headline(tl: Timeline, label: str | None = None) -> str:
     return (f"{label}: " if label else "") + ", ".join(parts)
 
 
-def _row(fig, tl: Timeline, end: float, label: str) -> None:
+def _row(fig: Any, tl: Timeline, end: float, label: str) -> None:
     fig.suptitle(headline(tl, label), fontsize=12)
     ax_flight, ax_latency, ax_done = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.4, 1, 1]})
     _in_flight_panel(ax_flight, tl, end)
@@ -70,7 +75,7 @@ def _row(fig, tl: Timeline, end: float, label: str) -> None:
     _throughput_panel(ax_done, tl, end)
 
 
-def _in_flight_panel(ax, tl: Timeline, end: float) -> None:
+def _in_flight_panel(ax: Any, tl: Timeline, end: float) -> None:
     times, counts = in_flight(tl)
     ax.step(times, counts, where="post", color="#1f77b4", lw=1.5, label="requests in flight")
     ax.fill_between(times, counts, step="post", color="#1f77b4", alpha=0.15)
@@ -106,7 +111,7 @@ def _level(times: list[float], counts: list[int], t: float) -> int:
     return counts[max(bisect_left(times, t) - 1, 0)]
 
 
-def _latency_panel(ax, tl: Timeline) -> None:
+def _latency_panel(ax: Any, tl: Timeline) -> None:
     from matplotlib.ticker import MaxNLocator
     values = latencies(tl)
     ax.set(title="Latency of answers", xlabel="seconds per successful attempt", ylabel="attempts")
@@ -123,7 +128,7 @@ def _latency_panel(ax, tl: Timeline) -> None:
     ax.legend(loc="upper right", fontsize=8)
 
 
-def _throughput_panel(ax, tl: Timeline, end: float) -> None:
+def _throughput_panel(ax: Any, tl: Timeline, end: float) -> None:
     done = completed(tl)
     ax.step([0.0, *done], range(len(done) + 1), where="post", color="#2ca02c", lw=1.8,
             label="answers")

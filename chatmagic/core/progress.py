@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from html import escape
+from typing import Any, cast
 
 INTERVAL = 0.1  # seconds between redraws
 
@@ -98,7 +99,7 @@ class Bar:
             )
             from tqdm.notebook import tqdm
             self.tqdm = tqdm(**kwargs, display=False)
-            self.handle = display(self.tqdm.container, display_id=True)
+            self.handle = display(self.tqdm.container, display_id=True)  # type: ignore[no-untyped-call]
         else:
             from tqdm.std import tqdm
             self.tqdm = tqdm(**kwargs)
@@ -153,7 +154,7 @@ def _widgets() -> bool:
         return False
 
 
-def _tqdm_class():
+def _tqdm_class() -> Any:
     """The widget bar inside a kernel with ipywidgets; the text bar otherwise (no warning)."""
     if _widgets():
         from tqdm.notebook import tqdm
@@ -162,10 +163,10 @@ def _tqdm_class():
     return tqdm
 
 
-def make_progress(enabled, desc: str = "chatmany") -> NullProgress:
+def make_progress(enabled: object, desc: str = "chatmany") -> NullProgress:
     """``True`` for a tqdm bar, ``False``/None for none, or any object with the same methods."""
     if enabled is True:
         return TqdmProgress(desc)
     if not enabled:
         return NullProgress()
-    return enabled
+    return cast(NullProgress, enabled)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
+from chatmagic.core.timeline import Sleep
 from chatmagic.errors import RequestError
 from chatmagic.providers.dialect import ABORT, FAIL, RETRY, SLOW
 
@@ -66,20 +68,20 @@ class ServerOrBackoff:
     def __init__(self, cap: float):
         self.cap = cap
 
-    def __call__(self, state) -> float:
-        err = state.outcome.exception()
+    def __call__(self, state: RetryCallState) -> float:
+        err = state.outcome.exception() if state.outcome is not None else None
         asked = getattr(err, "retry_after", None)
         if asked is not None:
-            return min(asked, self.cap)
+            return min(float(asked), self.cap)
         if getattr(err, "code", None) == "timeout" or (isinstance(err, RequestError) and slows(err)):
             return 0.0
-        backoff = min(FIRST_BACKOFF * 2 ** (state.attempt_number - 1), MAX_BACKOFF, self.cap)
+        backoff = min(FIRST_BACKOFF * 2.0 ** (state.attempt_number - 1), MAX_BACKOFF, self.cap)
         return backoff * (1 - 0.25 * random.random())
 
 
-def policy(retries: int, max_retry_wait: float, sleep=None) -> AsyncRetrying:
+def policy(retries: int, max_retry_wait: float, sleep: Sleep | None = None) -> AsyncRetrying:
     """The tenacity policy for one prompt; ``retries`` counts attempts after the first."""
-    kwargs = {"sleep": sleep} if sleep is not None else {}
+    kwargs: dict[str, Any] = {"sleep": sleep} if sleep is not None else {}
     return AsyncRetrying(
         stop=stop_after_attempt(retries + 1),
         wait=ServerOrBackoff(max_retry_wait),
@@ -90,6 +92,6 @@ def policy(retries: int, max_retry_wait: float, sleep=None) -> AsyncRetrying:
     )
 
 
-def _log_retry(state) -> None:
+def _log_retry(state: RetryCallState) -> None:
     log.info("retry %d in %.2fs after %s", state.attempt_number, state.upcoming_sleep,
-             state.outcome.exception())
+             state.outcome.exception() if state.outcome is not None else None)

@@ -12,6 +12,14 @@ from __future__ import annotations
 
 import time
 from array import array
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chatmagic.core.ratelimit import Throttle
+
+#: How a wait is slept: ``asyncio.sleep`` or a test's fake.
+Sleep = Callable[[float], Awaitable[None]]
 
 #: Outcomes of an attempt, stored as their index (one byte).
 OUTCOMES = ("ok", "429", "5xx", "timeout", "connection", "cancelled", "error")
@@ -48,7 +56,7 @@ class Timeline:
                  "wait_starts", "wait_ends", "wait_kinds", "concurrency", "rate", "burst", "label")
 
     def __init__(self, concurrency: int | None = None, *, rate: float | None = None,
-                 burst: float = 0.0, label: str = "", clock=time.perf_counter):
+                 burst: float = 0.0, label: str = "", clock: Callable[[], float] = time.perf_counter):
         self.clock, self.t0 = clock, clock()
         self.starts, self.ends = array("d"), array("d")
         self.outcomes, self.tries = array("b"), array("B")
@@ -71,7 +79,7 @@ class Timeline:
         self.wait_ends.append(end - self.t0)
         self.wait_kinds.append(kind if isinstance(kind, int) else WAITS.index(kind))
 
-    def sleeper(self, sleep, kind=None):
+    def sleeper(self, sleep: Sleep, kind: Callable[[], int] | None = None) -> Sleep:
         """``sleep`` that records each wait: of ``kind``, or of the kind ``kind()`` names then."""
         async def recorded(seconds: float) -> None:
             which = BACKOFF if kind is None else kind()
@@ -98,12 +106,12 @@ class Timeline:
         return f"<Timeline {self.label or 'run'}: {len(self)} attempts over {self.span:.1f}s>"
 
 
-def throttle_wait(throttle):
+def throttle_wait(throttle: Throttle) -> Callable[[], int]:
     """For ``Timeline.sleeper``: the kind of wait the throttle is sleeping out now."""
     return lambda: COOLDOWN if throttle.cooldown_until > throttle.clock() else PACE
 
 
-def known_limit(throttle) -> tuple[float | None, float]:
+def known_limit(throttle: Throttle) -> tuple[float | None, float]:
     """(requests per second, burst): what the server announced (its refill and its full
     bucket) or the user's ``rpm`` allows, whichever is lower; (None, 0) if neither. A pace
     learnt from 429s is a guess, not a known limit."""
@@ -119,7 +127,7 @@ def in_flight(tl: Timeline) -> tuple[list[float], list[int]]:
     return _steps(zip(tl.starts, tl.ends))
 
 
-def _steps(spans) -> tuple[list[float], list[int]]:
+def _steps(spans: Iterable[tuple[float, float]]) -> tuple[list[float], list[int]]:
     events = sorted([(t, step) for s, e in spans for t, step in ((s, 1), (e, -1))])
     times, counts, n = [0.0], [0], 0
     for t, step in events:
