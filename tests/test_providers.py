@@ -91,6 +91,13 @@ def test_models_of_several_providers_each_get_their_own_url_and_key():
         resolve({"model": "gpt-4o-mini,groq:llama"}, environ={"OPENAI_API_KEY": "sk-1"})
 
 
+def test_the_api_takes_one_model_per_call(server):
+    with pytest.raises(ConfigError, match="a run sends to one model; call once per model"):
+        chatmagic.chat_many(["a"], model="gpt-4o-mini,gpt-4o", base_url=server.base_url,
+                            api_key=KEY, progress=False)
+    assert server.stats.requests == 0
+
+
 def test_azure_needs_a_base_url_and_sends_api_version_only_to_classic_deployments():
     env = {"AZURE_OPENAI_API_KEY": KEY}
     with pytest.raises(ConfigError, match=r"provider azure has no default base URL: give --base-url or "
@@ -244,6 +251,13 @@ def test_gemini_retry_delay_in_the_body_is_the_wait(server):
     assert (e.value.status, e.value.code, e.value.retry_after, e.value.hints.retry_after) == (
         429, "RESOURCE_EXHAUSTED", 3.0, 3.0)
     assert "Scripted failure 429" in e.value.message
+
+
+def test_a_long_gemini_retry_delay_is_capped_and_said(server):
+    server.error_shape = "gemini"
+    results, _ = _run(server, ["a [[fail:429:1]] [[retry_after:3600]]", "b"], max_retry_wait=0.2, concurrency=1)
+    assert results.texts() == ["echo: a", "echo: b"] and results[0].attempts == 2
+    assert results.notes == ["server asked to wait 1h; waited 0.2 s (max_retry_wait)"]
 
 
 def test_a_spent_gemini_daily_quota_ends_the_run_at_once_saying_so(server):

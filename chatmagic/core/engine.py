@@ -47,6 +47,9 @@ class Run:
     def __init__(self, prompts, settings, *, images=None, progress=None, sleep=None, desc: str = "chatmany",
                  memory: Memory | None = None, client: Callable[..., Client] = Client,
                  cache: Cache | None = None):
+        if len(settings.models) > 1:  # -m a,b is the magic's: one run per model (settings.for_model)
+            raise ConfigError(f"model {settings.model!r}: a run sends to one model; call once per model, "
+                              "or use %%chatmany -m a,b")
         self.settings = settings
         self.memory = Memory() if memory is None else memory
         self._make_client = client
