@@ -1,0 +1,109 @@
+"""Native Anthropic Messages end to end: the engine against the practice Anthropic server on
+127.0.0.1 (bodies, schema through a forced tool, errors by type, pacing from
+anthropic-ratelimit-*, a 529 storm that slows and recovers)."""
+from __future__ import annotations
+
+import pytest
+
+import chatmagic
+from chatmagic.errors import RunAborted
+from chatmagic.practice.anthropic import FakeAnthropic
+
+KEY = "sk-ant-native-test-key"
+
+
+@pytest.fixture(scope="module")
+def _anthropic():
+    with FakeAnthropic(api_key=KEY) as srv:
+        yield srv
+
+
+@pytest.fixture
+def srv(_anthropic):
+    """The practice Anthropic server, reset for each test."""
+    _anthropic.buckets.clear()
+    _anthropic.overload_s, _anthropic.overload_above, _anthropic.latency = 0.0, None, 0.0
+    _anthropic.unknown_models = set()
+    _anthropic.reset_stats()
+    return _anthropic
+
+
+def run(srv, prompts, **options):
+    options.setdefault("progress", False)
+    options.setdefault("model", "claude-haiku-4-5")
+    return chatmagic.chat_many(prompts, provider="anthropic", base_url=srv.base_url, api_key=KEY, **options)
+
+
+def test_round_trip_with_a_schema_through_a_forced_tool(srv):
+    results = run(srv, ["Is water wet?", "Is fire cold?"], schema="verdict: yes|no, confidence float",
+                  system="Answer carefully.")
+    assert [r.status for r in results] == ["ok", "ok"]
+    for value in results.values():
+        assert value["verdict"] in ("yes", "no") and isinstance(value["confidence"], float)
+    sent = srv.stats.params
+    assert sent["tool_choice"] == {"type": "tool", "name": sent["tools"][0]["name"]}
+    assert sent["tools"][0]["input_schema"]["properties"]["verdict"]["enum"] == ["yes", "no"]
+    assert sent["system"].startswith("Answer carefully.") and sent["max_tokens"] == 4096
+    assert srv.stats.keys == {KEY} and srv.stats.versions == {"2023-06-01"}
+    assert results[0].finish_reason == "stop" and results[0].model == "claude-haiku-4-5"
+
+
+def test_a_tool_answer_that_breaks_the_schema_is_retried_once_then_failed(srv):
+    results = run(srv, ["x [[badschema]]"], schema="verdict: yes|no")
+    assert results[0].status == "error" and "schema_mismatch" in results[0].error
+    assert srv.stats.attempts["x [[badschema]]"] == 2
+
+
+def test_text_answers_stop_reasons_and_usage(srv):
+    results = run(srv, ["hello", "a b c d e f g h i j k l m n o p"], max_tokens=3, params={"stop": ["zzz"]})
+    assert results[0].text == "echo: hello" and results[0].finish_reason == "stop"
+    assert results[1].finish_reason == "length"  # max_tokens cut it
+    assert results[0].prompt_tokens and results[0].completion_tokens
+    assert srv.stats.params["stop_sequences"] == ["zzz"] and "stop" not in srv.stats.params
+
+
+def test_cache_read_tokens_count_as_input(srv):
+    results = run(srv, ["long prompt [[cacheread:500]]"])
+    assert results[0].prompt_tokens >= 500
+
+
+def test_json_through_a_forced_tool(srv):
+    results = run(srv, ["give me json"], json=True)
+    assert results[0].status == "ok" and isinstance(results.values()[0], dict)
+
+
+def test_a_bad_key_ends_the_run_in_one_line(srv):
+    with pytest.raises(RunAborted) as caught:
+        chatmagic.chat_many(["a", "b"], provider="anthropic", base_url=srv.base_url, api_key="wrong",
+                            model="claude-haiku-4-5", progress=False)
+    assert "authentication_error" in str(caught.value) and "bad API key" in str(caught.value)
+    assert "wrong" not in str(caught.value)
+
+
+def test_an_invalid_request_fails_only_its_prompt(srv):
+    results = run(srv, ["fine", "bad [[fail:400]]", "also fine"])
+    assert [r.status for r in results] == ["ok", "error", "ok"]
+    assert results[1].error.startswith("400 invalid_request_error: Scripted failure 400.")
+    assert srv.stats.attempts["bad [[fail:400]]"] == 1  # not retried
+
+
+def test_api_errors_are_retried(srv):
+    results = run(srv, ["flaky [[fail:500:2]]"])
+    assert results[0].status == "ok" and results[0].attempts == 3
+
+
+def test_an_unknown_model_ends_the_run(srv):
+    srv.unknown_models = {"claude-nope"}
+    with pytest.raises(RunAborted) as caught:
+        run(srv, [f"p{i}" for i in range(20)], model="claude-nope", concurrency=2)
+    assert "not_found_error" in str(caught.value)
+    assert srv.stats.requests < 20  # not one 404 per prompt
+
+
+def test_a_529_storm_slows_the_run_and_it_recovers(srv):
+    srv.overload_s, srv.latency = 2.0, 0.02
+    results = run(srv, [f"p{i}" for i in range(40)], concurrency=16)
+    assert [r.status for r in results] == ["ok"] * 40
+    # at most a few requests a second while overloaded (without slowing: 16 at a time, every 0.5-8 s)
+    assert srv.stats.by_status[529] <= 20, srv.stats.by_status
+    assert results.elapsed_s < 2.0 + 6, results.summary()  # recovered at once, no crawl
