@@ -1,13 +1,14 @@
 """Looking after submitted batches (``%chatmany_batches``): list them, cancel one.
 
     print(list_batches(settings))           # the stored batches, open ones refreshed first
-    print(cancel_batch(settings, "batch_...")) # POST /batches/{id}/cancel
+    print(cancel_batch(settings, "batch_...")) # the provider's cancel (OpenAI: POST /batches/{id}/cancel)
 
 ``settings`` (from ``chatmagic.settings.resolve``) says which server to ask.
 """
 
 from __future__ import annotations
 
+from chatmagic.batch.dialect import batch_dialect
 from chatmagic.batch.store import BatchStore
 
 
@@ -18,7 +19,7 @@ async def _refresh(settings, store: BatchStore) -> None:
     async with FilesClient(settings) as client:
         for batch_id in store.open_batches(settings.url):
             try:
-                batch = await client.call("GET", f"/batches/{batch_id}")
+                batch = await batch_dialect(settings).retrieve(client, batch_id)
             except RequestError:
                 continue  # unreachable or unknown here: the stored status stays
             store.update(batch_id, batch["status"], batch.get("request_counts"))
@@ -49,7 +50,7 @@ def cancel_batch(settings, batch_id: str) -> str:
 
     async def cancel() -> dict:
         async with FilesClient(settings) as client:
-            return await client.call("POST", f"/batches/{batch_id}/cancel")
+            return await batch_dialect(settings).cancel(client, batch_id)
     batch = run_sync(cancel)
     with BatchStore() as store:
         if store.get(batch_id) is not None:

@@ -2,10 +2,15 @@
 
     todo  = prompts without a cached answer
     wait  = those already in a submitted, uncollected batch (found in ``batchstore``)
-    fresh = the rest -> JSONL files (split at MAX_REQUESTS / MAX_BYTES) -> POST /files
-            -> POST /batches -> stored at once, so a re-run re-attaches instead of paying twice
-    then poll GET /batches/{id} (POLL_FIRST s, growing to POLL_MAX), download the output and
-    error files, fill the records in prompt order and put the answers into the cache.
+    fresh = the rest -> a temporary file per batch (split at the provider's limits) -> the
+            provider's create (OpenAI: POST /files, POST /batches; Anthropic: POST
+            /messages/batches) -> stored at once, so a re-run re-attaches instead of paying twice
+    then poll the batch (POLL_FIRST s, growing to POLL_MAX), read its result lines, fill the
+    records in prompt order and put the answers into the cache.
+
+What is provider-specific (the wire, limits, status names, result lines) is the batch
+dialect's (batch/dialect.py: OpenAI's Batches, Anthropic's Message Batches); this module is
+the same for every provider.
 
 Each JSONL line's ``custom_id`` is ``<prompt position>-<first 40 hex of the request key>``;
 the key (the answer cache's) is what results are matched by, so a batch submitted by one run
@@ -28,12 +33,12 @@ import time
 import warnings
 from typing import TYPE_CHECKING
 
-from chatmagic.batch.format import ENDPOINT, ID_HEX, line_error, line_maker, request_line, unfinished, write_parts
+from chatmagic.batch.dialect import TERMINAL, batch_dialect
+from chatmagic.batch.format import ID_HEX, unfinished, write_parts
 from chatmagic.batch.store import BatchStore
-from chatmagic.core.cache import CacheWarning, fill
+from chatmagic.core.cache import CacheWarning, fill, row_of
 from chatmagic.core.retry import RETRY, classify
 from chatmagic.errors import APIError, RequestError, RunAborted
-from chatmagic.providers.openai import completion_of
 from chatmagic.results import Result, Results
 
 if TYPE_CHECKING:
@@ -41,10 +46,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatmagic")
 
-TERMINAL = ("completed", "failed", "expired", "cancelled", "not_found")  # the last is ours
-#: Provider limits per input file (OpenAI: 50,000 requests, 200 MB); tests lower them.
-MAX_REQUESTS = 50_000
-MAX_BYTES = 200 * 1024 * 1024
+#: Caps on one batch below the provider's own (OpenAI: 50,000 requests, 200 MB a file;
+#: Anthropic: 100,000 requests, 256 MB); None: the provider's. Tests lower them.
+MAX_REQUESTS: int | None = None
+MAX_BYTES: int | None = None
 #: Seconds before the first status check; each wait is 1.5x the last, up to POLL_MAX.
 POLL_FIRST = 3.0
 POLL_MAX = 60.0
@@ -63,6 +68,7 @@ class BatchRun:
 
     def __init__(self, run):
         self.run, self.settings, self.results = run, run.settings, run.results
+        self.api = batch_dialect(run.settings)
         self.wanted: dict[str, list[Result]] = {}  # request key -> records waiting for it
         self.batches: dict[str, dict] = {}         # batch id -> last Batch object seen
         self.batch_keys: dict[str, list[str]] = {}  # batch id -> every request key in it
@@ -128,9 +134,10 @@ class BatchRun:
         fd, path = tempfile.mkstemp(prefix="chatmagic-batch-", suffix=".jsonl")
         os.close(fd)
         try:
-            make = line_maker(self.run.body)
+            make = self.api.line_maker(self.run.body)
             lines = ((key, self._line(make, key)) for key in fresh)
-            for keys in write_parts(lines, path, MAX_REQUESTS, MAX_BYTES):
+            most = MAX_REQUESTS or self.api.max_requests, MAX_BYTES or self.api.max_bytes
+            for keys in write_parts(lines, path, *most):
                 await self._create(path, keys)
         finally:
             os.unlink(path)
@@ -140,16 +147,13 @@ class BatchRun:
         custom_id = f"{record.index}-{key[:ID_HEX]}"
         if self.run.rich(record.index) is None:
             return make(custom_id, record.prompt)
-        return request_line(custom_id, self.run.rich_body(self.run.rich(record.index)))  # read again
+        return self.api.request_line(custom_id, self.run.rich_body(self.run.rich(record.index)))  # read again
 
     async def _create(self, path: str, keys: list[str]) -> None:
         part = hashlib.sha256("".join(keys).encode()).hexdigest()[:32]
         batch = await self._unrecorded(part)
         if batch is None:
-            uploaded = await self.client.upload(path, f"chatmagic-{part[:12]}.jsonl")
-            batch = await self.client.call("POST", "/batches", json={
-                "input_file_id": uploaded["id"], "endpoint": ENDPOINT, "completion_window": "24h",
-                "metadata": {"created_by": "chatmagic", "chatmagic_part": part}})
+            batch = await self.api.create(self.client, path, part)
         self.batches[batch["id"]], self.batch_keys[batch["id"]] = batch, keys
         if self.store is not None:
             self.store.add(batch["id"], self.settings.url, self.settings.model, keys, len(keys))
@@ -157,14 +161,14 @@ class BatchRun:
     async def _unrecorded(self, part: str) -> dict | None:
         """A recent batch of exactly these requests that the store does not hold (a kernel
         killed between creating and recording it, or a store that could not be written),
-        found by its metadata among the server's last 100 batches; None if there is none."""
+        found by its label among the server's recent batches; None if there is none."""
         if self._recent is None:
             try:
-                self._recent = (await self.client.call("GET", "/batches", params={"limit": "100"}))["data"]
-            except (RequestError, KeyError, TypeError):
+                self._recent = await self.api.recent(self.client)
+            except (RequestError, KeyError, TypeError, AttributeError):
                 self._recent = []  # a server that cannot list batches: nothing to find
         for batch in self._recent:
-            if ((batch.get("metadata") or {}).get("chatmagic_part") == part
+            if (batch.get("part") == part and batch.get("id")
                     and (self.store is None or self.store.get(batch["id"]) is None)):
                 return batch
         return None
@@ -194,7 +198,7 @@ class BatchRun:
     async def _poll(self, batch_id: str) -> dict:
         """The batch's state; a transient failure (timeout, 5xx, 429) keeps the last one seen."""
         try:
-            return await self.client.call("GET", f"/batches/{batch_id}")
+            return await self.api.retrieve(self.client, batch_id)
         except RequestError as e:
             if e.status == 404:  # gone (or another server): recorded, so a re-run submits again
                 return {**self.batches[batch_id], "status": "not_found"}
@@ -204,15 +208,17 @@ class BatchRun:
             return self.batches[batch_id]
 
     async def _collect(self, batch: dict) -> None:
-        """Fill the records of one finished batch from its output and error files."""
+        """Fill the records of one finished batch from its result lines."""
         keys = self.batch_keys[batch["id"]]
         by_id = {k[:ID_HEX]: k for k in keys}
         seen: set[str] = set()
-        for file_id in (batch.get("output_file_id"), batch.get("error_file_id")):
-            if file_id:
-                async for raw in self.client.lines(file_id):
-                    if raw.strip():
-                        self._take(json.loads(raw), by_id, seen)
+        async for raw in self.api.result_lines(self.client, batch):
+            try:
+                line = json.loads(raw) if raw.strip() else None
+            except (ValueError, RecursionError):
+                continue  # an unreadable line is no result: its request is recorded as unfinished
+            if line is not None:
+                self._take(line, batch["id"], by_id, seen)
         why = self.client.scrub(unfinished(batch))
         for key in keys:
             if key not in seen:
@@ -224,22 +230,20 @@ class BatchRun:
         if self.store is not None:
             self.store.update(batch["id"], batch["status"], batch.get("request_counts"), collected=True)
 
-    def _take(self, line: dict, by_id: dict, seen: set) -> None:
-        key = by_id.get(str(line.get("custom_id", "")).partition("-")[2])
+    def _take(self, line: object, batch_id: str, by_id: dict, seen: set) -> None:
+        custom_id, done, why = self.api.read_line(line, batch_id)
+        key = by_id.get(custom_id.partition("-")[2])
         if key is None:
             return  # not ours (a line we cannot match is never guessed)
         seen.add(key)
-        response = line.get("response") or {}
-        body = response.get("body") or {}
-        done = completion_of(body) if response.get("status_code") == 200 else None
         if done is not None:
-            self.run.keep(key, done)
+            self.run.keep(key, row_of(done))
         for record in self.wanted.get(key, ()):
             record.attempts = 1
             if done is None:
-                record.status, record.error = "error", self.client.scrub(line_error(line, response, body))
+                record.status, record.error = "error", self.client.scrub(why or "batch_error: no answer")
                 continue
-            fill(record, done)
+            fill(record, row_of(done))
             record.status = "ok"
             try:  # --json or --schema: parsed and checked as in an interactive run, not retried
                 record.data = self.run.decode(record, record.text or "")
@@ -316,10 +320,12 @@ class BatchProgress:
             self.bar.finish(state, postfix)
 
 
-def dry_run_note(requests_per_model: int, models: int) -> str:
-    """The line --dry-run adds for --batch: how the requests would be submitted and billed."""
-    files = -(-requests_per_model // MAX_REQUESTS)
+def dry_run_note(requests_per_model: int, models: int, settings=None) -> str:
+    """The line --dry-run adds for --batch: how the requests would be submitted and billed
+    (with ``settings``, at its provider's limit per batch; else OpenAI's)."""
+    most = MAX_REQUESTS or (batch_dialect(settings).max_requests if settings is not None else 50_000)
+    files = -(-requests_per_model // most)
     per = f" per model ({models} models)" if models > 1 else ""
-    return (f"--batch: through the Batch API, {files} file{'s' * (files > 1)} of at most {MAX_REQUESTS:,} "
+    return (f"--batch: through the Batch API, {files} file{'s' * (files > 1)} of at most {most:,} "
             f"requests{per} (prompts with a cached answer are not sent); billed at the batch "
             "price: half the estimate above unless prices has a \"<model>@batch\" entry")

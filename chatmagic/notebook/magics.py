@@ -119,7 +119,7 @@ class ChatMany(Magics):
                                  schema=settings.schema, media=plan_.media()))
             if settings.batch:
                 from chatmagic.batch.run import dry_run_note
-                print(dry_run_note(len(plan_.prompts), len(plan_.runs)))
+                print(dry_run_note(len(plan_.prompts), len(plan_.runs), settings))
             plan_.close()
             return None
         return plan_

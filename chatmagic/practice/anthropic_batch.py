@@ -49,12 +49,13 @@ class Server(Protocol):
 
 class MessageBatches:
     """The batches of one practice server. ``stats`` counts ``batches`` created and
-    ``requests`` submitted in them; ``batches`` maps id -> MessageBatch dict."""
+    ``requests`` submitted in them; ``batches`` maps id -> MessageBatch dict, ``submitted`` id -> its requests."""
 
     def __init__(self, server: Server, *, pace: float = 0.0, expire_after: int | None = None) -> None:
         self.server, self.pace, self.expire_after = server, pace, expire_after
         self.batches: dict[str, dict[str, Any]] = {}
         self.results: dict[str, list[bytes]] = {}
+        self.submitted: dict[str, list[dict[str, Any]]] = {}  # batch id -> its requests, as sent
         self.stats: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -63,6 +64,7 @@ class MessageBatches:
         self.pace, self.expire_after = pace, expire_after
         self.batches.clear()
         self.results.clear()
+        self.submitted.clear()
         self.stats.clear()
 
     def register(self, router: web.UrlDispatcher) -> None:
@@ -99,7 +101,7 @@ class MessageBatches:
                                     "canceled": 0, "expired": 0},
                  "created_at": rfc3339(0), "expires_at": rfc3339(86400), "ended_at": None,
                  "cancel_initiated_at": None, "archived_at": None, "results_url": None}
-        self.batches[batch_id] = batch
+        self.batches[batch_id], self.submitted[batch_id] = batch, requests
         self.stats["batches"] += 1
         self.stats["requests"] += len(requests)
         task = asyncio.ensure_future(self._process(batch, requests))

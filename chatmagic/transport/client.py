@@ -220,12 +220,17 @@ class FilesClient(Client):
             return self._client_error(e)
         return RequestError(self.scrub(f"{type(e).__name__}: {e}"), code="client_error", retryable=False)
 
-    async def lines(self, file_id: str):
+    def lines(self, file_id: str):
         """The lines of a file's content (``GET /files/{id}/content``), as bytes, streamed."""
+        return self.lines_at(f"/files/{file_id}/content")
+
+    async def lines_at(self, path: str):
+        """The lines of the answer to ``GET base_url + path``, as bytes, streamed (each line
+        capped as one answer is)."""
         try:
-            async with self._session.get(f"{self.base}/files/{file_id}/content", proxy=self._proxy) as resp:
+            async with self._session.get(self.base + path, proxy=self._proxy) as resp:
                 if resp.status != 200:
-                    raw = await resp.read()
+                    raw = await read_capped(resp, self._cap)
                     raise self._error(resp.status, _json(raw), raw, self._dialect.hints(resp.headers))
                 rest = b""
                 async for chunk in resp.content.iter_chunked(1 << 16):
