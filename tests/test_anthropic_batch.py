@@ -182,3 +182,59 @@ def test_a_results_url_on_another_host_is_not_followed(srv, monkeypatch):
     monkeypatch.setattr(srv.batches, "_process", elsewhere)
     results = run(srv, ["r1"], timeout=5)
     assert results.texts() == ["echo: r1"]
+
+
+def create_directly(srv, requests):
+    import json
+    import urllib.request
+    req = urllib.request.Request(srv.base_url + "/messages/batches", data=json.dumps({"requests": requests}).encode(),
+                                 headers={"x-api-key": KEY, "anthropic-version": "2023-06-01",
+                                          "Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _intents(tmp_path):
+    import sqlite3
+    path = tmp_path / "cache" / "answers.sqlite3"
+    return sqlite3.connect(path).execute("SELECT count(*) FROM batches WHERE id LIKE 'submitting:%'").fetchone()[0]
+
+
+def test_a_batch_created_but_never_recorded_is_found_again_by_its_intent(srv, monkeypatch, tmp_path):
+    """A Message Batch has no metadata: when the answer to the POST is lost after the server made
+    the batch (as when the kernel dies there), the intent stored before it leads the next run
+    to that batch instead of paying again."""
+    from chatmagic.batch.anthropic import AnthropicBatches
+    from chatmagic.errors import RequestError, RunAborted
+    real = AnthropicBatches.create
+
+    async def lost(self, client, path, part):
+        await real(self, client, path, part)
+        raise RequestError("connection reset by peer", code="connection")
+    srv.batches.pace = 0.02
+    other = [{"custom_id": "other", "params": {"model": MODEL, "max_tokens": 5,
+                                               "messages": [{"role": "user", "content": "not ours"}]}}]
+    create_directly(srv, other)  # someone else's batch, of another size, created before
+    with monkeypatch.context() as m:
+        m.setattr(AnthropicBatches, "create", lost)
+        with pytest.raises(RunAborted):
+            run(srv, ["m1", "m2", "m3"], wait=False)
+    assert srv.batches.stats["batches"] == 2 and _intents(tmp_path) == 1
+    results = run(srv, ["m1", "m2", "m3"])
+    assert results.texts() == ["echo: m1", "echo: m2", "echo: m3"]
+    assert srv.batches.stats["batches"] == 2 and srv.batches.stats["requests"] == 1 + 3  # not paid again
+    assert _intents(tmp_path) == 0  # recorded now: the intent is gone
+
+
+def test_a_refused_batch_leaves_no_intent(srv, monkeypatch, tmp_path):
+    from chatmagic.batch.anthropic import AnthropicBatches
+    from chatmagic.errors import RequestError, RunAborted
+
+    async def refused(self, client, path, part):
+        raise RequestError("requests: too many", status=400, code="invalid_request_error")
+    with monkeypatch.context() as m:
+        m.setattr(AnthropicBatches, "create", refused)
+        with pytest.raises(RunAborted):
+            run(srv, ["n1"])
+    assert _intents(tmp_path) == 0
+    assert run(srv, ["n1"]).texts() == ["echo: n1"] and srv.batches.stats["batches"] == 1

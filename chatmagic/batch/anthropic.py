@@ -16,9 +16,10 @@ errored (``{"type": "error", "error": {type, message}}``), canceled or expired (
 ``batch_cancelled`` / ``batch_expired``, so a re-run submits them again).
 
 ``results_url`` is followed only on the server that was asked (the key goes with it); any
-other is replaced by the documented path. A batch has no metadata, so one created but never
-recorded (a kernel killed inside the POST) cannot be recognised on the server; its requests
-are submitted again by the next run.
+other is replaced by the documented path. A Message Batch has no metadata to label it with,
+so the engine stores an intent before each POST: a run that finds one left over (a kernel
+killed before the batch was recorded) takes the newest unrecorded batch of as many requests
+created since, read from ``GET {base}/messages/batches`` (``created_at`` as ``created``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -54,7 +56,7 @@ class AnthropicBatches:
     name = "anthropic"
     max_requests = 100_000
     max_bytes = 256_000_000 - len(_HEAD) - len(_TAIL)  # the whole POST body is limited
-    ids_on_server = False  # no metadata: an unrecorded batch cannot be found again
+    labelled = False  # no metadata: found again by an intent (batch/run.py)
 
     def request_line(self, custom_id: str, body: dict[str, Any]) -> bytes:
         return request_item(custom_id, body)
@@ -69,7 +71,8 @@ class AnthropicBatches:
         return read_batch(raw)
 
     async def recent(self, client: Any) -> list[dict[str, Any]]:
-        return []  # nothing to recognise a batch by (see the module docstring)
+        found = (await client.call("GET", _path(client, "/messages/batches"), params={"limit": "100"})).get("data")
+        return [read_batch(b) for b in found[:100] if isinstance(b, dict)] if isinstance(found, list) else []
 
     async def retrieve(self, client: Any, batch_id: str) -> dict[str, Any]:
         return read_batch(await client.call("GET", _path(client, f"/messages/batches/{batch_id}")))
@@ -117,8 +120,20 @@ def read_batch(raw: Any) -> dict[str, Any]:
         status = {"in_progress": "in_progress", "canceling": "cancelling"}.get(str(state), "in_progress")
     batch_id = raw.get("id")
     return {**raw, "id": str(batch_id)[:200] if batch_id else "", "status": status,
+            "created": _epoch(raw.get("created_at")),
             "request_counts": {"total": sum(n.values()), "completed": n["succeeded"],
                                "failed": n["errored"] + n["canceled"] + n["expired"]}}
+
+
+def _epoch(text: Any) -> float | None:
+    """An RFC 3339 time as seconds since the epoch; None if it is not one."""
+    if not isinstance(text, str) or len(text) > 40:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when.timestamp() if when.tzinfo is not None else None
 
 
 def results_path(base: str, batch: dict[str, Any]) -> str:

@@ -11,8 +11,9 @@ waits, polls, and matches result lines to prompts by custom_id. A batch dialect 
   ``(custom_id, prompt) -> bytes`` making the same bytes, the request body coming from the
   Messages/chat dialect's one builder ``body_of(prompt)``;
 - ``create(client, path, part)``: submit the file as one batch (``part`` a hash of its keys,
-  for dialects that can label a batch); ``recent(client)``: the server's recent batches (to
-  find one created but never recorded: a batch whose ``part`` label matches); ``retrieve``
+  for dialects that can label a batch: ``labelled``); ``recent(client)``: the server's recent
+  batches, to find one created but never recorded (by its ``part`` label, else by ``created``,
+  an epoch time, and its total); ``retrieve``
   and ``cancel`` by id. Each returns the batch in the engine's names: ``id``, ``status``
   (validating, in_progress, finalizing, cancelling; terminal: completed, failed, expired,
   cancelled), ``request_counts`` {total, completed, failed}, and ``part`` when it has one;
@@ -38,6 +39,7 @@ class BatchDialect(Protocol):
     name: str
     max_requests: int
     max_bytes: int
+    labelled: bool  # its batches carry the ``part`` label (else found again by an intent)
 
     def request_line(self, custom_id: str, body: dict[str, Any]) -> bytes: ...
 

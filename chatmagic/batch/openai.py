@@ -23,7 +23,7 @@ class OpenAIBatches:
     name = "openai"
     max_requests = 50_000
     max_bytes = 200 * 1024 * 1024
-    ids_on_server = True
+    labelled = True  # metadata.chatmagic_part
 
     def request_line(self, custom_id: str, body: dict[str, Any]) -> bytes:
         return request_line(custom_id, body)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from chatmagic.batch.dialect import TERMINAL, batch_dialect
 from chatmagic.batch.format import ID_HEX, unfinished, write_parts
-from chatmagic.batch.store import BatchStore
+from chatmagic.batch.store import INTENT, BatchStore
 from chatmagic.core.cache import CacheWarning, fill, row_of
 from chatmagic.core.retry import RETRY, classify
 from chatmagic.errors import APIError, RequestError, RunAborted
@@ -151,25 +151,52 @@ class BatchRun:
 
     async def _create(self, path: str, keys: list[str]) -> None:
         part = hashlib.sha256("".join(keys).encode()).hexdigest()[:32]
-        batch = await self._unrecorded(part)
+        batch = await self._unrecorded(part, len(keys))
         if batch is None:
-            batch = await self.api.create(self.client, path, part)
+            batch = await self._send(path, part, len(keys))
         self.batches[batch["id"]], self.batch_keys[batch["id"]] = batch, keys
         if self.store is not None:
             self.store.add(batch["id"], self.settings.url, self.settings.model, keys, len(keys))
+            self.store.forget(INTENT + part)
 
-    async def _unrecorded(self, part: str) -> dict | None:
-        """A recent batch of exactly these requests that the store does not hold (a kernel
-        killed between creating and recording it, or a store that could not be written),
-        found by its label among the server's recent batches; None if there is none."""
+    async def _send(self, path: str, part: str, total: int) -> dict:
+        """Submit one batch. When its batches carry no label of ours, an intent is stored first,
+        so that a run killed before the batch is recorded leaves a trace to look for it by."""
+        if self.store is not None and not self.api.labelled:
+            self.store.intend(part, self.settings.url, self.settings.model, total)
+        try:
+            return await self.api.create(self.client, path, part)
+        except RequestError as e:
+            if e.status is not None and self.store is not None:  # the server said no: no batch exists
+                self.store.forget(INTENT + part)
+            raise
+
+    async def _unrecorded(self, part: str, total: int) -> dict | None:
+        """A batch of exactly these requests that the server created but the store does not hold
+        (a kernel killed between creating and recording it, or a store that could not be
+        written); None if there is none. Found by its label among the server's recent batches;
+        without labels, only after an intent was left: then the newest unrecorded batch of as
+        many requests created since (a minute of clock skew allowed). A wrong guess costs a wait,
+        never an answer or money: results are matched to prompts by custom_id, and a request
+        without its result is recorded as not run, so a re-run sends it."""
+        since = None
+        if not self.api.labelled:
+            since = self.store.intent(part, self.settings.url) if self.store is not None else None
+            if since is None:
+                return None
         if self._recent is None:
             try:
                 self._recent = await self.api.recent(self.client)
             except (RequestError, KeyError, TypeError, AttributeError):
                 self._recent = []  # a server that cannot list batches: nothing to find
         for batch in self._recent:
-            if (batch.get("part") == part and batch.get("id")
-                    and (self.store is None or self.store.get(batch["id"]) is None)):
+            if not batch.get("id") or (self.store is not None and self.store.get(batch["id"]) is not None):
+                continue
+            if since is None and batch.get("part") == part:
+                return batch
+            created = batch.get("created")
+            if (since is not None and isinstance(created, (int, float)) and created >= since - 60
+                    and (batch.get("request_counts") or {}).get("total") == total):
                 return batch
         return None
 

@@ -8,7 +8,10 @@ holds no prompt text, URL or API key.
 
 A run looks up the keys it still needs among the batches of its server that are not yet
 collected: those it waits for; only the rest are submitted. A row is written right after
-the server accepts the batch, so a kernel killed while waiting loses nothing.
+the server accepts the batch, so a kernel killed while waiting loses nothing. For a provider
+whose batches carry no label of ours (Anthropic's), an *intent* row (``submitting:<part>``) is
+written just before the batch is sent and dropped once it is recorded: a run that finds one
+left over looks for the batch that may have been created (see batch/run.py).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from chatmagic.core.cache import DB_NAME, default_dir
 SCHEMA = ("CREATE TABLE IF NOT EXISTS batches (id TEXT PRIMARY KEY, server TEXT, model TEXT, "
           "created REAL, status TEXT, total INTEGER, completed INTEGER, failed INTEGER, "
           "collected INTEGER, keys BLOB)")
+
+
+INTENT = "submitting:"
 
 
 def server_hash(url: str) -> str:
@@ -69,6 +75,20 @@ class BatchStore:
         self._conn.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, ?)",
                            (batch_id, server_hash(url), model, time.time(), "validating", total, packed))
 
+    def intend(self, part: str, url: str, model: str, total: int) -> None:
+        """About to submit the batch ``part`` (a hash of its keys) of ``total`` requests."""
+        self._conn.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, 'submitting', ?, 0, 0, 0, ?)",
+                           (INTENT + part, server_hash(url), model, time.time(), total, b""))
+
+    def intent(self, part: str, url: str) -> float | None:
+        """When the batch ``part`` was about to be submitted to this server, if it never was recorded."""
+        row = self._conn.execute("SELECT created FROM batches WHERE id=? AND server=?",
+                                 (INTENT + part, server_hash(url))).fetchone()
+        return None if row is None else float(row[0])
+
+    def forget(self, batch_id: str) -> None:
+        self._conn.execute("DELETE FROM batches WHERE id=?", (batch_id,))
+
     def update(self, batch_id: str, status: str, counts: dict[str, Any] | None, *, collected: bool = False) -> None:
         counts = counts or {}
         self._conn.execute("UPDATE batches SET status=?, total=coalesce(?, total), completed=?, failed=?, "
@@ -79,12 +99,12 @@ class BatchStore:
     def open_batches(self, url: str) -> dict[str, list[str]]:
         """Batch id -> request keys, for this server's batches not yet collected (oldest first)."""
         rows = self._conn.execute("SELECT id, keys FROM batches WHERE server=? AND collected=0 "
-                                  "ORDER BY created", (server_hash(url),))
+                                  "AND id NOT LIKE 'submitting:%' ORDER BY created", (server_hash(url),))
         return {batch_id: [packed[i:i + 32].hex() for i in range(0, len(packed), 32)]
                 for batch_id, packed in rows}
 
     def listing(self) -> list[StoredBatch]:
-        return self._rows("ORDER BY created")
+        return self._rows("WHERE id NOT LIKE 'submitting:%' ORDER BY created")
 
     def get(self, batch_id: str) -> StoredBatch | None:
         found = self._rows("WHERE id=?", (batch_id,))
