@@ -3,9 +3,11 @@
 
     python tests/benchmarks/bench_batch.py            # 100,000 prompts (~1.5 min)
     python tests/benchmarks/bench_batch.py --quick    # 10,000
+    python tests/benchmarks/bench_batch.py --provider anthropic   # through Message Batches
 
-The server runs in its own process (bench.py's ``Server``), each client run in a fresh one
-with an empty answer cache. Two scenarios:
+The server runs in its own process (bench.py's ``Server``; with ``--provider anthropic`` the
+practice Anthropic server, ``python -m chatmagic.practice.anthropic``), each client run in a
+fresh one with an empty answer cache. Two scenarios:
 
 1. round trip: ``chat_many(prompts, batch=True)``; the time from the call to the last batch
    created (cache lookup, JSONL written to a temporary file, uploads, batch creations), the
@@ -33,7 +35,9 @@ from bench import PY, Server
 CLIENT = r"""
 import json, resource, sys, time
 import chatmagic, chatmagic.batch.run as b
-n, base_url = int(sys.argv[1]), sys.argv[2]
+n, base_url, provider = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+route = ({"provider": "anthropic", "api_key": "sk-ant-bench", "model": "claude-haiku-4-5"}
+         if provider == "anthropic" else {})
 b.POLL_FIRST = 0.5
 marks = {}
 submit = b.BatchRun._submit
@@ -45,7 +49,7 @@ async def timed(self, fresh):
 b.BatchRun._submit = timed
 prompts = [f"Prompt {i}: summarise item number {i} in one short sentence." for i in range(n)]
 started = time.perf_counter()
-r = chatmagic.chat_many(prompts, base_url=base_url, batch=True, progress=False)
+r = chatmagic.chat_many(prompts, base_url=base_url, batch=True, progress=False, **route)
 done = time.perf_counter()
 wrong = sum(t != f"echo: {p}" for t, p in zip(r.texts(), prompts))
 print(json.dumps({"call_to_submitted_s": marks.get("submitted_at", started) - started,
@@ -56,14 +60,57 @@ print(json.dumps({"call_to_submitted_s": marks.get("submitted_at", started) - st
 
 
 def batches(base_url: str) -> list[dict]:
-    with urllib.request.urlopen(base_url + "/batches") as resp:
-        return json.load(resp)["data"]
+    """The server's batches, each with ``status`` and ``request_counts.total`` (as OpenAI's)."""
+    if not PROVIDER["anthropic"]:
+        with urllib.request.urlopen(base_url + "/batches") as resp:
+            return json.load(resp)["data"]
+    req = urllib.request.Request(base_url + "/messages/batches?limit=100",
+                                 headers={"x-api-key": "sk-ant-bench", "anthropic-version": "2023-06-01"})
+    with urllib.request.urlopen(req) as resp:
+        found = json.load(resp)["data"]
+    return [{"id": b["id"], "status": b["processing_status"],
+             "request_counts": {"total": sum(b["request_counts"].values())}} for b in found]
 
 
 def client(n: int, base_url: str, cache: str) -> subprocess.Popen:
     env = {**os.environ, "CHATMAGIC_CACHE_DIR": cache}
-    return subprocess.Popen([PY, "-c", CLIENT, str(n), base_url], env=env, stdout=subprocess.PIPE,
+    provider = "anthropic" if PROVIDER["anthropic"] else "openai"
+    return subprocess.Popen([PY, "-c", CLIENT, str(n), base_url, provider], env=env, stdout=subprocess.PIPE,
                             text=True)
+
+
+#: Which practice server the scenarios run against (set by --provider).
+PROVIDER = {"anthropic": False}
+#: Requests per batch (OpenAI: 50,000 a file; Anthropic: 100,000 a Message Batch).
+PER_BATCH = {False: 50_000, True: 100_000}
+
+
+class AnthropicServer:
+    """The practice Anthropic server in its own process: ``with AnthropicServer(batch_pace=x) as s``."""
+
+    def __init__(self, batch_pace: float = 0.0):
+        self.pace = batch_pace
+
+    def __enter__(self) -> AnthropicServer:
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.proc = subprocess.Popen([PY, "-m", "chatmagic.practice.anthropic", "--port", str(port),
+                                      "--api-key", "sk-ant-bench", "--batch-pace", str(self.pace)],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # "FakeAnthropic serving at ...": it listens
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.kill()
+        self.proc.wait(10)
+
+
+def serve(**options):
+    return AnthropicServer(**options) if PROVIDER["anthropic"] else Server(**options)
 
 
 def finish(proc: subprocess.Popen) -> dict:
@@ -74,10 +121,10 @@ def finish(proc: subprocess.Popen) -> dict:
 
 
 def round_trip(n: int) -> None:
-    with Server() as s, tempfile.TemporaryDirectory() as cache:
+    with serve() as s, tempfile.TemporaryDirectory() as cache:
         r = finish(client(n, s.base_url, cache))
         made = batches(s.base_url)
-    print(f"\n### round trip, {n:,} prompts\n")
+    print(f"\n### round trip, {n:,} prompts{' (Anthropic Message Batches)' * PROVIDER['anthropic']}\n")
     print("| batches | call to submitted | JSONL + upload | whole run | peak RSS | ok | lost or wrong |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {len(made)} | {r['call_to_submitted_s']:.1f} s | {r['jsonl_upload_s']:.1f} s | {r['total_s']:.1f} s "
@@ -88,10 +135,11 @@ def round_trip(n: int) -> None:
 
 
 def killed_mid_wait(n: int) -> None:
-    pace = 20.0 / min(n, 50_000)  # each batch takes about 20 s
-    with Server(batch_pace=pace) as s, tempfile.TemporaryDirectory() as cache:
+    per = PER_BATCH[PROVIDER["anthropic"]]
+    pace = 20.0 / min(n, per)  # each batch takes about 20 s
+    with serve(batch_pace=pace) as s, tempfile.TemporaryDirectory() as cache:
         first = client(n, s.base_url, cache)
-        expected = -(-n // 50_000)
+        expected = -(-n // per)
         deadline = time.monotonic() + 120
         while len(batches(s.base_url)) < expected and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -119,7 +167,10 @@ def target(what: str, ok: bool) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="10,000 prompts instead of 100,000")
-    n = 10_000 if p.parse_args().quick else 100_000
+    p.add_argument("--provider", choices=["openai", "anthropic"], default="openai")
+    args = p.parse_args()
+    PROVIDER["anthropic"] = args.provider == "anthropic"
+    n = 10_000 if args.quick else 100_000
     round_trip(n)
     killed_mid_wait(n)
 
