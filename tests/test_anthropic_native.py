@@ -8,6 +8,7 @@ import pytest
 import chatmagic
 from chatmagic.errors import RunAborted
 from chatmagic.practice.anthropic import FakeAnthropic
+from chatmagic.practice.server import TokenBucket
 
 KEY = "sk-ant-native-test-key"
 
@@ -98,6 +99,15 @@ def test_an_unknown_model_ends_the_run(srv):
         run(srv, [f"p{i}" for i in range(20)], model="claude-nope", concurrency=2)
     assert "not_found_error" in str(caught.value)
     assert srv.stats.requests < 20  # not one 404 per prompt
+
+
+def test_pacing_from_anthropic_ratelimit_headers(srv):
+    # a bucket of 20 requests that refills at 2 a second: 20 at once, then paced at the refill
+    srv.buckets["requests"] = TokenBucket(120, 20)
+    results = run(srv, [f"p{i}" for i in range(30)], concurrency=30)
+    assert [r.status for r in results] == ["ok"] * 30
+    assert srv.stats.by_status[429] <= 3, srv.stats.by_status  # paced by the headers, not by 429s
+    assert results.elapsed_s >= 10 / 2 * 0.8, results.summary()  # the last 10 waited for the refill
 
 
 def test_a_529_storm_slows_the_run_and_it_recovers(srv):
