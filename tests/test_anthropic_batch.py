@@ -238,3 +238,15 @@ def test_a_refused_batch_leaves_no_intent(srv, monkeypatch, tmp_path):
             run(srv, ["n1"])
     assert _intents(tmp_path) == 0
     assert run(srv, ["n1"]).texts() == ["echo: n1"] and srv.batches.stats["batches"] == 1
+
+
+def test_an_image_row_goes_into_the_batch_as_an_image_block(srv):
+    from pathlib import Path
+    image = sorted((Path(__file__).parent.parent / "notebooks" / "data" / "images").glob("*.png"))[0]
+    results = run(srv, ["What is this?"], images=[str(image)])
+    assert "image/png" in results.texts()[0]
+    (sent,) = srv.batches.submitted.values()
+    text, block = sent[0]["params"]["messages"][0]["content"]
+    assert text == {"type": "text", "text": "What is this?"}
+    assert block["type"] == "image" and block["source"]["type"] == "base64"
+    assert block["source"]["media_type"] == "image/png"

@@ -117,3 +117,11 @@ def test_a_529_storm_slows_the_run_and_it_recovers(srv):
     # at most a few requests a second while overloaded (without slowing: 16 at a time, every 0.5-8 s)
     assert srv.stats.by_status[529] <= 20, srv.stats.by_status
     assert results.elapsed_s < 2.0 + 6, results.summary()  # recovered at once, no crawl
+
+
+def test_an_image_row_goes_as_an_anthropic_image_block(srv):
+    from pathlib import Path
+    image = sorted((Path(__file__).parent.parent / "notebooks" / "data" / "images").glob("*.png"))[0]
+    results = run(srv, ["What is this?", "Plain text"], images=[str(image), None])
+    assert results.texts()[0].startswith("echo: What is this? [media=1: ") and "image/png" in results.texts()[0]
+    assert results.texts()[1] == "echo: Plain text"
