@@ -125,3 +125,11 @@ def test_an_image_row_goes_as_an_anthropic_image_block(srv):
     results = run(srv, ["What is this?", "Plain text"], images=[str(image), None])
     assert results.texts()[0].startswith("echo: What is this? [media=1: ") and "image/png" in results.texts()[0]
     assert results.texts()[1] == "echo: Plain text"
+
+
+def test_the_dry_run_shows_what_anthropic_is_sent(ip, capsys):
+    ip.run_cell("%%chatmany --dry-run -m anthropic:claude-haiku-4-5 --schema 'label: yes|no'\nIs it?")
+    out = capsys.readouterr().out
+    assert 'tool_choice: {"type": "tool", "name": "answer"}' in out and '"input_schema": {' in out
+    assert "response_format" not in out
+    assert "up to 4,096 out (4,096 per answer)" in out  # max_tokens is always sent to Anthropic

@@ -38,7 +38,7 @@ def _preview(prompt: str, indent: str = "      ") -> str:
 def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str | None = None,
                    max_tokens: int | None = None, prices: Mapping[str, Any] | None = None, show: int = 3,
                    labels: Sequence[object] | None = None, schema: Schema | None = None,
-                   media: tuple[str, int] | None = None) -> str:
+                   media: tuple[str, int] | None = None, structured: Mapping[str, Any] | None = None) -> str:
     """What a run would send, as a few lines of text (nothing is sent or printed).
 
     Requests (prompts × models), the first ``show`` prompts (at most ~200 characters each, shown
@@ -46,7 +46,9 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
     ``estimate_tokens``; the system prompt counts once per request), and with ``prices`` an
     estimated cost per priced model and in total: from input only up to input plus ``max_tokens``
     per answer, or input only (output not counted) when ``max_tokens`` is None. With a
-    ``schema`` (a chatmagic.core.schema.Schema), the ``response_format`` sent, counted once per request.
+    ``schema`` (a chatmagic.core.schema.Schema), the ``response_format`` sent, counted once per request;
+    ``structured`` replaces it with the body fields a dialect sends for it (Anthropic: ``tools``
+    and ``tool_choice``).
     ``media`` is ``media_report``'s (line, tokens): the images' line, their tokens added to the input.
     """
     models = list(models)
@@ -64,9 +66,11 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
         if n > show:
             lines.append(f"  ... and {n - show:,} more")
     per_request = estimate_tokens(system) if system else 0
-    if schema is not None:  # shown whole: it is what the server compiles or checks against
-        sent = json.dumps(schema.response_format(), ensure_ascii=False)
-        lines.append(f"response_format: {sent}")
+    if schema is not None and structured is None:
+        structured = {"response_format": schema.response_format()}
+    for field, value in (structured or {}).items():  # shown whole: what the server compiles or checks against
+        sent = json.dumps(value, ensure_ascii=False)
+        lines.append(f"{field}: {sent}")
         per_request += estimate_tokens(sent)
     if media is not None:
         lines.append(media[0])

@@ -114,9 +114,13 @@ class ChatMany(Magics):
                           sep=options.sep, prices=options.prices, user_ns=self._namespace,
                           images=options.images, messages=options.messages, memory=run_memory(self.memory))
         if options.dry_run:
+            head = settings.dialect.head(settings)  # what is sent: the dialect's max_tokens, schema fields
+            structured = ({k: head[k] for k in ("response_format", "tools", "tool_choice") if k in head}
+                          if settings.schema is not None else None)
             print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system_prompt,
-                                 max_tokens=settings.max_tokens, prices=options.prices, labels=plan_.labels,
-                                 schema=settings.schema, media=plan_.media()))
+                                 max_tokens=head.get("max_tokens", settings.max_tokens), prices=options.prices,
+                                 labels=plan_.labels, schema=settings.schema, media=plan_.media(),
+                                 structured=structured))
             if settings.batch:
                 from chatmagic.batch.run import dry_run_note
                 print(dry_run_note(len(plan_.prompts), len(plan_.runs), settings))
