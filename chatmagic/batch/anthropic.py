@@ -81,7 +81,8 @@ class AnthropicBatches:
         return read_batch(await client.call("POST", _path(client, f"/messages/batches/{batch_id}/cancel")))
 
     def result_lines(self, client: Any, batch: dict[str, Any]) -> AsyncIterator[bytes]:
-        return client.lines_at(results_path(client.base, batch))
+        lines: AsyncIterator[bytes] = client.lines_at(results_path(client.base, batch))
+        return lines
 
     def read_line(self, line: Any, batch_id: str) -> tuple[str, Answer | None, str | None]:
         return read_result(line, batch_id)

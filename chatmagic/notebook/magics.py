@@ -115,7 +115,8 @@ class ChatMany(Magics):
                           images=options.images, messages=options.messages, memory=run_memory(self.memory))
         if options.dry_run:
             head = settings.dialect.head(settings)  # what is sent: the dialect's max_tokens, schema fields
-            structured = ({k: head[k] for k in ("response_format", "tools", "tool_choice") if k in head}
+            structured: dict[str, Any] | None = ({k: head[k] for k in ("response_format", "tools", "tool_choice")
+                                                  if k in head}
                           if settings.schema is not None else None)
             print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system_prompt,
                                  max_tokens=head.get("max_tokens", settings.max_tokens), prices=options.prices,
