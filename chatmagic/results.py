@@ -7,11 +7,13 @@ that partly fails still hands back every answer that came in.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from chatmagic.core.schema import Schema
     from chatmagic.core.timeline import Timeline
 
@@ -100,12 +102,12 @@ class Results(Sequence[Result]):
         """The answers in prompt order, None where a prompt did not succeed."""
         return [r.text if r.ok else None for r in self._records]
 
-    def values(self) -> list:
+    def values(self) -> list[Any]:
         """With json=True or a schema: the parsed answers in prompt order (dicts, or instances of
         the schema's pydantic model), None where a prompt failed."""
         return [r.data if r.ok else None for r in self._records]
 
-    def to_pandas(self):
+    def to_pandas(self) -> Any:  # a pandas DataFrame (pandas is optional, so typed Any)
         """One row per prompt; columns as in ``COLUMNS``. Needs pandas."""
         try:
             import pandas as pd  # imported here so `import chatmagic` stays fast
@@ -121,7 +123,7 @@ class Results(Sequence[Result]):
             df = add_columns(df, columns(self.schema, self.values(), df.index))
         return df
 
-    def plot(self, title: str | None = None):
+    def plot(self, title: str | None = None) -> Figure:
         """A matplotlib ``Figure`` of the run: requests in flight (with the cap, 429s, retries
         and timeouts marked), latency of answers (p50/p95), answers over time (with the rate
         limit when one was known). Needs matplotlib: ``pip install 'chatmagic[plot]'``."""
@@ -131,14 +133,14 @@ class Results(Sequence[Result]):
             raise ConfigError("these results were not made by a run: no timeline to plot")
         return figure([self.timeline], title)
 
-    def counts(self) -> Counter:
+    def counts(self) -> Counter[str]:
         """Outcomes by status, with failures by reason: {"ok": 8, "error: 400 ...": 1, ...}."""
         c: Counter[str] = Counter()
         for r in self._records:
             c[r.status if r.status != "error" else f"error: {_reason(r.error)}"] += 1
         return c
 
-    def summary(self, prices=None) -> str:
+    def summary(self, prices: Mapping[str, Any] | None = None) -> str:
         """One line: ok, failed (by reason), cancelled, retried, tokens, cost (with ``prices``,
         {"model": [input_per_1M, output_per_1M]}), elapsed."""
         ok = sum(r.ok for r in self._records)
@@ -201,7 +203,7 @@ class Results(Sequence[Result]):
         return html_table(self)
 
 
-def add_columns(frame, extra):
+def add_columns(frame: Any, extra: Any) -> Any:
     """``frame`` with the columns of ``extra`` (same index) added; a name already taken gets
     ``_json`` appended."""
     return frame.join(extra.rename(columns=lambda c: f"{c}_json" if c in frame.columns else c))
@@ -222,7 +224,7 @@ def _reason(error: str | None) -> str:
     return str(error or "unknown").split(":", 1)[0]
 
 
-def _count(tokens) -> int | None:
+def _count(tokens: object) -> int | None:
     """A token count as summed: records may be built or edited by hand, so anything that is
     not a whole number counts as unknown; the summary never raises."""
     return tokens if type(tokens) is int else None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from chatmagic.core.media import LIMITS, Media, load, media_of
 from chatmagic.errors import ConfigError
@@ -33,7 +34,7 @@ class Row:
 
     text: str | None
     system: str | None = None
-    messages: tuple[dict, ...] = ()
+    messages: tuple[dict[str, Any], ...] = ()
     media: tuple[Media, ...] = ()
 
     @property
@@ -84,7 +85,7 @@ def rows_of(prompts: Sequence[object], images: Sequence[object] | None = None) -
     return texts, None if all(r.plain for r in rows) else rows
 
 
-def check_messages(messages: Sequence[object], where: str) -> tuple[dict, ...]:
+def check_messages(messages: Sequence[object], where: str) -> tuple[dict[str, Any], ...]:
     """A message list as neutral turns, or one ConfigError naming the prompt and the message."""
     if not messages:
         raise ConfigError(f"{where}: the message list is empty")
@@ -105,7 +106,7 @@ def check_messages(messages: Sequence[object], where: str) -> tuple[dict, ...]:
     return tuple(out)
 
 
-def _part(p: object, at: str) -> dict | Media:
+def _part(p: object, at: str) -> dict[str, Any] | Media:
     kind = p.get("type") if isinstance(p, Mapping) else None
     if isinstance(p, Mapping) and kind == "text" and isinstance(p.get("text"), str):
         return {"type": "text", "text": p["text"]}
@@ -130,17 +131,17 @@ def _part(p: object, at: str) -> dict | Media:
                       f"'image': VALUE}}; got {p!r:.60}")
 
 
-def turns(row: Row, system: str | None) -> list[dict]:
+def turns(row: Row, system: str | None) -> list[dict[str, Any]]:
     """The message list sent for ``row``: the system prompt first (the row's own, else
     ``system``), then its messages, then its text with its media as the last user turn. Media
     without text go into the last user turn of the messages (or a new one)."""
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     own = row.system if row.system is not None else system
     if own:
         out.append({"role": "system", "content": own})
     out.extend(row.messages)
     if row.text is not None:
-        content: str | list = row.text
+        content: str | list[Any] = row.text
         if row.media:
             content = ([{"type": "text", "text": row.text}] if row.text else []) + list(row.media)
         out.append({"role": "user", "content": content})
@@ -155,7 +156,7 @@ def turns(row: Row, system: str | None) -> list[dict]:
     return out
 
 
-def loaded(messages: list[dict], limits: Mapping[str, int] = LIMITS) -> list[dict]:
+def loaded(messages: list[dict[str, Any]], limits: Mapping[str, int] = LIMITS) -> list[dict[str, Any]]:
     """``messages`` with every Media read into a Part (MediaError if one cannot be)."""
     out = []
     for m in messages:
@@ -166,7 +167,7 @@ def loaded(messages: list[dict], limits: Mapping[str, int] = LIMITS) -> list[dic
     return out
 
 
-def parts_in(messages: list[dict]) -> list[Media | Part]:
+def parts_in(messages: list[dict[str, Any]]) -> list[Media | Part]:
     """Every image or document in ``messages``, in order."""
     return [p for m in messages if isinstance(m["content"], list)
             for p in m["content"] if isinstance(p, (Media, Part))]

@@ -10,13 +10,15 @@ or a template, appended as the last user turn; its images go into that turn, aft
 
 from __future__ import annotations
 
+from typing import Any
+
 from chatmagic.core.media import media_of
 from chatmagic.core.rows import Row, check_messages
 from chatmagic.errors import ConfigError
 from chatmagic.notebook.templates import ITEM, Template, is_frame, render_over
 
 
-def column(data, col: str, flag: str, name: str) -> list:
+def column(data: Any, col: str, flag: str, name: str) -> list[Any]:
     """The values of ``col`` in ``data``, one per row, in row order."""
     if is_frame(data):
         matches = [i for i, label in enumerate(data.columns) if str(label) == col]
@@ -24,14 +26,14 @@ def column(data, col: str, flag: str, name: str) -> list:
             shown = ", ".join(str(c) for c in list(data.columns)[:30])
             what = "is not a column" if not matches else f"names {len(matches)} columns"
             raise ConfigError(f"{flag} {col}: {what} of --over {name}; columns: {shown}")
-        return data.iloc[:, matches[0]].tolist()
+        return list(data.iloc[:, matches[0]].tolist())
     if col != ITEM:
         raise ConfigError(f"{flag} {col}: --over {name} is not a DataFrame; use {flag} {ITEM} for its elements")
     return data.tolist() if hasattr(data, "tolist") else list(data)
 
 
-def cell_rows(cell: str, data, *, name: str, images: str | None = None, messages: str | None = None,
-              system: str | None = None) -> tuple[list[Row], list]:
+def cell_rows(cell: str, data: Any, *, name: str, images: str | None = None, messages: str | None = None,
+              system: str | None = None) -> tuple[list[Row], list[Any]]:
     """One Row per element of ``data``: the cell rendered as its text (None when the cell is
     empty and ``messages`` gives the turns), its own system prompt when ``system`` has fields,
     its messages and images from their columns."""
@@ -57,7 +59,7 @@ def cell_rows(cell: str, data, *, name: str, images: str | None = None, messages
     return rows, labels
 
 
-def _list(value, where: str) -> list:
+def _list(value: Any, where: str) -> list[Any]:
     if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):
         value = value.tolist()  # a numpy array in an object column
     if not isinstance(value, (list, tuple)):

@@ -3,7 +3,7 @@ with several models), or a DataFrame, joined back onto the --over data when it w
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chatmagic.errors import ConfigError
 from chatmagic.notebook.templates import ITEM, is_frame
@@ -11,9 +11,10 @@ from chatmagic.results import add_columns
 
 if TYPE_CHECKING:
     from chatmagic.notebook.cell import Plan
+    from chatmagic.results import Results
 
 
-def value(plan: Plan):
+def value(plan: Plan) -> Any:  # a list, or a pandas DataFrame
     """The list or DataFrame stored in the notebook variable."""
     results = {m: r.results for m, r in plan.runs.items()}
     parsed = plan.json or plan.schema is not None
@@ -25,7 +26,7 @@ def value(plan: Plan):
     return _frame(plan, results, answers)
 
 
-def _frame(plan: Plan, results: dict, answers: dict):
+def _frame(plan: Plan, results: dict[str, Results], answers: dict[str, list[Any]]) -> Any:
     import pandas as pd
     if len(results) == 1:
         frame = next(iter(results.values())).to_pandas()
@@ -54,7 +55,7 @@ def _frame(plan: Plan, results: dict, answers: dict):
 SUFFIX = "_llm"
 
 
-def join_results(frame, results_frame):
+def join_results(frame: Any, results_frame: Any) -> Any:
     """A new DataFrame: ``frame`` (same index, same row order, unchanged) with the columns of
     ``results_frame`` appended, matched by position (row i of ``results_frame`` is row i of
     ``frame``; its own index is ignored).

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from chatmagic.errors import ConfigError
 
@@ -90,11 +91,11 @@ class Template:
         self._pattern = "".join(pieces)
         self._slots = slots
 
-    def render(self, values: Mapping) -> str:
+    def render(self, values: Mapping[str, Any]) -> str:
         """One prompt: each field replaced by ``str(values[name])``. KeyError if one is missing."""
         return self._pattern % tuple(values[self.fields[i]] for i in self._slots)
 
-    def render_columns(self, columns: Sequence[Sequence]) -> list[str]:
+    def render_columns(self, columns: Sequence[Sequence[Any]]) -> list[str]:
         """Many prompts: ``columns[i]`` holds the values of ``fields[i]``, one per prompt."""
         if not self.fields:
             n = len(columns[0]) if columns else 0
@@ -106,7 +107,7 @@ class Template:
         return f"Template({self.text!r})"
 
 
-def render_over(template_text: str, data, *, name: str | None = None) -> tuple[list[str], list]:
+def render_over(template_text: str, data: Any, *, name: str | None = None) -> tuple[list[str], list[Any]]:
     """Render ``template_text`` once per element of ``data``: returns (prompts, index_labels).
 
     ``data`` and its fields:
@@ -158,12 +159,12 @@ def render_over(template_text: str, data, *, name: str | None = None) -> tuple[l
     return template.render_columns(columns), labels
 
 
-def is_frame(data) -> bool:
+def is_frame(data: object) -> bool:
     """A pandas DataFrame, recognised without importing pandas (the one test for it)."""
     return (type(data).__module__ or "").startswith("pandas") and hasattr(data, "columns") and hasattr(data, "iloc")
 
 
-def _kind(data, what: str) -> str:
+def _kind(data: object, what: str) -> str:
     """The kind of ``data``: "frame", "series", "array" or "sequence"; ConfigError otherwise."""
     module = type(data).__module__ or ""
     if is_frame(data):
@@ -191,7 +192,7 @@ def _kind(data, what: str) -> str:
     raise ConfigError(f"{what} must be a list, tuple, Series or DataFrame, got {got}{hint}")
 
 
-def _column_positions(frame) -> dict[str, list[int]]:
+def _column_positions(frame: Any) -> dict[str, list[int]]:
     """``str(label)`` of each column -> its positions (more than one if labels repeat)."""
     positions: dict[str, list[int]] = {}
     for i, label in enumerate(frame.columns):

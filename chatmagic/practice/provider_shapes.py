@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
+from typing import Any
 
 from aiohttp import web
 
@@ -37,7 +38,8 @@ MINUTE_QUOTA = "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
 
 
 def shaped_error(shape: str, status: int, message: str, code: str | None, type_: str | None = None,
-                 headers: Mapping[str, str] | None = None, script: Mapping[str, list] | None = None) -> web.Response:
+                 headers: Mapping[str, str] | None = None,
+                 script: Mapping[str, list[str]] | None = None) -> web.Response:
     """An error answer in ``shape`` (see the module docstring)."""
     script = script or {}
     if shape == "gemini":  # no limit headers: the wait is only in the body
@@ -45,7 +47,7 @@ def shaped_error(shape: str, status: int, message: str, code: str | None, type_:
         return web.json_response([{"error": _gemini(status, message, headers or {}, script)}],
                                  status=status, headers=said)
     if shape == "openrouter":
-        error: dict = {"code": status, "message": message}
+        error: dict[str, Any] = {"code": status, "message": message}
         if status == 403 and "flagged" in script:
             error["message"] = "Input flagged by moderation"
             error["metadata"] = {"reasons": ["harassment"], "flagged_input": "...",
@@ -66,8 +68,8 @@ def too_long(headers: Mapping[str, str] | None = None) -> web.Response:
     return web.json_response(body, status=500, headers=headers)
 
 
-def _gemini(status: int, message: str, headers: Mapping[str, str], script: Mapping[str, list]) -> dict:
-    details: list[dict] = []
+def _gemini(status: int, message: str, headers: Mapping[str, str], script: Mapping[str, list[str]]) -> dict[str, Any]:
+    details: list[dict[str, Any]] = []
     if status == 429:
         quota = DAILY_QUOTA if "daily" in script else MINUTE_QUOTA
         details.append({"@type": "type.googleapis.com/google.rpc.QuotaFailure",

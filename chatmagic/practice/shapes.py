@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 from chatmagic.providers.imagesize import PDF, dimensions, sniff
 
@@ -44,7 +45,7 @@ def describe(data: bytes) -> str:
     return f"{shown}{kind} {len(data):,} B"
 
 
-def openai_problem(messages: list) -> tuple[str, str] | None:
+def openai_problem(messages: list[Any]) -> tuple[str, str] | None:
     """The first content part OpenAI's chat completions would refuse."""
     for i, m in enumerate(messages):
         content = m.get("content")
@@ -106,7 +107,7 @@ def openai_media(content: object) -> list[str]:
     return shown
 
 
-def anthropic_problem(messages: list) -> str | None:
+def anthropic_problem(messages: list[Any]) -> str | None:
     """The first content block Anthropic's Messages API would refuse."""
     for i, m in enumerate(messages):
         content = m.get("content")

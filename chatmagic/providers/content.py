@@ -23,13 +23,13 @@ OPENAI_LIMITS: Mapping[str, int] = {IMAGE: 20_000_000, DOCUMENT: 32_000_000}
 ANTHROPIC_LIMITS: Mapping[str, int] = {IMAGE: 5 * 1024 * 1024 * 3 // 4, DOCUMENT: 32_000_000}
 
 
-def openai_messages(messages: list[dict]) -> list[dict]:
+def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Turns with loaded parts, as chat-completions messages."""
     return [m if isinstance(m["content"], str) else {**m, "content": [openai_part(p) for p in m["content"]]}
             for m in messages]
 
 
-def openai_part(p: dict | Part) -> dict:
+def openai_part(p: dict[str, Any] | Part) -> dict[str, Any]:
     if not isinstance(p, Part):
         return p
     if p.kind == IMAGE:
@@ -41,14 +41,14 @@ def openai_part(p: dict | Part) -> dict:
     return {"type": "file", "file": {"filename": p.name, "file_data": p.data_url()}}
 
 
-def anthropic_content(content: str | list) -> str | list[dict]:
+def anthropic_content(content: str | list[Any]) -> str | list[dict[str, Any]]:
     """One turn's content as Messages API content blocks."""
     if isinstance(content, str):
         return content
     return [anthropic_block(p) for p in content]
 
 
-def anthropic_block(p: dict | Part) -> dict:
+def anthropic_block(p: dict[str, Any] | Part) -> dict[str, Any]:
     if not isinstance(p, Part):
         return p
     if p.url is not None:
@@ -87,7 +87,7 @@ def anthropic_image_tokens(pixels: tuple[int, int] | None) -> int:
 # ---- a rich row's whole body, per dialect ----------------------------------------------------
 
 
-def row_body(dialect: str, head: Mapping[str, Any], messages: list[dict]) -> dict[str, Any]:
+def row_body(dialect: str, head: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
     """The request body of a row given as whole turns (system first; content lists of text
     dicts and loaded Parts): ``head``'s fields with the turns in ``dialect``'s shape. Anthropic
     takes the system prompt as a top-level field, so system turns are joined into it."""
@@ -114,7 +114,7 @@ def image_tokens(dialect: str, pixels: tuple[int, int] | None, detail: str | Non
     return anthropic_image_tokens(pixels) if dialect == "anthropic" else openai_image_tokens(pixels, detail or "auto")
 
 
-def _text(content: str | list) -> str:
+def _text(content: str | list[Any]) -> str:
     if isinstance(content, str):
         return content
     return "".join(p["text"] for p in content if isinstance(p, dict) and p.get("type") == "text")

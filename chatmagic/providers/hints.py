@@ -20,7 +20,11 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+#: An answer's headers: any mapping with case-insensitive ``get`` (aiohttp's), or a plain dict.
+Headers = Mapping[str, str]
 
 _GO_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -54,7 +58,7 @@ class Hints:
 NONE = Hints()
 
 
-def parse(headers, now: float | None = None) -> Hints:
+def parse(headers: Headers | None, now: float | None = None) -> Hints:
     """The hints in ``headers`` (NONE, shared, when there are none: the common case)."""
     if not headers:
         return NONE
@@ -63,7 +67,7 @@ def parse(headers, now: float | None = None) -> Hints:
     requests, tokens = _first(headers, REQUEST_FAMILIES, now), _first(headers, TOKEN_FAMILIES, now)
     if retry_after is None and should is None and requests is None and tokens is None:
         return NONE
-    return Hints(retry_after, {"true": True, "false": False}.get(should), requests, tokens)
+    return Hints(retry_after, {"true": True, "false": False}.get(should or ""), requests, tokens)
 
 
 def _family(remaining: str, limit: str, reset: str) -> tuple[str, str, str]:
@@ -88,7 +92,7 @@ TOKEN_FAMILIES = (
 )
 
 
-def _first(headers, families: tuple[tuple[str, str, str], ...], now: float | None) -> Budget | None:
+def _first(headers: Headers, families: tuple[tuple[str, str, str], ...], now: float | None) -> Budget | None:
     """The budget of the first family in ``headers`` with a readable limit or remaining."""
     for remaining_name, limit_name, reset_name in families:
         remaining, limit = headers.get(remaining_name), headers.get(limit_name)  # absent on most answers
@@ -104,7 +108,7 @@ def _first(headers, families: tuple[tuple[str, str, str], ...], now: float | Non
 EPOCH_S, EPOCH_MS = 1e9, 1e12
 
 
-def parse_reset(text, now: float | None = None) -> float | None:
+def parse_reset(text: str | None, now: float | None = None) -> float | None:
     """Seconds until a budget is whole again: a duration, a Unix time (s or ms) or an RFC 3339
     time; None when unreadable. A time in the past is 0."""
     if text is None:
@@ -125,7 +129,7 @@ def parse_reset(text, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-def _count(text) -> int | None:
+def _count(text: str | None) -> int | None:
     if text is None:
         return None
     try:
@@ -135,7 +139,7 @@ def _count(text) -> int | None:
     return int(value) if 0 <= value < math.inf else None
 
 
-def parse_duration(text) -> float | None:
+def parse_duration(text: str | None) -> float | None:
     """Seconds in a Go duration ("1s", "6m0s", "20ms", "1m26.4s"), or a bare number of seconds.
 
     None when unreadable. ("20ms" is 0.02 s, not 20 minutes.)
@@ -155,7 +159,7 @@ def parse_duration(text) -> float | None:
     return total if pos == len(text) else None
 
 
-def parse_retry_after(headers, now: float | None = None) -> float | None:
+def parse_retry_after(headers: Headers, now: float | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms``, then ``retry-after`` (seconds or an HTTP date).
 
     None when absent, negative or unreadable; a date in the past is 0.
@@ -180,9 +184,9 @@ def parse_retry_after(headers, now: float | None = None) -> float | None:
     return max(0.0, when - (time.time() if now is None else now))
 
 
-def _seconds(text) -> float | None:
+def _seconds(text: str | None) -> float | None:
     try:
-        value = float(text)
+        value = float(text)  # type: ignore[arg-type]  # None: TypeError, caught
     except (TypeError, ValueError):
         return None
     return value if 0 <= value < math.inf else None

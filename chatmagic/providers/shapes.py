@@ -70,7 +70,7 @@ def error_object(data: Any) -> Any:
     return None
 
 
-def _code(err: dict) -> str | None:
+def _code(err: dict[str, Any]) -> str | None:
     """The code shown: a string code, else the type, else Gemini's status, else a number."""
     for value in (err.get("code"), err.get("type"), err.get("status")):
         if isinstance(value, str) and value:
@@ -104,7 +104,7 @@ def _google_details(details: Any) -> tuple[float | None, str | None]:
     return retry_after, daily
 
 
-def _flagged(err: dict) -> bool:
+def _flagged(err: dict[str, Any]) -> bool:
     """A 403 about this input (OpenRouter's moderation), not about the key or the project."""
     meta = err.get("metadata")
     if isinstance(meta, dict) and ("reasons" in meta or "flagged_input" in meta):
