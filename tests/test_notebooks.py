@@ -47,7 +47,8 @@ def source_notebooks() -> set[str]:
 
 
 def test_every_notebook_is_tested():
-    assert source_notebooks() == {"dataframe.ipynb", "images.ipynb", "quickstart.ipynb", "teaching.ipynb"}
+    assert source_notebooks() == {"dataframe.ipynb", "images.ipynb", "providers.ipynb", "quickstart.ipynb",
+                                  "teaching.ipynb"}
 
 
 def test_images_notebook(server, monkeypatch):
@@ -133,3 +134,18 @@ def test_teaching_notebook_shows_each_lesson():
                         "%chatmany_plot resilient"]
     sent, rejected = map(int, re.search(r"the recipe: (\d+) requests for 40 prompts, (\d+) rejected", joined).groups())
     assert sent == 40 + rejected and rejected > 0  # the recipe's waves of 429s, each one sent again
+
+
+def test_providers_notebook_shows_each_shape():
+    nb = execute("providers.ipynb")
+    texts = [outputs(c) for c in nb.cells if c.cell_type == "code"]
+    joined = "\n".join(texts)
+    assert "{'openai:gpt-4o-mini': 'echo: Name a colour.', " \
+           "'groq:llama-3.1-8b-instant': 'echo: Name a colour.'}" in joined
+    assert "requests: 2 to the OpenAI-like server, 2 to the Groq-like one" in joined
+    overloaded = re.search(r"(\d+) overloaded answers, 24 answers, 24/24 kept", joined)
+    assert overloaded and int(overloaded[1]) > 0
+    assert "the daily quota is spent (GenerateRequestsPerDayPerProjectPerModel-FreeTier)" in joined
+    assert "['echo: fine', None, None]" in joined
+    assert "2/3 ok, 1 failed (1 403 moderation)" in joined and "['echo: hello', None, 'echo: goodbye']" in joined
+    assert "['echo: Hello from Azure.'] {'2024-10-21'}" in joined
