@@ -236,9 +236,10 @@ OPTIONS: tuple[Option, ...] = (
            secret=True, check=clean_key),
     Option("api_version", str, None, "Azure's API version, sent as `?api-version=`", flags=("--api-version",),
            metavar="DATE", unset="`2024-10-21` for azure deployments"),
+    # no %config trait: `%config ChatMany` would print the values
     Option("headers", dict, None, "an extra request header, repeatable: `--header 'X-Title: my notebook'` "
            "(values never shown)", flags=("--header",), metavar="'NAME: VALUE'", secret=True, check=_headers,
-           item=parse_header),
+           item=parse_header, config=False),
     Option("rpm", float, None, "requests per minute at most", flags=("--rpm",), metavar="N",
            unset="learnt from the server", positive=True),
     Option("tpm", float, None, "tokens per minute at most (estimated from text + max_tokens)",

@@ -130,6 +130,12 @@ def test_header_flags_parse_and_their_values_are_never_shown():
     assert "Injected" not in str(e.value)
 
 
+def test_header_values_have_no_config_trait_that_percent_config_would_print():
+    from chatmagic.notebook.magics import ChatMany
+    assert "headers" not in ChatMany.class_trait_names(config=True)
+    assert "provider" in ChatMany.class_trait_names(config=True)
+
+
 def test_extra_headers_are_sent_and_scrubbed_from_what_the_server_echoes():
     seen: list[dict] = []
     results = asyncio.run(_echoing(seen))
