@@ -8,11 +8,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from chatmagic.batch.dialect import batch_dialect
 from chatmagic.batch.store import BatchStore
 
+if TYPE_CHECKING:
+    from chatmagic.settings import Settings
 
-async def _refresh(settings, store: BatchStore) -> None:
+
+async def _refresh(settings: Settings, store: BatchStore) -> None:
     """Update the stored status of this server's uncollected batches from the server."""
     from chatmagic.errors import RequestError
     from chatmagic.transport.client import FilesClient
@@ -25,7 +30,7 @@ async def _refresh(settings, store: BatchStore) -> None:
             store.update(batch_id, batch["status"], batch.get("request_counts"))
 
 
-def list_batches(settings=None) -> str:
+def list_batches(settings: Settings | None = None) -> str:
     """The cache's batches, one per line: id, status, counts, age (oldest first). With
     ``settings``, the statuses of that server's open batches are fetched first."""
     from chatmagic.core.bridge import run_sync
@@ -43,12 +48,12 @@ def list_batches(settings=None) -> str:
     return "\n".join(lines)
 
 
-def cancel_batch(settings, batch_id: str) -> str:
+def cancel_batch(settings: Settings, batch_id: str) -> str:
     """Ask the server to cancel ``batch_id``; one line saying what it answered."""
     from chatmagic.core.bridge import run_sync
     from chatmagic.transport.client import FilesClient
 
-    async def cancel() -> dict:
+    async def cancel() -> dict[str, Any]:
         async with FilesClient(settings) as client:
             return await batch_dialect(settings).cancel(client, batch_id)
     batch = run_sync(cancel)

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 ENDPOINT = "/v1/chat/completions"
 ID_HEX = 40  # hex digits of the request key in a custom_id (160 bits: no collisions)
 
 
-def request_line(custom_id: str, body: dict) -> bytes:
+def request_line(custom_id: str, body: dict[str, Any]) -> bytes:
     return json.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body},
                       ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
 
 
-def line_maker(body_of: Callable[[str], dict],
-               request: Callable[[str, dict], bytes] = request_line) -> Callable[[str, str], bytes]:
+def line_maker(body_of: Callable[[str], dict[str, Any]],
+               request: Callable[[str, dict[str, Any]], bytes] = request_line) -> Callable[[str, str], bytes]:
     """A fast ``request(custom_id, body_of(prompt))`` (``body_of``: the dialect's one builder;
     ``request``: the batch dialect's line, OpenAI's by default): the JSON around the custom_id
     and the prompt is encoded once, so each line costs two small string encodings (100,000
@@ -64,7 +65,7 @@ def write_parts(lines: Iterable[tuple[str, bytes]], path: str, max_requests: int
     yield part
 
 
-def line_error(line: dict, response: dict, body: dict) -> str:
+def line_error(line: dict[str, Any], response: dict[str, Any], body: dict[str, Any]) -> str:
     """A per-request failure as in interactive runs: "<status> <code>: <message>"."""
     error = line.get("error") or body.get("error") or {}
     if not isinstance(error, dict):
@@ -73,7 +74,7 @@ def line_error(line: dict, response: dict, body: dict) -> str:
     return f"{where or 'batch_error'}: {error.get('message') or 'no answer'}"
 
 
-def unfinished(batch: dict) -> str:
+def unfinished(batch: dict[str, Any]) -> str:
     """Why a request of a finished batch has no line in its output or error file."""
     status = batch["status"]
     if status == "failed":

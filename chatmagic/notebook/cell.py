@@ -6,7 +6,7 @@ No IPython here: the magic hands in the parsed flags and the user's namespace.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chatmagic.core.cache import Cache
 from chatmagic.errors import ConfigError
@@ -15,22 +15,24 @@ from chatmagic.notebook.rowdata import cell_rows
 from chatmagic.notebook.templates import Template, render_over
 
 if TYPE_CHECKING:
+    from chatmagic.core.engine import Run
     from chatmagic.core.memory import Memory
     from chatmagic.core.schema import Schema
+    from chatmagic.settings import Settings
 
 
 @dataclass
 class Plan:
     """What one cell will do: the runs (one per model) and how to store their results."""
 
-    runs: dict  # model -> Run
+    runs: dict[str, Run]  # model -> Run
     out: str
     as_df: bool = False
     json: bool = False
     schema: Schema | None = None  # the runs' schema, if any
     data: object = None  # the --over object, when it was a DataFrame or Series
-    labels: list = field(default_factory=list)
-    prices: dict | None = None  # for the cost in the summary line
+    labels: list[Any] = field(default_factory=list)
+    prices: dict[str, Any] | None = None  # for the cost in the summary line
     cache: Cache | None = None  # the answer cache the runs share, if several models share one
 
     def close(self) -> None:
@@ -51,8 +53,8 @@ class Plan:
         return media_report(run.rows, run.dialect.name)  # the first model's provider counts them
 
 
-def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict, images: str | None = None,
-               messages: str | None = None, system: str | None = None):
+def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict[str, Any], images: str | None = None,
+               messages: str | None = None, system: str | None = None) -> tuple[list[Any], list[Any], Any]:
     """The prompts (strings, or Rows with images, messages or a system prompt of their own), their
     labels and the --over data."""
     if over is None:
@@ -73,8 +75,9 @@ def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict, i
     return prompts, labels, data
 
 
-def plan(settings, *, cell: str, out: str, as_df: bool, over=None, sep=None, prices=None, user_ns=None,
-         images=None, messages=None, memory: Memory | None = None) -> Plan:
+def plan(settings: Settings, *, cell: str, out: str, as_df: bool, over: str | None = None, sep: str | None = None,
+         prices: dict[str, Any] | None = None, user_ns: dict[str, Any] | None = None, images: str | None = None,
+         messages: str | None = None, memory: Memory | None = None) -> Plan:
     from chatmagic.core.engine import Run  # here, so that %load_ext does not import aiohttp
     prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {}, images=images,
                                        messages=messages, system=settings.system)

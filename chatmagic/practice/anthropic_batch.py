@@ -80,7 +80,9 @@ class MessageBatches:
             refused = self.server.check_headers(request)
             if refused is not None:
                 return refused
-            return await getattr(self, name)(request)  # looked up per request: a test may replace it
+            # looked up per request: a test may replace it
+            answer: web.StreamResponse = await getattr(self, name)(request)
+            return answer
         return handle
 
     # ---- the endpoints ----------------------------------------------------------

@@ -23,6 +23,8 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 
@@ -39,15 +41,15 @@ class BatchAPI:
     """Files and batches of one practice server. ``stats`` counts ``files``, ``batches``
     and ``requests`` (lines submitted in batches); ``batches`` maps id -> Batch dict."""
 
-    def __init__(self, server, *, pace: float = 0.0, invalid: str | None = None,
+    def __init__(self, server: Any, *, pace: float = 0.0, invalid: str | None = None,
                  expire_after: int | None = None):
-        self.server = server  # answers each request as the chat endpoint would
+        self.server = server  # the FakeOpenAI (server.py imports this module): answers each line as its chat endpoint
         self.pace, self.invalid, self.expire_after = pace, invalid, expire_after
-        self.files: dict[str, dict] = {}
+        self.files: dict[str, dict[str, Any]] = {}
         self.contents: dict[str, bytes] = {}
-        self.batches: dict[str, dict] = {}
-        self.stats: Counter = Counter()
-        self._tasks: set[asyncio.Task] = set()
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.stats: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def reset(self, *, pace: float = 0.0, invalid: str | None = None, expire_after: int | None = None) -> None:
         """Forget every file and batch, zero the counts, and set the modes."""
@@ -57,7 +59,7 @@ class BatchAPI:
         self.batches.clear()
         self.stats.clear()
 
-    def register(self, router) -> None:
+    def register(self, router: web.UrlDispatcher) -> None:
         for method, path, name in (("POST", "/v1/files", "_upload"), ("GET", "/v1/files/{id}", "_file"),
                                    ("GET", "/v1/files/{id}/content", "_content"),
                                    ("POST", "/v1/batches", "_create"), ("GET", "/v1/batches", "_list"),
@@ -65,14 +67,16 @@ class BatchAPI:
                                    ("POST", "/v1/batches/{id}/cancel", "_cancel")):
             router.add_route(method, path, self._handler(name))
 
-    def _handler(self, name: str):
+    def _handler(self, name: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            return await getattr(self, name)(request)  # looked up per request: a test may replace it
+            # looked up per request: a test may replace it
+            answer: web.StreamResponse = await getattr(self, name)(request)
+            return answer
         return handle
 
     # ---- files ---------------------------------------------------------------
 
-    def _store(self, data: bytes, filename: str, purpose: str) -> dict:
+    def _store(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
         file_id = f"file-fake{len(self.files) + 1}"
         self.files[file_id] = {"id": file_id, "object": "file", "bytes": len(data),
                                "created_at": int(time.time()), "filename": filename,
@@ -163,7 +167,7 @@ class BatchAPI:
 
     # ---- processing ----------------------------------------------------------
 
-    async def _process(self, batch: dict) -> None:
+    async def _process(self, batch: dict[str, Any]) -> None:
         lines = self.contents[batch["input_file_id"]].splitlines()
         requests, errors = _validate(lines)
         if self.invalid:
@@ -193,7 +197,7 @@ class BatchAPI:
             batch["status"] = "expired"
         self._finish(batch, requests[done:], out, err)
 
-    def _answer(self, line: dict) -> tuple[bool, bytes]:
+    def _answer(self, line: dict[str, Any]) -> tuple[bool, bytes]:
         body = line["body"]
         messages = body.get("messages") or []
         prompt = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
@@ -220,7 +224,7 @@ class BatchAPI:
                   "response": response, "error": None}
         return ok, json.dumps(record).encode()
 
-    def _finish(self, batch: dict, left: list, out: list, err: list) -> None:
+    def _finish(self, batch: dict[str, Any], left: list[Any], out: list[Any], err: list[Any]) -> None:
         """Write the output and error files; requests never run go to the error file."""
         now = int(time.time())
         status = {"in_progress": "completed", "cancelling": "cancelled"}.get(batch["status"], batch["status"])
@@ -245,7 +249,7 @@ class BatchAPI:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _validate(lines: list[bytes]) -> tuple[list[dict], list[dict]]:
+def _validate(lines: list[bytes]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The parsed requests, and the validation errors as in ``Batch.errors.data``."""
     requests, errors, seen = [], [], set()
     for n, raw in enumerate(lines, 1):

@@ -33,6 +33,7 @@ import urllib.error
 import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
+from typing import IO, Any
 
 from chatmagic.errors import ConfigError
 from chatmagic.practice.model import (
@@ -64,7 +65,7 @@ class LocalServer:
 
     model = MODEL_NAME
 
-    def __init__(self, process: subprocess.Popen, port: int, log_path: Path, backend_port: int):
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log_path: Path, backend_port: int):
         self.process = process
         self.port = port
         # llama.cpp's own server behind the proxy (its chat template, unframed): for comparisons
@@ -103,7 +104,7 @@ class LocalServer:
     def __enter__(self) -> LocalServer:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:
@@ -112,8 +113,8 @@ class LocalServer:
 
 
 def start(port: int | None = None, *, parallel: int = 4, threads: int = 2, ctx_size: int = 2048,
-          timeout: float = 60.0, cache_dir: str | os.PathLike | None = None,
-          model_file: str | os.PathLike | None = None) -> LocalServer:
+          timeout: float = 60.0, cache_dir: str | os.PathLike[str] | None = None,
+          model_file: str | os.PathLike[str] | None = None) -> LocalServer:
     """Launch a local server and wait until it answers ``GET /health``; it becomes ``current()``.
 
     ``parallel`` requests are decoded at once (more wait in a queue); ``ctx_size`` is the
@@ -171,7 +172,7 @@ def served_models() -> dict[str, str]:
     return {s.url: s.model for s in _started if s.running}
 
 
-def get_or_start(**kwargs) -> LocalServer:
+def get_or_start(**kwargs: Any) -> LocalServer:
     """The running current server, or a new one started with ``kwargs``."""
     return current() or start(**kwargs)
 
@@ -240,7 +241,7 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 def _http_status(url: str) -> int | None:
     try:
         with _opener.open(url, timeout=1) as response:
-            return response.status
+            return int(response.status)
     except urllib.error.HTTPError as exc:  # 503 while the model is still loading
         return exc.code
     except OSError:  # not listening yet
@@ -262,7 +263,7 @@ def _port_is_free(port: int) -> bool:
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -273,7 +274,7 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
 
 
-def _close_quietly(stream) -> None:
+def _close_quietly(stream: IO[Any] | None) -> None:
     try:
         if stream is not None:
             stream.close()
