@@ -118,6 +118,15 @@ class Results(Sequence[Result]):
         rows = [[getattr(r, n) for n in names] for r in self._records]
         df = pd.DataFrame(rows, columns=names).rename(columns={"text": "response"})
         df = df.set_index("index").rename_axis(None)[list(COLUMNS)]
+        # One missing-value convention in every table, whatever else is in a column: pandas's own
+        # for text (NaN with pandas 3's str columns), NaN for numbers; a column with no value at
+        # all (no error anywhere, nothing timed) would otherwise be an object column of None.
+        text = pd.Series(["", None]).dtype
+        for name in ("response", "error", "finish_reason", "model"):
+            df[name] = df[name].astype(text)
+        for name in ("latency_s", "prompt_tokens", "completion_tokens"):
+            if df[name].isna().all():
+                df[name] = df[name].astype("float64")
         if self.schema is not None:  # one typed column per field of the schema
             from chatmagic.core.schema import columns
             df = add_columns(df, columns(self.schema, self.values(), df.index))

@@ -160,15 +160,34 @@ def test_no_api_key_or_prompt_in_the_file(cache_dir, monkeypatch):
 # --- put / get ----------------------------------------------------------------------------
 
 
+def test_how_an_answer_came_is_stored_with_it_and_a_version_1_file_gains_the_columns(tmp_path):
+    path = tmp_path / "answers.sqlite3"
+    old = sqlite3.connect(path)  # a file written by chatmagic before latency and attempts were kept
+    old.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, text TEXT, finish_reason TEXT, "
+                "prompt_tokens INTEGER, completion_tokens INTEGER, model TEXT, created REAL)")
+    old.execute("INSERT INTO answers VALUES ('old', 'hi', 'stop', 1, 2, 'm', 0)")
+    old.execute("PRAGMA user_version=1")
+    old.commit()
+    old.close()
+    with Cache(path) as c:
+        c.put("new", "yo", "stop", 3, 4, "m", latency_s=1.25, attempts=3)
+        c.flush()
+        assert c.get_many(["old", "new"]) == {"old": ("hi", "stop", 1, 2, "m", None, None),
+                                               "new": ("yo", "stop", 3, 4, "m", 1.25, 3)}
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
+
+
 def test_roundtrip_and_replace(cache):
     k1, k2 = request_key(URL, body(user="a")), request_key(URL, body(user="b"))
     cache.put(k1, "four", "stop", 12, 1, "gpt-4o-mini-2024-07-18")
-    assert cache.get_many([k1, k2]) == {k1: ("four", "stop", 12, 1, "gpt-4o-mini-2024-07-18")}
+    assert cache.get_many([k1, k2]) == {k1: ("four", "stop", 12, 1, "gpt-4o-mini-2024-07-18", None, None)}
     cache.flush()
-    assert cache.get_many([k1, k2]) == {k1: ("four", "stop", 12, 1, "gpt-4o-mini-2024-07-18")}
+    assert cache.get_many([k1, k2]) == {k1: ("four", "stop", 12, 1, "gpt-4o-mini-2024-07-18", None, None)}
     cache.put(k1, "4", "length", None, None, None)
     cache.flush()
-    assert cache.get_many([k1]) == {k1: ("4", "length", None, None, None)}
+    assert cache.get_many([k1]) == {k1: ("4", "length", None, None, None, None, None)}
     assert cache.get_many([]) == {}
     assert cache.entries() == 1
 
@@ -228,7 +247,7 @@ def test_written_on_close_and_context_manager(cache_dir):
     assert c.closed and count(c.path) == 1
     c.close()  # idempotent
     with Cache() as again:
-        assert again.get_many(["k"]) == {"k": row(1)}
+        assert again.get_many(["k"]) == {"k": (*row(1), None, None)}
 
 
 def test_get_many_100k(cache):
@@ -246,7 +265,7 @@ def test_get_many_100k(cache):
     elapsed = time.perf_counter() - t
     print(f"\nget_many: {len(probe):,} keys in {elapsed:.3f} s ({len(found):,} found)")
     assert len(found) == n
-    assert found[keys[12345]] == ("answer 12345 " + "lorem ipsum " * 20, "stop", 12345, 1, "m")
+    assert found[keys[12345]] == ("answer 12345 " + "lorem ipsum " * 20, "stop", 12345, 1, "m", None, None)
     assert not set(misses) & set(found)
 
 
@@ -290,7 +309,7 @@ def test_sigkill_loses_only_the_unflushed_rows(tmp_path):
     with Cache(path) as c:
         found = c.get_many([f"k{i}" for i in range(250)])
         assert all(f"k{i}" in found for i in range(200))
-        assert found["k199"] == ("answer 199", "stop", 1, 2, "m")
+        assert found["k199"] == ("answer 199", "stop", 1, 2, "m", None, None)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
@@ -418,7 +437,8 @@ def test_write_failure_warns_once_and_the_run_goes_on(tmp_path, monkeypatch):
     assert len(messages) == 1 and "locked" in messages[0]
     assert c.disabled and "locked" in c.disabled
     # the file is still read; the answers that could not be written are kept in memory
-    assert c.get_many(["before", "k0", "k249", "nope"]) == {"before": row(0), "k0": row(0), "k249": row(249)}
+    assert c.get_many(["before", "k0", "k249", "nope"]) == {"before": (*row(0), None, None), "k0": (*row(0), None, None),
+                                                                    "k249": (*row(249), None, None)}
     assert c.entries() == 1 + 250
     assert "disabled" in repr(c) and c.disabled in describe(c)
     c.close()
@@ -481,7 +501,7 @@ def test_corruption_found_later_warns_once_and_the_run_goes_on(tmp_path):
             c.entries()
             return found, c.get_many(["new"])
         (before, after), messages = caught(run)
-        assert before == {} and after == {"new": row(1)}
+        assert before == {} and after == {"new": (*row(1), None, None)}
         assert len(messages) == 1 and "malformed" in messages[0]
         assert "reading" in describe(c)
     finally:

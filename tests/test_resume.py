@@ -19,8 +19,11 @@ def test_rerun_sends_nothing_and_says_so(server):
     assert server.stats.requests == 3
     again = run(server, ["a", "b", "c"], system="s", temperature=0.1)
     assert server.stats.requests == 3
-    assert again.texts() == first.texts() and all(r.cached and r.attempts == 0 for r in again)
-    assert again[0].prompt_tokens == first[0].prompt_tokens
+    assert again.texts() == first.texts() and all(r.cached for r in again)
+    for cached, answered in zip(again, first):  # a cached row says how its answer came
+        assert (cached.attempts, cached.latency_s) == (answered.attempts, answered.latency_s) == (1, answered.latency_s)
+        assert answered.latency_s is not None and answered.latency_s > 0
+        assert (cached.prompt_tokens, cached.completion_tokens) == (answered.prompt_tokens, answered.completion_tokens)
     assert "3/3 ok (3 from cache)" in again.summary()
 
 
@@ -125,3 +128,14 @@ def test_killed_kernel_then_rerun_sends_only_what_had_not_come_back(server, wait
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_a_table_of_cached_rows_has_the_latency_and_one_missing_value_convention(server):
+    pytest.importorskip("pandas")
+    first = run(server, ["x1", "x2 [[fail:400]]"], retries=0).to_pandas()
+    again = run(server, ["x1"]).to_pandas()
+    assert again["latency_s"].iloc[0] == first["latency_s"].iloc[0] > 0 and again["attempts"].iloc[0] == 1
+    for table in (first, again):  # an error column with and without errors: missing is NaN in both
+        missing = [v for column in ("error", "response") for v in table[column] if not isinstance(v, str)]
+        assert missing and all(v != v for v in missing), missing  # NaN, never None
+    assert first["latency_s"].dtype == "float64" and again["error"].isna().all()

@@ -264,7 +264,7 @@ class BatchRun:
             return  # not ours (a line we cannot match is never guessed)
         seen.add(key)
         if done is not None:
-            self.run.keep(key, row_of(done))
+            self.run.keep(key, row_of(done), attempts=1)  # one request in the batch; no latency of its own
         for record in self.wanted.get(key, ()):
             record.attempts = 1
             if done is None:

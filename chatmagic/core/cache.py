@@ -3,8 +3,9 @@
     cache = Cache.open()                      # None (after one CacheWarning) if unusable
     key = request_key(settings.url, body)     # body: the exact dict that is sent
     hits = cache.get_many(keys)               # key -> (text, finish_reason, prompt_tokens,
-                                              #          completion_tokens, model)
-    cache.put(key, text, finish_reason, prompt_tokens, completion_tokens, model)
+                                              #   completion_tokens, model, latency_s, attempts)
+    cache.put(key, text, finish_reason, prompt_tokens, completion_tokens, model,
+              latency_s=1.2, attempts=1)      # how the answer came: shown again with it
     cache.flush(); cache.close()
 
 One SQLite file, ``<cache dir>/answers.sqlite3`` (see ``default_dir``), shared by every kernel
@@ -37,6 +38,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import sys
@@ -53,8 +55,10 @@ DB_NAME = "answers.sqlite3"
 KEY_VERSION = b"chatmagic-answers-v1\n"
 #: Rows per ``IN (...)`` lookup (SQLite before 3.32 allows at most 999 parameters).
 CHUNK = 500
-SCHEMA_VERSION = 1
-COLUMNS = "key, text, finish_reason, prompt_tokens, completion_tokens, model, created"
+#: 2: latency_s and attempts, so a row from the cache shows how its answer came (added to a
+#: version 1 file on open; its older rows have None there).
+SCHEMA_VERSION = 2
+COLUMNS = "key, text, finish_reason, prompt_tokens, completion_tokens, model, created, latency_s, attempts"
 
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _sha256 = hashlib.sha256
@@ -81,6 +85,8 @@ def default_dir() -> Path:
 #: What a row holds of an answer, in its columns' order: the names of a record's (``Result``) and an
 #: answer's (``Completion``) fields. The one place a row's positions are mapped to names.
 ANSWER_FIELDS = ("text", "finish_reason", "prompt_tokens", "completion_tokens", "model")
+#: How the answer came, stored after the answer fields (None: not known, e.g. a version 1 row).
+HOW_FIELDS = ("latency_s", "attempts")
 
 
 def row_of(answer: object) -> tuple[Any, ...]:
@@ -89,9 +95,13 @@ def row_of(answer: object) -> tuple[Any, ...]:
 
 
 def fill(record: object, row: Sequence[Any]) -> None:
-    """Set ``record``'s answer fields from a row (``get_many``'s values, ``row_of``'s tuples)."""
+    """Set ``record``'s answer fields from a row (``get_many``'s values, ``row_of``'s tuples),
+    and the ``HOW_FIELDS`` that a cached row knows."""
     for name, value in zip(ANSWER_FIELDS, row):
         setattr(record, name, value)
+    for name, value in zip(HOW_FIELDS, row[len(ANSWER_FIELDS):]):
+        if value is not None:
+            setattr(record, name, value)
 
 
 def request_key(url: str, body: dict) -> str:
@@ -212,8 +222,12 @@ class Cache:
                 raise sqlite3.DatabaseError(f"written by a newer chatmagic (schema {version})")
             conn.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT, "
                          "finish_reason TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, "
-                         "model TEXT, created REAL)")
+                         "model TEXT, created REAL, latency_s REAL, attempts INTEGER)")
             if version < SCHEMA_VERSION:
+                have = {row[1] for row in conn.execute("PRAGMA table_info(answers)")}
+                for column, kind in (("latency_s", "REAL"), ("attempts", "INTEGER")):
+                    if column not in have:  # a version 1 file: its rows keep None there
+                        conn.execute(f"ALTER TABLE answers ADD COLUMN {column} {kind}")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute(f"SELECT {COLUMNS} FROM answers LIMIT 0").fetchall()  # the expected table
         except BaseException:
@@ -224,8 +238,8 @@ class Cache:
     # --- reading ----------------------------------------------------------------------
 
     def get_many(self, keys) -> dict[str, tuple]:
-        """key -> (text, finish_reason, prompt_tokens, completion_tokens, model) for the keys
-        that have an answer (buffered and in-memory rows included). Never raises for a
+        """key -> (text, finish_reason, prompt_tokens, completion_tokens, model, latency_s,
+        attempts) for the keys that have an answer (buffered and in-memory rows included). Never raises for a
         database failure: it warns once and answers from memory."""
         keys = list(keys)
         found: dict[str, tuple] = {}
@@ -240,7 +254,7 @@ class Cache:
                     for k in keys:
                         row = extra.get(k)
                         if row is not None:
-                            found[k] = row[:5]
+                            found[k] = row[:7]
         return found
 
     def _select(self, keys: list[str], found: dict) -> None:
@@ -255,7 +269,7 @@ class Cache:
             for sql, chunk in _chunks("SELECT rowid, key FROM answers WHERE key IN", sorted(set(keys))):
                 ids.update(conn.execute(sql, chunk))
             for sql, chunk in _chunks("SELECT rowid, text, finish_reason, prompt_tokens, completion_tokens, "
-                                      "model FROM answers WHERE rowid IN", sorted(ids)):
+                                      "model, latency_s, attempts FROM answers WHERE rowid IN", sorted(ids)):
                 for row in conn.execute(sql, chunk):
                     found[ids[row[0]]] = row[1:]
         finally:
@@ -264,12 +278,13 @@ class Cache:
     # --- writing ----------------------------------------------------------------------
 
     def put(self, key: str, text: str, finish_reason: str | None, prompt_tokens: int | None,
-            completion_tokens: int | None, model: str | None) -> None:
+            completion_tokens: int | None, model: str | None, *, latency_s: float | None = None,
+            attempts: int | None = None) -> None:
         """Store one successful answer (replacing any earlier one), buffered; see the module
         docstring for when it reaches the file. Never raises for a database failure. A row SQLite
         cannot store as it is (a list for text, a lone surrogate) is kept in memory only, so one
         odd answer never fails the batch it would have been written with."""
-        row = (text, finish_reason, prompt_tokens, completion_tokens, model, time.time())
+        row = (text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, time.time())
         with self._lock:
             if not _storable(row):
                 self._memory[key] = row
@@ -316,8 +331,9 @@ class Cache:
             try:
                 conn.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting busy_timeout
                 try:
-                    conn.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                     [(k, *row) for k, row in rows.items()])
+                    conn.executemany("INSERT OR REPLACE INTO answers (key, text, finish_reason, prompt_tokens, "
+                                     "completion_tokens, model, latency_s, attempts, created) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(k, *row) for k, row in rows.items()])
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -428,9 +444,14 @@ def describe(cache: Cache | None) -> str:
 
 
 def _storable(row: tuple) -> bool:
-    """True if SQLite can store ``row`` (text, finish_reason, tokens, tokens, model, created)."""
-    text, finish_reason, prompt_tokens, completion_tokens, model, _ = row
+    """True if SQLite can store ``row`` (text, finish_reason, tokens, tokens, model, latency_s,
+    attempts, created)."""
+    text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, _ = row
     if not isinstance(text, str):
+        return False
+    if not (latency_s is None or (type(latency_s) is float and math.isfinite(latency_s))):
+        return False
+    if not (attempts is None or (type(attempts) is int and 0 <= attempts < 2**31)):
         return False
     for value in (text, finish_reason, model):
         if value is not None and not (isinstance(value, str) and _encodes(value)):

@@ -194,10 +194,11 @@ class Run:
             self._fill_cached(record, row)
         return todo
 
-    def keep(self, key: str, row: tuple) -> None:
-        """Put one answer (a row: ``cache.row_of``) into this run's answer cache, if it has one."""
+    def keep(self, key: str, row: tuple, *, latency_s: float | None = None, attempts: int | None = None) -> None:
+        """Put one answer (a row: ``cache.row_of``) into this run's answer cache, if it has one,
+        with how it came (shown again when a later run takes it from the cache)."""
         if self._cache is not None:
-            self._cache.put(key, *row)
+            self._cache.put(key, *row, latency_s=latency_s, attempts=attempts)
 
     def _fill_cached(self, record: Result, row: tuple) -> None:
         fill(record, row)
@@ -262,7 +263,7 @@ class Run:
         fill(record, answer)
         record.status = "ok"
         if self._cache is not None:
-            self.keep(self._keys[record.index], answer)
+            self.keep(self._keys[record.index], answer, latency_s=record.latency_s, attempts=record.attempts)
         self._progress.advance(True)
 
     def _replay(self, first: RequestError, record: Result, body: bytes, cost: int):
