@@ -437,8 +437,9 @@ def test_write_failure_warns_once_and_the_run_goes_on(tmp_path, monkeypatch):
     assert len(messages) == 1 and "locked" in messages[0]
     assert c.disabled and "locked" in c.disabled
     # the file is still read; the answers that could not be written are kept in memory
-    assert c.get_many(["before", "k0", "k249", "nope"]) == {"before": (*row(0), None, None), "k0": (*row(0), None, None),
-                                                                    "k249": (*row(249), None, None)}
+    unknown = (None, None)  # no latency or attempts given to put
+    assert c.get_many(["before", "k0", "k249", "nope"]) == {"before": (*row(0), *unknown), "k0": (*row(0), *unknown),
+                                                            "k249": (*row(249), *unknown)}
     assert c.entries() == 1 + 250
     assert "disabled" in repr(c) and c.disabled in describe(c)
     c.close()
