@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from chatmagic.batch.dialect import TERMINAL, batch_dialect
 from chatmagic.batch.format import ID_HEX, unfinished, write_parts
+from chatmagic.batch.progress import BatchProgress
 from chatmagic.batch.store import INTENT, BatchStore
 from chatmagic.core.cache import CacheWarning, fill, row_of
 from chatmagic.core.retry import RETRY, classify
@@ -310,41 +311,6 @@ def _open_store() -> BatchStore | None:
         warnings.warn(f"chatmagic: batch ids cannot be stored ({e}); an interrupted batch run "
                       "cannot be re-attached", CacheWarning, stacklevel=3)
         return None
-
-
-class BatchProgress:
-    """The bar of a batch run: the batches' own request_counts and status, ending as the
-    interactive bar does (a static picture in a notebook, coloured by the outcome)."""
-
-    def __init__(self, enabled, total: int, desc: str):
-        self.bar = None
-        self.failed = 0
-        if enabled is True:
-            from chatmagic.core.progress import Bar
-            self.bar = Bar(total, 0, desc, "request")
-
-    def show(self, batches) -> None:
-        if self.bar is None:
-            return
-        bar, batches = self.bar.tqdm, list(batches)
-        counts = [b.get("request_counts") or {} for b in batches]
-        bar.total = max(bar.total, sum(c.get("total", 0) for c in counts))
-        bar.n = sum(c.get("completed", 0) + c.get("failed", 0) for c in counts)
-        self.failed = sum(c.get("failed", 0) for c in counts)
-        if self.failed and self.bar.state == "running":
-            self.bar.paint("failed")
-        bar.set_postfix_str(self._postfix(batches), refresh=False)
-        bar.refresh()
-
-    def _postfix(self, batches) -> str:
-        statuses = sorted({b.get("status", "?") for b in batches})
-        return ", ".join(statuses) + (f", {self.failed} failed" if self.failed else "")
-
-    def close(self, batches, interrupted: bool) -> None:
-        if self.bar is not None:
-            state = "stopped" if interrupted else "failed" if self.failed else "ok"
-            postfix = self._postfix(batches) + (", interrupted: the batch keeps running" if interrupted else "")
-            self.bar.finish(state, postfix)
 
 
 def dry_run_note(requests_per_model: int, models: int, settings=None) -> str:

@@ -23,7 +23,8 @@ token bucket that starts full, Anthropic's documented semantics) announce
 request; ``overload_above=N`` answers 529 whenever more than N requests are in flight (a server
 that recovers once the client slows down). Prompts script their own failures: ``[[fail:529]]``,
 ``[[fail:400:2]]`` (the first 2 attempts), ``[[sleep:0.5]]``, ``[[cacheread:N]]``.
-Message Batches live in practice/anthropic_batch.py. Only binds 127.0.0.1.
+Message Batches live in practice/anthropic_batch.py, the buckets in practice/anthropic_limits.py.
+Only binds 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import math
 import threading
 import time
 from collections import Counter
@@ -40,11 +40,11 @@ from typing import Any
 from aiohttp import web
 
 from chatmagic.practice.anthropic_batch import MessageBatches
+from chatmagic.practice.anthropic_limits import rate_limit
 from chatmagic.practice.anthropic_shapes import (
     check_request,
     error,
     forced_tool,
-    rfc3339,
     script_of,
     text_of,
     tokens_of,
@@ -170,38 +170,8 @@ class FakeAnthropic:
 
     def _rate_limit(self, body: dict[str, Any], prompt: str) -> tuple[web.Response | None, dict[str, str]]:
         """The buckets' verdict: (a 429 or None, the limit headers for the answer)."""
-        if not self.buckets:
-            return None, {}
-        costs = {"requests": 1, "input-tokens": self.input_tokens(body),
-                 "output-tokens": body["max_tokens"]}  # output is estimated from max_tokens, as Anthropic does
-        waits = {kind: b.wait_for(costs[kind]) for kind, b in self.buckets.items()}
-        worst = max(waits, key=lambda k: waits[k])
-        if waits[worst] == 0:
-            for kind, bucket in self.buckets.items():
-                bucket.take(costs[kind])
-        headers = self.limit_headers()
-        if waits[worst] == 0:
-            return None, headers
-        headers["retry-after"] = str(max(1, math.ceil(waits[worst])))
-        kind = worst.replace("-", " ")
-        limit = f"{self.buckets[worst].limit:g}"
-        return error(429, f"This request would exceed the rate limit for your organization of {limit} "
-                          f"{kind} per minute. Please reduce the prompt length or the maximum tokens "
-                          "requested, or try again later.", headers=headers), headers
-
-    def limit_headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        for kind, bucket in self.buckets.items():
-            level = bucket.level
-            headers[f"anthropic-ratelimit-{kind}-limit"] = f"{bucket.limit:g}"
-            headers[f"anthropic-ratelimit-{kind}-remaining"] = str(max(0, math.floor(level)))
-            headers[f"anthropic-ratelimit-{kind}-reset"] = rfc3339(bucket.reset_in())
-        tokens = [k for k in ("input-tokens", "output-tokens") if k in self.buckets]
-        if tokens:  # the most restrictive of the two, as Anthropic sends tokens-*
-            tight = min(tokens, key=lambda k: self.buckets[k].level)
-            for part in ("limit", "remaining", "reset"):
-                headers[f"anthropic-ratelimit-tokens-{part}"] = headers[f"anthropic-ratelimit-{tight}-{part}"]
-        return headers
+        return rate_limit(self.buckets, {"requests": 1, "input-tokens": self.input_tokens(body),
+                                         "output-tokens": body["max_tokens"]})  # output estimated from max_tokens
 
     def _scripted(self, script: dict[str, list[str]], attempt: int, headers: dict[str, str]) -> web.Response | None:
         args = script.get("fail")
