@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from chatmagic.core.budgets import INF, Credit, Hidden, Ticket
 from chatmagic.core.memory import Paces
@@ -69,9 +70,10 @@ class Throttle:
     tell its user (a wait the server asked for that was longer than ``max_wait``).
     """
 
-    def __init__(self, rpm=None, tpm=None, *, url=None, paces: Paces | None = None, probe=True,
-                 probe_wait=PROBE_WAIT, max_wait: float = 60.0, clock=time.monotonic,
-                 sleep=asyncio.sleep):
+    def __init__(self, rpm: float | None = None, tpm: float | None = None, *, url: str | None = None,
+                 paces: Paces | None = None, probe: bool = True, probe_wait: float = PROBE_WAIT,
+                 max_wait: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.user_rpm, self.user_tpm = rpm, tpm
         self.clock, self.sleep = clock, sleep
         self.max_wait = max_wait

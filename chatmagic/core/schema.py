@@ -51,12 +51,12 @@ class Schema:
     was given (answers are then instances of it); ``name`` the schema's name in the request.
     """
 
-    def __init__(self, json_schema: dict, *, name: str = "answer", model=None):
+    def __init__(self, json_schema: dict[str, Any], *, name: str = "answer", model: Any = None):
         self.json_schema, self.name, self.model = json_schema, name, model
         # built now, so a missing jsonschema or a broken schema fails before anything is sent
         self._validator = None if model is not None else _validator(json_schema)
 
-    def response_format(self) -> dict:
+    def response_format(self) -> dict[str, Any]:
         return {"type": "json_schema",
                 "json_schema": {"name": self.name, "schema": self.json_schema, "strict": True}}
 
@@ -67,11 +67,11 @@ class Schema:
                   for k, p in self.json_schema.get("properties", {}).items()]
         return "Answer with only a JSON object with the keys " + ", ".join(fields) + "."
 
-    def field(self, key: str) -> dict:
+    def field(self, key: str) -> dict[str, Any]:
         """Top-level property ``key``, with a $ref followed and an optional's null left out."""
         return _plain(self.json_schema["properties"][key], self.json_schema)
 
-    def validate(self, text: str):
+    def validate(self, text: str) -> Any:  # a dict, or an instance of the model
         """The answer as a dict (or a model instance), or SchemaMismatch."""
         if self.model is not None:
             return self._validate_model(text)
@@ -85,7 +85,7 @@ class Schema:
             raise SchemaMismatch(f"{where + ': ' if where else ''}{error.message}")
         return data
 
-    def _validate_model(self, text: str):
+    def _validate_model(self, text: str) -> Any:
         from pydantic import ValidationError
         try:
             return self.model.model_validate_json(text)
@@ -99,7 +99,7 @@ class Schema:
         return f"<Schema {self.name}: {keys}>"
 
 
-def load(spec) -> Schema:
+def load(spec: object) -> Schema:
     """A Schema from a concise spec (str), a JSON-schema dict, a pydantic model class or a Schema."""
     if isinstance(spec, Schema):
         return spec
@@ -113,7 +113,7 @@ def load(spec) -> Schema:
                       f"class, got {type(spec).__name__}")
 
 
-def _object(schema: dict) -> dict:
+def _object(schema: dict[str, Any]) -> dict[str, Any]:
     """Structured outputs answer with an object: a schema for anything else is refused here."""
     if schema.get("type", "object") != "object" or not isinstance(schema.get("properties"), dict):
         raise ConfigError("schema: the answer must be an object with properties, e.g. "
@@ -121,7 +121,7 @@ def _object(schema: dict) -> dict:
     return schema
 
 
-def lookup(spec, user_ns: dict):
+def lookup(spec: object, user_ns: dict[str, Any]) -> object:
     """``--schema NAME``: the notebook variable NAME when there is one, else the spec itself."""
     name = spec.strip() if isinstance(spec, str) else ""
     if not name.isidentifier() or name not in user_ns:
@@ -134,7 +134,7 @@ def lookup(spec, user_ns: dict):
     return value
 
 
-def parse(spec: str) -> dict:
+def parse(spec: str) -> dict[str, Any]:
     """A JSON schema from the concise spec (see the module docstring)."""
     parts = spec.splitlines() if "\n" in spec.strip() else spec.split(",")
     fields = [p.strip() for p in parts if p.strip()]
@@ -149,7 +149,7 @@ def parse(spec: str) -> dict:
     return {"type": "object", "properties": properties}
 
 
-def _field(text: str) -> tuple[str, dict]:
+def _field(text: str) -> tuple[str, dict[str, Any]]:
     head, colon, rest = text.partition(":")
     words = head.split()
     if not words or len(words) > 2 or not _NAME.match(words[0]):
@@ -173,17 +173,18 @@ def _field(text: str) -> tuple[str, dict]:
     return name, prop
 
 
-def _value(raw: str, kind: str, name: str):
+def _value(raw: str, kind: str, name: str) -> str | int | float:
     raw = raw[1:-1] if raw[:1] in "\"'" and raw[-1:] == raw[:1] and len(raw) > 1 else raw
     try:
-        return {"str": str, "int": int, "float": float}[kind](raw)
+        convert: type[str] | type[int] | type[float] = {"str": str, "int": int, "float": float}[kind]
+        return convert(raw)
     except KeyError:
         raise ConfigError(f"schema: field {name!r}: allowed values are for str, int and float") from None
     except ValueError:
         raise ConfigError(f"schema: field {name!r}: {raw!r} is not a {kind} value") from None
 
 
-def strict(node):
+def strict(node: Any) -> Any:
     """A copy of a JSON schema in which every object requires all its properties and allows no
     others, at every depth. ``default`` is dropped: with every property required it cannot apply."""
     if isinstance(node, list):
@@ -206,7 +207,7 @@ def strict(node):
     return out
 
 
-def _plain(node: dict, root: dict) -> dict:
+def _plain(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     ref = node.get("$ref", "")
     if ref.startswith("#/"):
         target = root
@@ -217,11 +218,11 @@ def _plain(node: dict, root: dict) -> dict:
     return _plain(options[0], root) if len(options) == 1 else node
 
 
-def _nullable(prop: dict) -> bool:
+def _nullable(prop: dict[str, Any]) -> bool:
     return any(o.get("type") == "null" for o in prop.get("anyOf", ()))
 
 
-def _kind_text(prop: dict) -> str:
+def _kind_text(prop: dict[str, Any]) -> str:
     if "enum" in prop:
         return "one of " + ", ".join(json.dumps(v) for v in prop["enum"])
     kind = prop.get("type")
@@ -232,13 +233,13 @@ def _kind_text(prop: dict) -> str:
             "boolean": "true or false", "object": "an object"}.get(str(kind), "any JSON value")
 
 
-def _name(text) -> str:
+def _name(text: object) -> str:
     """A name OpenAI accepts: letters, digits, _ and -, at most 64."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", str(text or "")).strip("_")[:64]
     return name or "answer"
 
 
-def _validator(schema: dict):
+def _validator(schema: dict[str, Any]) -> Any:
     try:
         import jsonschema
     except ImportError:
@@ -252,12 +253,12 @@ def _validator(schema: dict):
     return kind(schema)
 
 
-def _best_error(validator, data):
+def _best_error(validator: Any, data: object) -> Any:
     import jsonschema
     return jsonschema.exceptions.best_match(validator.iter_errors(data))
 
 
-def columns(schema: Schema, values: list, index=None):
+def columns(schema: Schema, values: list[Any], index: Any = None) -> Any:  # a pandas DataFrame
     """A DataFrame with one typed column per top-level field of ``schema``, one row per answer
     (None for a failed prompt): int -> Int64, float -> float64, bool -> boolean, an enum ->
     categorical with the declared categories, anything else -> object."""
@@ -279,9 +280,9 @@ def columns(schema: Schema, values: list, index=None):
 DTYPES = {"integer": "Int64", "number": "float64", "boolean": "boolean"}
 
 
-def _as_dict(value, schema: Schema) -> dict:
+def _as_dict(value: object, schema: Schema) -> dict[str, Any]:
     if value is None:
         return {}
     if schema.model is not None and isinstance(value, schema.model):
-        return value.model_dump(mode="json", by_alias=True)
+        return dict(value.model_dump(mode="json", by_alias=True))
     return value if isinstance(value, dict) else {}
