@@ -215,6 +215,12 @@ def test_every_error_shape_is_read(status, body, expected):
     assert f.message
 
 
+def test_a_429_with_a_limit_of_zero_ends_the_run():
+    said = parse({"x-ratelimit-limit-req-minute": "0", "x-ratelimit-remaining-req-minute": "0"})
+    f = read_failure(429, {"message": "Rate limit exceeded", "code": "1300"}, b"", said)
+    assert (f.action, f.reason) == (ABORT, "the key's request limit is 0: its plan allows none")
+
+
 def test_should_retry_false_keeps_its_say_over_overload():
     said = parse({"x-should-retry": "false"})
     assert read_failure(503, {"error": {"message": "x"}}, b"", said).action is None
@@ -323,6 +329,9 @@ NOW = 1_800_000_000.0
      (20, 3, 42.0), None),
     ({"x-ratelimit-limit": "20", "x-ratelimit-remaining": "3", "x-ratelimit-reset": str(int(NOW + 7))},
      (20, 3, 7.0), None),
+    ({"x-ratelimit-limit-req-minute": "60", "x-ratelimit-remaining-req-minute": "59",  # Mistral: no reset
+      "x-ratelimit-limit-tokens-minute": "50000", "x-ratelimit-remaining-tokens-minute": "47196",
+      "x-ratelimit-limit-tokens-month": "4000000"}, (60, 59, None), (50000, 47196, None)),
 ])
 def test_every_limit_header_family_is_read(headers, requests, tokens):
     from multidict import CIMultiDict
@@ -344,13 +353,14 @@ def test_a_reset_is_a_duration_or_a_time_never_decades(text, seconds):
     assert parse_reset(text, NOW) == seconds
 
 
-@pytest.mark.parametrize("family", ["anthropic", "unsuffixed", "openrouter"])
+@pytest.mark.parametrize("family", ["anthropic", "unsuffixed", "openrouter", "mistral"])
 def test_a_run_paces_from_each_header_family_without_ending_as_a_quota(family):
     with FakeOpenAI(rpm=300, headers=family) as srv:
         results, run = _run(srv, [f"q{i}" for i in range(12)], concurrency=4)
     assert results.texts() == [f"echo: q{i}" for i in range(12)]
     assert run._throttle.requests.known  # the budget was read from that family's headers
-    assert run._throttle.requests.fill > 1  # refills within seconds: the reset was read as a time, not decades
+    if family != "mistral":  # Mistral names no reset: its refill is learnt, not announced
+        assert run._throttle.requests.fill > 1  # refills within seconds: the reset was read as a time, not decades
 
 
 def test_the_practice_server_sends_each_family():

@@ -15,6 +15,7 @@
                  "unsuffixed"         x-ratelimit-{limit,remaining,reset} of the requests (Together:
                                       reset in seconds)
                  "openrouter"         the same, reset a Unix time in milliseconds
+                 "mistral"            x-ratelimit-{limit,remaining}-{req,tokens}-minute, no reset
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from aiohttp import web
 from chatmagic.practice.wire import error_response
 
 ERROR_SHAPES = ("openai", "gemini", "openrouter", "vllm", "ollama", "llamacpp")
-HEADER_FAMILIES = ("anthropic", "unsuffixed", "openrouter")
+HEADER_FAMILIES = ("anthropic", "unsuffixed", "openrouter", "mistral")
 GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
                  429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 DAILY_QUOTA = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
@@ -91,6 +92,9 @@ def family_headers(family: str, kind: str, limit: float, remaining: float, reset
         reset = datetime.fromtimestamp(now + math.ceil(reset_in), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         return {f"anthropic-ratelimit-{kind}-limit": str(int(limit)),
                 f"anthropic-ratelimit-{kind}-remaining": left, f"anthropic-ratelimit-{kind}-reset": reset}
+    if family == "mistral":  # per minute, no reset
+        name = "req" if kind == "requests" else "tokens"
+        return {f"x-ratelimit-limit-{name}-minute": str(int(limit)), f"x-ratelimit-remaining-{name}-minute": left}
     if kind != "requests":  # the unsuffixed family counts requests only
         return {}
     reset_text = str(math.ceil((now + reset_in) * 1000)) if family == "openrouter" else f"{reset_in:.3f}"

@@ -6,6 +6,7 @@
     anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}   (also input-tokens, then
         output-tokens, when no tokens family is sent)      -> Hints.requests / Hints.tokens
     x-ratelimit-{limit,remaining,reset} (Together, OpenRouter: unsuffixed) -> Hints.requests
+    x-ratelimit-{limit,remaining}-{req,tokens}-minute (Mistral, no reset) -> Hints.requests / Hints.tokens
 
 A reset may be a duration ("6m0s", "1.5"), an RFC 3339 time (Anthropic) or a Unix time in
 seconds or milliseconds (OpenRouter): a time is read as the seconds until it, never as a
@@ -81,14 +82,17 @@ def _anthropic(kind: str) -> tuple[str, str, str]:
 #: (remaining, limit, reset) header names, in the order read: the first family present counts.
 #: Anthropic's tokens budget is the most restrictive one in effect; else its input tokens (which
 #: prompts spend), else its output tokens. The unsuffixed family (Together, OpenRouter) counts requests.
+#: Mistral's per-minute family names no reset ("").
 REQUEST_FAMILIES = (
     _family("x-ratelimit-remaining-requests", "x-ratelimit-limit-requests", "x-ratelimit-reset-requests"),
     _anthropic("requests"),
     _family("x-ratelimit-remaining", "x-ratelimit-limit", "x-ratelimit-reset"),
+    _family("x-ratelimit-remaining-req-minute", "x-ratelimit-limit-req-minute", ""),
 )
 TOKEN_FAMILIES = (
     _family("x-ratelimit-remaining-tokens", "x-ratelimit-limit-tokens", "x-ratelimit-reset-tokens"),
     _anthropic("tokens"), _anthropic("input-tokens"), _anthropic("output-tokens"),
+    _family("x-ratelimit-remaining-tokens-minute", "x-ratelimit-limit-tokens-minute", ""),
 )
 
 

@@ -41,6 +41,9 @@ def read_failure(status: int, data: Any, raw: bytes, hints: Hints) -> Failure:
         message, code = err, None
     else:
         message, code = raw.decode("utf-8", "replace") or "empty answer", None
+    zero = _zero_allowance(status, hints)
+    if zero is not None:
+        return Failure(message, code, ABORT, zero)
     if not isinstance(err, dict):
         return Failure(message, code, _by_status(status, hints))
     if code == str(status):  # OpenRouter's and Gemini's numeric code repeats the status
@@ -58,6 +61,17 @@ def read_failure(status: int, data: Any, raw: bytes, hints: Hints) -> Failure:
         reasons = _reasons(err.get("metadata"))
         return Failure(message, code or "moderation", FAIL, "input flagged" + (f" ({reasons})" if reasons else ""))
     return Failure(message, code, _by_status(status, hints), retry_after=retry_after)
+
+
+def _zero_allowance(status: int, hints: Hints) -> str | None:
+    """A 429 whose announced limit is 0: this key's plan allows nothing (Mistral's free tier can
+    answer so); no wait helps."""
+    if status != 429:
+        return None
+    for kind, budget in (("request", hints.requests), ("token", hints.tokens)):
+        if budget is not None and budget.limit == 0:
+            return f"the key's {kind} limit is 0: its plan allows none"
+    return None
 
 
 def error_object(data: Any) -> Any:
