@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,13 @@ def _timed(test: ast.expr):
         for a, b in itertools.pairwise(sides):
             if any(_numeric(x) and any(t in ast.unparse(y) for t in TIMEY) for x, y in ((a, b), (b, a))):
                 yield cmp
+
+
+def test_docs_architecture_names_every_module():
+    """docs/architecture.md matches the tree: every module is named there as `path/to/module.py`,
+    and every module it names exists."""
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    files = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")}
+    unnamed = sorted(f for f in files if not f.endswith(("__init__.py", "__main__.py")) and f"`{f}`" not in doc)
+    named = {n for n in re.findall(r"`((?:[a-z_]+/)?[a-z_]+\.py)`", doc) if not n.startswith("tests/")}
+    assert unnamed == [] and sorted(named - files) == []
