@@ -149,3 +149,7 @@ def test_providers_notebook_shows_each_shape():
     assert "['echo: fine', None, None]" in joined
     assert "2/3 ok, 1 failed (1 403 moderation)" in joined and "['echo: hello', None, 'echo: goodbye']" in joined
     assert "['echo: Hello from Azure.'] {'2024-10-21'}" in joined
+    assert re.search(r"2/2 ok, .*-> reviews", joined) and "'sentiment': '" in joined
+    assert "tool_choice sent: {'type': 'tool', 'name': 'answer'}" in joined
+    assert "['echo: First question.', 'echo: Second question.', 'echo: Third question.']" in joined
+    assert "Message Batches created: 1" in joined
