@@ -124,7 +124,7 @@ def chat_many(prompts: Iterable[str | list[dict[str, Any]]], images: Sequence[An
     except KeyboardInterrupt:
         from chatmagic.errors import interrupted
         raise interrupted({run.settings.model: run.results}, where=".results", again="calling again",
-                          cache=run.settings.cache) from None
+                          cache=run.settings.cache).one_line_if_uncaught() from None
 
 
 def _keywords_doc() -> str:

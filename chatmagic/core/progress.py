@@ -117,8 +117,7 @@ class Bar:
         bar.bar_format = "{l_bar}{bar}| " + fmt
         self.paint(state)
         if self.handle is None:
-            bar.refresh()
-            bar.close()
+            bar.close()  # draws the final frame once (a refresh first drew it twice in logs)
             return
         text, html = self.final(state, fmt)
         bar.disp = lambda *a, **k: None  # the widget is about to go; tqdm's close must not redraw it
