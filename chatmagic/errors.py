@@ -18,9 +18,8 @@ only a failure of the whole run raises. Real bugs keep their tracebacks.
 from __future__ import annotations
 
 import sys
-from types import TracebackType
-
 from collections.abc import Mapping, Sequence
+from types import TracebackType
 from typing import Any
 
 from chatmagic.providers.hints import NONE, Hints
@@ -31,25 +30,6 @@ class ChatmagicError(Exception):
 
     def _render_traceback_(self) -> list[str]:
         return [f"{type(self).__name__}: {self}"]
-
-    def one_line_if_uncaught(self) -> RunInterrupted:
-        """Let a script that does not catch this end with its one line (``RunInterrupted: 2 of 22
-        answers kept ...``) rather than a traceback, and ``ipython script.py`` without IPython's
-        crash banner (it treats a KeyboardInterrupt out of a script as its own bug): the hook of
-        the moment is wrapped, and still handles every other exception. Returns self, to raise."""
-        previous = sys.excepthook
-        if getattr(previous, "chatmagic_one_line", False):
-            return self
-
-        def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
-            if isinstance(value, RunInterrupted):
-                print(f"{kind.__name__}: {value}", file=sys.stderr, flush=True)
-            else:
-                previous(kind, value, tb)
-
-        hook.chatmagic_one_line = True  # type: ignore[attr-defined]
-        sys.excepthook = hook
-        return self
 
 
 class ChatmagicWarning(UserWarning):
