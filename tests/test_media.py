@@ -2,6 +2,7 @@
 
 import base64
 import io
+import math
 
 import pytest
 from PIL import Image
@@ -10,7 +11,8 @@ from chatmagic.core.media import Media, load, media_of, peek
 from chatmagic.core.rows import Row, check_messages, rows_of, turns
 from chatmagic.errors import ConfigError
 from chatmagic.providers import imagesize
-from chatmagic.providers.content import anthropic_block, anthropic_image_tokens, openai_image_tokens, openai_part
+from chatmagic.providers.content import anthropic_block, openai_part
+from chatmagic.providers.imagetokens import anthropic_image_tokens, openai_image_tokens
 from chatmagic.providers.parts import DOCUMENT, IMAGE, MediaError
 
 PDF_BYTES = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
@@ -120,7 +122,18 @@ def test_each_provider_shape():
                                                   ((4096, 8192), "low", 85), ((500, 500), "auto", 255),
                                                   ((513, 500), "auto", 425)])
 def test_openai_tile_rule(pixels, detail, tokens):  # the examples of OpenAI's vision guide
-    assert openai_image_tokens(pixels, detail) == tokens
+    assert openai_image_tokens(pixels, detail) == tokens == openai_image_tokens(pixels, detail, "gpt-4o-2024-08-06")
+
+
+@pytest.mark.parametrize("pixels,model,tokens", [
+    ((1024, 1024), "gpt-4.1-mini", math.ceil(1024 * 1.62)),  # 32 x 32 patches, under the cap
+    ((1800, 2400), "gpt-4.1-nano-2025-04-14", math.ceil(1452 * 2.46)),  # scaled to 33 x 44 patches
+    ((128, 64), "gpt-4o-mini-2024-07-18", 2833 + 5667),  # one tile at gpt-4o-mini's rates
+    ((1024, 1024), "o3", 75 + 150 * 4),
+    ((1024, 1024), "o4-mini", math.ceil(1024 * 1.72)),
+])
+def test_openai_rules_by_model(pixels, model, tokens):  # the rules and examples of OpenAI's vision guide
+    assert openai_image_tokens(pixels, "auto", model) == tokens
 
 
 @pytest.mark.parametrize("pixels,tokens", [((200, 200), 54), ((1000, 1000), 1334), ((1092, 1092), 1590),

@@ -55,7 +55,8 @@ def test_images_notebook(server, monkeypatch):
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     nb = execute("images.ipynb")
     dry = outputs(nb.cells[3])
-    assert "4 prompts × 1 model = 4 requests" in dry and "images: 4 (~1,020 tokens by OpenAI's tile rule" in dry
+    assert "4 prompts × 1 model = 4 requests" in dry
+    assert "images: 4 (~34,000 tokens by OpenAI's rule for gpt-4o-mini" in dry  # 2,833 + 5,667 each
     assert "4/4 ok" in outputs(nb.cells[5])
     table = outputs(nb.cells[6])
     assert "red-circle.png: ok: echo: [system=You are a painter.] What shapes are in this picture? Answer in " \

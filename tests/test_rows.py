@@ -192,9 +192,11 @@ def test_dry_run_counts_images_and_their_tokens_from_headers(shell, server, tmp_
     assert shell.run_cell("%%chatmany --over photos --images file --dry-run\nWhat is in it?").success
     out = capsys.readouterr().out
     size = ((tmp_path / "a.png").stat().st_size + (tmp_path / "big.jpg").stat().st_size) / 1e6
-    assert (f"images: 2 (~1,020 tokens by OpenAI's tile rule, in the estimate below); {size:,.1f} MB of local "
-            f"files; 1 cannot be sent, their rows would fail: {tmp_path / 'gone.png'}: cannot read") in out
-    assert "~1,028 in per model" in out  # 255 + 765 for the images, 4 for each prompt's text
+    assert (f"images: 2 (~34,001 tokens by OpenAI's rule for gpt-4o-mini, in the estimate below); "
+            f"{size:,.1f} MB of local files; 1 cannot be sent, their rows would fail: "
+            f"{tmp_path / 'gone.png'}: cannot read") in out
+    # gpt-4o-mini's rates: 2,833 + 5,667 a tile; 1 tile and 4 tiles; 4 tokens for each prompt's text
+    assert "~34,009 in per model" in out
     assert server.stats.requests == 0
 
 

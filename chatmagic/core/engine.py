@@ -20,7 +20,8 @@ from chatmagic.core.retry import ABORT, RETRY, classify, policy, slows
 from chatmagic.core.rows import Row, loaded, parts_in, rows_of, turns
 from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
 from chatmagic.errors import ConfigError, RequestError, RunAborted
-from chatmagic.providers.content import limits_of, openai_image_tokens, row_body
+from chatmagic.providers.content import limits_of, row_body
+from chatmagic.providers.imagetokens import openai_image_tokens
 from chatmagic.providers.parts import MediaError
 from chatmagic.results import Result, Results
 from chatmagic.transport.client import Client, Completion, scrub

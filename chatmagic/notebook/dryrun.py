@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from chatmagic.core.media import peek
 from chatmagic.core.prices import cost, estimate_tokens
 from chatmagic.core.rows import Row, parts_in, turns
-from chatmagic.providers.content import image_tokens
+from chatmagic.providers.imagetokens import image_tokens
 from chatmagic.providers.parts import DOCUMENT, MediaError
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
     return "\n".join(lines)
 
 
-def media_report(rows: Sequence[Row], dialect: str = "openai") -> tuple[str, int] | None:
+def media_report(rows: Sequence[Row], dialect: str = "openai", model: str = "") -> tuple[str, int] | None:
     """The images and documents the rows would send, from their headers only: how many, their
     size, their tokens by the provider's rule (OpenAI's tiles, detail auto counting as high;
     Anthropic's area), and how many cannot be sent (with the first reason). None when the rows
@@ -121,10 +121,10 @@ def media_report(rows: Sequence[Row], dialect: str = "openai") -> tuple[str, int
                 documents += 1
             else:
                 images += 1
-                tokens += image_tokens(dialect, seen.pixels, seen.detail)
+                tokens += image_tokens(dialect, seen.pixels, seen.detail, model)
     if not images and not documents and not bad:
         return None
-    rule = "Anthropic's area rule" if dialect == "anthropic" else "OpenAI's tile rule"
+    rule = "Anthropic's area rule" if dialect == "anthropic" else f"OpenAI's rule for {model or 'gpt-4o'}"
     line = f"images: {images:,} (~{tokens:,} tokens by {rule}, in the estimate below)"
     if documents:
         line += f"; PDFs: {documents:,} (their tokens are not estimated)"

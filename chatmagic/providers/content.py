@@ -11,7 +11,6 @@ a dialect writes them here, after the text, in the order given:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -56,34 +55,6 @@ def anthropic_block(p: dict[str, Any] | Part) -> dict[str, Any]:
     return {"type": p.kind, "source": {"type": "base64", "media_type": p.media_type, "data": p.b64()}}
 
 
-# ---- token estimates (the dry run), by each provider's documented rule ------------------------
-
-
-def openai_image_tokens(pixels: tuple[int, int] | None, detail: str = "auto") -> int:
-    """OpenAI's tile rule (GPT-4o and kin): 85 at detail "low"; else the image is fitted into
-    2048x2048, then its short side scaled to 768 (never up), and each 512 px tile costs 170
-    tokens, plus 85. Unknown pixels count as one 1024x1024 image (765)."""
-    if detail == "low":
-        return 85
-    w, h = map(float, pixels or (1024, 1024))
-    scale = min(1.0, 2048 / max(w, h))
-    w, h = w * scale, h * scale
-    scale = min(1.0, 768 / min(w, h))
-    w, h = w * scale, h * scale
-    return 85 + 170 * math.ceil(w / 512) * math.ceil(h / 512)
-
-
-def anthropic_image_tokens(pixels: tuple[int, int] | None) -> int:
-    """Anthropic's rule: width x height / 750, after an image whose long edge is over 1568 px or
-    that would pass ~1,600 tokens is scaled down to fit both. Unknown pixels count as 1,600."""
-    if pixels is None:
-        return 1600
-    w, h = pixels
-    scale = min(1.0, 1568 / max(w, h), math.sqrt(1600 * 750 / (w * h)))
-    return max(1, math.ceil(w * scale * h * scale / 750))
-
-
-
 # ---- a rich row's whole body, per dialect ----------------------------------------------------
 
 
@@ -107,11 +78,6 @@ def row_body(dialect: str, head: Mapping[str, Any], messages: list[dict[str, Any
 def limits_of(dialect: str) -> Mapping[str, int]:
     """The largest file per kind ``dialect``'s provider takes."""
     return ANTHROPIC_LIMITS if dialect == "anthropic" else OPENAI_LIMITS
-
-
-def image_tokens(dialect: str, pixels: tuple[int, int] | None, detail: str | None = None) -> int:
-    """One image's input tokens by the provider's documented rule (the dry run's estimate)."""
-    return anthropic_image_tokens(pixels) if dialect == "anthropic" else openai_image_tokens(pixels, detail or "auto")
 
 
 def _text(content: str | list[Any]) -> str:
