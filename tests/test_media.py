@@ -182,3 +182,15 @@ def test_a_rich_row_body_per_dialect():
     assert anthropic["messages"][2]["content"] == [{"type": "text", "text": "look"}, anthropic_block(png)]
     with pytest.raises(MediaError, match="not written for the gemini-native dialect"):
         row_body("gemini-native", {}, turns_)
+
+
+def test_a_row_over_what_one_request_carries(monkeypatch):
+    from chatmagic.providers import content
+    png = load(Media(data=image_bytes("PNG")))
+    turns_ = [{"role": "user", "content": [{"type": "text", "text": "x"}, png, png, png]}]
+    monkeypatch.setattr(content, "REQUEST_LIMITS", {"openai": (10**9, 2), "anthropic": (len(png.data) * 2, 100)})
+    with pytest.raises(MediaError, match=r"^3 images and documents in one request, over the 2 it may carry$"):
+        content.row_body("openai", {}, turns_)
+    with pytest.raises(MediaError, match=r"^the row's files are 0\.0 MB together, over the 0\.000"):
+        content.row_body("anthropic", {}, turns_)
+    assert content.row_body("anthropic", {}, [{"role": "user", "content": [png]}])["messages"]  # one fits

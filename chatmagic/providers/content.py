@@ -20,6 +20,9 @@ from chatmagic.providers.parts import DOCUMENT, IMAGE, MediaError, Part
 #: (50 MB a request) and 32 MB of PDF; Anthropic 5 MB of base64 an image, 32 MB a request.
 OPENAI_LIMITS: Mapping[str, int] = {IMAGE: 20_000_000, DOCUMENT: 32_000_000}
 ANTHROPIC_LIMITS: Mapping[str, int] = {IMAGE: 5 * 1024 * 1024 * 3 // 4, DOCUMENT: 32_000_000}
+#: Per request: (bytes of images and documents together, how many): OpenAI 50 MB and 500 images;
+#: Anthropic 32 MB (the whole request) and 100 images.
+REQUEST_LIMITS: Mapping[str, tuple[int, int]] = {"openai": (50_000_000, 500), "anthropic": (32_000_000, 100)}
 
 
 def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -61,7 +64,9 @@ def anthropic_block(p: dict[str, Any] | Part) -> dict[str, Any]:
 def row_body(dialect: str, head: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
     """The request body of a row given as whole turns (system first; content lists of text
     dicts and loaded Parts): ``head``'s fields with the turns in ``dialect``'s shape. Anthropic
-    takes the system prompt as a top-level field, so system turns are joined into it."""
+    takes the system prompt as a top-level field, so system turns are joined into it. MediaError
+    when the row's files together pass what one request may carry."""
+    _check_request(dialect, messages)
     if dialect == "anthropic":
         system = "\n\n".join(_text(m["content"]) for m in messages if m["role"] == "system")
         body = {k: v for k, v in head.items() if k != "system"}
@@ -73,6 +78,17 @@ def row_body(dialect: str, head: Mapping[str, Any], messages: list[dict[str, Any
     if dialect != "openai":
         raise MediaError(f"rows with images or conversations are not written for the {dialect} dialect yet")
     return {**head, "messages": openai_messages(messages)}
+
+
+def _check_request(dialect: str, messages: list[dict[str, Any]]) -> None:
+    parts = [p for m in messages if isinstance(m["content"], list) for p in m["content"] if isinstance(p, Part)]
+    most, count = REQUEST_LIMITS.get(dialect, REQUEST_LIMITS["openai"])
+    if len(parts) > count:
+        raise MediaError(f"{len(parts):,} images and documents in one request, over the {count} it may carry")
+    total = sum(len(p.data) for p in parts if p.data is not None)
+    if total > most:
+        raise MediaError(f"the row's files are {total / 1e6:,.1f} MB together, over the {most / 1e6:g} MB "
+                         "one request may carry")
 
 
 def limits_of(dialect: str) -> Mapping[str, int]:
