@@ -3,6 +3,7 @@ everything --batch promises (order, duplicates paid once, splitting, --no-wait, 
 re-attach after a killed process with nothing paid twice, the listing, the batch price)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 
 import pytest
+from aiohttp import web
 
 import chatmagic
 from chatmagic.batch import admin as batchadmin
@@ -250,3 +252,29 @@ def test_an_image_row_goes_into_the_batch_as_an_image_block(srv):
     assert text == {"type": "text", "text": "What is this?"}
     assert block["type"] == "image" and block["source"]["type"] == "base64"
     assert block["source"]["media_type"] == "image/png"
+
+
+def test_a_batch_id_that_could_leave_its_path_is_refused_in_one_line(srv, monkeypatch):
+    real = srv.batches._create
+
+    async def odd_id(request):
+        answer = await real(request)
+        body = json.loads(answer.body)
+        body["id"] = "../../v1/messages"
+        return web.json_response(body)
+    monkeypatch.setattr(srv.batches, "_create", odd_id)
+    from chatmagic.errors import RunAborted
+    with pytest.raises(RunAborted) as caught:
+        run(srv, ["z1"])
+    assert "no usable id" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_status_answer_naming_another_batch_still_files_the_results_under_the_one_asked(srv, monkeypatch):
+    real = srv.batches._get
+
+    async def renamed(request):
+        answer = await real(request)
+        body = json.loads(answer.body)
+        return web.json_response({**body, "id": "msgbatch_someone_else"})
+    monkeypatch.setattr(srv.batches, "_get", renamed)
+    assert run(srv, ["y1", "y2"]).texts() == ["echo: y1", "echo: y2"]

@@ -28,7 +28,10 @@ def test_counts_in_the_engines_names_and_hostile_values_dropped():
     read = read_batch(batch("ended", succeeded=3, errored=1, canceled=1, expired=2))
     assert read["request_counts"] == {"total": 7, "completed": 3, "failed": 4}
     odd = read_batch({"id": 7, "processing_status": "ended", "request_counts": {"succeeded": "x", "errored": -1}})
-    assert odd["request_counts"] == {"total": 0, "completed": 0, "failed": 0} and odd["id"] == "7"
+    assert odd["request_counts"] == {"total": 0, "completed": 0, "failed": 0} and odd["id"] == ""
+    # an id goes into URL paths and the store: one that could leave its path is no id
+    assert [read_batch({"id": i})["id"] for i in ("msgbatch_01Ab-c", "../admin", "a?b=1", "x" * 201)] == [
+        "msgbatch_01Ab-c", "", "", ""]
     assert read_batch(None)["status"] == "in_progress"
 
 

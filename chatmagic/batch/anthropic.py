@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from chatmagic.batch.format import line_maker
+from chatmagic.errors import RequestError
 from chatmagic.providers.anthropic import message_answer
 from chatmagic.providers.dialect import Answer
 from chatmagic.providers.openai import count
@@ -41,6 +43,8 @@ STATUSES = {"invalid_request_error": 400, "authentication_error": 401, "billing_
             "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
             "rate_limit_error": 429, "api_error": 500, "overloaded_error": 529}
 _HEAD, _TAIL = b'{"requests":[', b"]}"
+#: A batch id as it may go into a URL path and the store (``msgbatch_...``); any other is no id.
+_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 CHUNK = 1 << 16
 
 
@@ -68,7 +72,10 @@ class AnthropicBatches:
         size = os.path.getsize(path)
         headers = {"Content-Type": "application/json", "Content-Length": str(size - 1 + len(_HEAD) + len(_TAIL))}
         raw = await client.call("POST", _path(client, "/messages/batches"), data=_wire(path, size), headers=headers)
-        return read_batch(raw)
+        batch = read_batch(raw)
+        if not batch["id"]:  # nothing to poll, store or cancel: as if the server had refused it
+            raise RequestError("the server accepted the batch but sent no usable id", status=200, code="bad_response")
+        return batch
 
     async def recent(self, client: Any) -> list[dict[str, Any]]:
         found = (await client.call("GET", _path(client, "/messages/batches"), params={"limit": "100"})).get("data")
@@ -120,7 +127,7 @@ def read_batch(raw: Any) -> dict[str, Any]:
     else:
         status = {"in_progress": "in_progress", "canceling": "cancelling"}.get(str(state), "in_progress")
     batch_id = raw.get("id")
-    return {**raw, "id": str(batch_id)[:200] if batch_id else "", "status": status,
+    return {**raw, "id": batch_id if isinstance(batch_id, str) and _ID.fullmatch(batch_id) else "", "status": status,
             "created": _epoch(raw.get("created_at")),
             "request_counts": {"total": sum(n.values()), "completed": n["succeeded"],
                                "failed": n["errored"] + n["canceled"] + n["expired"]}}

@@ -226,7 +226,8 @@ class BatchRun:
     async def _poll(self, batch_id: str) -> dict:
         """The batch's state; a transient failure (timeout, 5xx, 429) keeps the last one seen."""
         try:
-            return await self.api.retrieve(self.client, batch_id)
+            # the batch asked for, whatever id the answer names (it files the results)
+            return {**await self.api.retrieve(self.client, batch_id), "id": batch_id}
         except RequestError as e:
             if e.status == 404:  # gone (or another server): recorded, so a re-run submits again
                 return {**self.batches[batch_id], "status": "not_found"}
