@@ -20,9 +20,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from chatmagic.providers.hints import NONE, Hints
+
+#: A verdict on a failed attempt: retry it; retry and slow every prompt down; fail this prompt; end the run.
+Action = Literal["retry", "slow", "fail", "abort"]
 
 
 class ChatmagicError(Exception):
@@ -62,7 +65,7 @@ class RequestError(APIError):
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
                  retry_after: float | None = None, hints: Hints = NONE, retryable: bool | None = None,
-                 action: str | None = None):
+                 action: Action | None = None):
         super().__init__(message, status=status, code=code)
         self.retry_after = retry_after
         self.hints = hints

@@ -15,7 +15,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from chatmagic.core.timeline import Sleep
 from chatmagic.errors import RequestError
-from chatmagic.providers.dialect import ABORT, FAIL, RETRY, SLOW
+from chatmagic.providers.dialect import ABORT, FAIL, RETRY, SLOW, Action
 
 log = logging.getLogger("chatmagic")
 
@@ -31,7 +31,7 @@ ABORT_STATUSES = {401: "bad API key", 402: "out of credits", 403: "forbidden",
 QUOTA_CODES = ("insufficient_quota", "quota_exhausted")
 
 
-def classify(err: RequestError) -> str:
+def classify(err: RequestError) -> Action:
     """RETRY (transient), FAIL (this prompt only) or ABORT (the whole run). The dialect's
     verdict (``err.action``, see providers/dialect.py) wins; SLOW is a RETRY that also paces."""
     if err.action is not None:

@@ -38,7 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chatmagic.providers import hints as _hints
-from chatmagic.providers.dialect import ABORT, FAIL, RETRY, SLOW, Answer, Failure
+from chatmagic.providers.dialect import ABORT, FAIL, RETRY, SLOW, Action, Answer, Failure
 from chatmagic.providers.openai import count
 
 VERSION = "2023-06-01"
@@ -47,7 +47,7 @@ JSON_TOOL = "json_answer"  # the tool --json forces: any JSON object
 STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "stop", "max_tokens": "length",
                 "refusal": "content_filter", "model_context_window_exceeded": "length"}
 #: error.type -> (verdict, reason shown when the run ends)
-ERROR_TYPES: dict[str, tuple[str, str | None]] = {
+ERROR_TYPES: dict[str, tuple[Action, str | None]] = {
     "rate_limit_error": (SLOW, None), "overloaded_error": (SLOW, None), "api_error": (RETRY, None),
     "authentication_error": (ABORT, "bad API key"),
     "permission_error": (ABORT, "this key may not use this model or resource"),

@@ -42,15 +42,19 @@ or a type, and keeps messages short (the transport scrubs the key and header val
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from chatmagic.errors import Action as Action  # the verdicts named below
 from chatmagic.providers.hints import Hints
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-RETRY, SLOW, FAIL, ABORT = "retry", "slow", "fail", "abort"
-ACTIONS = (RETRY, SLOW, FAIL, ABORT)
+RETRY: Final = "retry"  # the values of errors.Action (see the module docstring)
+SLOW: Final = "slow"
+FAIL: Final = "fail"
+ABORT: Final = "abort"
+ACTIONS: tuple[Action, ...] = (RETRY, SLOW, FAIL, ABORT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +79,7 @@ class Failure:
 
     message: str
     code: str | None = None
-    action: str | None = None
+    action: Action | None = None
     reason: str | None = None
     retry_after: float | None = None
 

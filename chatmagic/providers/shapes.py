@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chatmagic.providers.dialect import ABORT, FAIL, SLOW, Failure
+from chatmagic.providers.dialect import ABORT, FAIL, SLOW, Action, Failure
 from chatmagic.providers.hints import Hints, parse_duration
 
 #: Statuses that mean "at capacity, try again later": pace down as for a 429 without headers.
@@ -93,7 +93,7 @@ def _code(err: dict[str, Any]) -> str | None:
     return None if code is None or isinstance(code, (dict, list)) else str(code)[:40]
 
 
-def _by_status(status: int, hints: Hints) -> str | None:
+def _by_status(status: int, hints: Hints) -> Action | None:
     if status in OVERLOAD_STATUSES and hints.should_retry is not False:
         return SLOW
     return None
