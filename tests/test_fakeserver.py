@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from chatmagic.practice.server import FakeOpenAI, go_duration
+from chatmagic.providers.hints import parse_duration
 
 
 @pytest.fixture
@@ -225,6 +226,20 @@ def test_rpm_burst_gets_429_with_openai_headers():
         time.sleep(int(headers["retry-after-ms"]) / 1000)
         assert call(srv, "hi")[0] == 200
         assert srv.stats.by_status[429] == statuses.count(429)
+
+
+def test_quantized_limit_is_enforced_per_second_and_quoted_per_minute():
+    with FakeOpenAI(rpm=1200, limit_shape="quantized") as srv:  # 20 a second, quoted as 1200 a minute
+        results = burst(srv, 25)
+        statuses = [r[0] for r in results]
+        assert 20 <= statuses.count(200) <= 21 and statuses[:20] == [200] * 20
+        first = results[0][1]
+        assert first["x-ratelimit-limit-requests"] == "1200"
+        remaining = int(first["x-ratelimit-remaining-requests"])
+        assert 1130 <= remaining <= 1140  # 19 of 20 left, in the minute's units (a second's refill is 60)
+        reset = parse_duration(first["x-ratelimit-reset-requests"])
+        assert first["x-ratelimit-reset-requests"].endswith("ms") and 0 < reset <= 0.05  # one 20th of a second
+        assert results[-1][0] == 429 and int(results[-1][1]["x-ratelimit-remaining-requests"]) < 60
 
 
 def test_tpm_limit_counts_prompt_and_max_tokens():

@@ -82,12 +82,31 @@ def test_after_a_storm_of_429s_the_pace_recovers_at_once(server):
     assert server.stats.by_status[429] <= 20  # at most a few requests a second during the storm
 
 
-def test_429_forever_ends_with_every_prompt_failed(server):
+def test_429s_use_up_no_retries_and_429_forever_ends_the_run(server, monkeypatch):
+    # the bound on "nothing but 429s" is 10 minutes; shortened here so the test ends soon
+    monkeypatch.setattr("chatmagic.core.ratelimit.QUOTA_WAIT", 3.0)
     server.storm_s = math.inf
-    results = run(server, 3, concurrency=3, retries=2)
-    assert [r.status for r in results] == ["error"] * 3 and all("429" in r.error for r in results)
-    assert server.stats.requests == 9  # each prompt's attempts, no more
-    assert "3 failed (3 429 rate_limit_exceeded)" in results.summary()
+    with pytest.raises(RunAborted, match=r"answered only 429 \(rate limited\) for 3") as caught:
+        run(server, 2, concurrency=2, retries=1, max_retry_wait=0.1)
+    results = caught.value.results
+    assert not any(r.ok for r in results) and all("429" in r.error for r in results)
+    assert max(r.attempts for r in results) > 2  # more 429s than retries: none of them counted
+    assert server.stats.requests <= 2 + 3 * 2 + 1  # the first two, then the floor pace (2/s) at most
+
+
+def test_a_prompt_rate_limited_more_often_than_its_retries_is_answered(server):
+    server.storm_s, server.latency = 1.0, 0.02
+    results = run(server, 4, concurrency=4, retries=0)  # no retry for a fault; 429s are pacing
+    assert all_ok(results) and max(r.attempts for r in results) >= 2  # was: failed at its first 429
+    assert results.retries == server.stats.by_status[429]  # each re-send is shown as a retry
+
+
+def test_a_quantized_limit_is_paced_at_its_second_with_few_429s(server):
+    server.limit_shape, server.latency, server.rpm = "quantized", 0.02, 1200  # 20 a second, quoted per minute
+    results = run(server, 60, concurrency=30)
+    assert all_ok(results)
+    assert server.stats.by_status[429] <= 3, server.stats.by_status  # was ~30: the minute spent at once
+    assert results.elapsed_s >= (60 - 20) / 20 * 0.9, results.summary()
 
 
 def test_a_long_retry_after_is_capped_and_said_once(server):

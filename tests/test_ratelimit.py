@@ -116,6 +116,49 @@ def test_per_second_enforcement_paces_at_limit_over_60():
     assert gaps(times[19:]) == [round(1 / (20 * SAFETY), 6)] * 5
 
 
+def test_a_minute_budget_enforced_per_second_spends_only_the_second():
+    # OpenAI's quantized limit: 1200 a minute, enforced as 20 a second, remaining quoted in the
+    # minute's units (19 of 20 left: 1140) and reset the second's refill (50 ms)
+    t, clock = make()
+    _, (first,) = starts(t, clock, 1)
+    t.observe(openai(1200, 1140, "50ms"), first)
+    assert t.requests.scale == pytest.approx(1 / 60) and t.requests.capacity == pytest.approx(20)
+    assert t.requests.fill == pytest.approx(20) and known_limit(t) == (pytest.approx(20), pytest.approx(20))
+    times, tickets = starts(t, clock, 25)
+    assert times[:19] == [100.0] * 19  # the second's credit, not 1140
+    assert gaps(times[19:]) == [round(1 / (20 * SAFETY), 6)] * 5
+    # an empty reading (remaining under a second's worth) stays in the short window's units
+    t.observe(openai(1200, 0, "1s"), tickets[-1])
+    assert t.requests.scale == pytest.approx(1 / 60) and t.requests.available(clock.now, t.sent) <= 0
+    # its 429 is explained by the budget: no hidden limit is learnt from it
+    assert t.rate_limited(openai(1200, 30, "975ms"), tickets[-1]) is None
+    assert t.hidden.rate == INF
+
+
+@pytest.mark.parametrize("limit, remaining, reset", [
+    (600, 599, "100ms"),      # a minute's bucket starting full (OpenAI's documented semantics)
+    (5000, 4999, "12ms"),     # the same at 5000 a minute (the reset OpenAI shows)
+    (120, 100, "15s"),        # a fixed window, part spent, the window ends in 15 s
+    (14400, 14399, "6s"),     # a daily budget (Groq)
+])
+def test_budgets_that_refill_over_a_minute_or_more_are_spent_at_once(limit, remaining, reset):
+    t, clock = make()
+    _, (first,) = starts(t, clock, 1)
+    t.observe(openai(limit, remaining, reset), first)
+    assert t.requests.scale == 1.0
+    times, _ = starts(t, clock, remaining)
+    assert set(times) == {100.0}
+
+
+def test_a_window_read_short_once_is_read_long_again_at_the_next_long_reading():
+    t, clock = make()
+    _, (a, b) = starts(t, clock, 2)
+    t.observe(openai(120, 60, "1s"), a)  # late in a window: reads like a 2 s one
+    assert t.requests.scale < 1
+    t.observe(openai(120, 119, "20s"), b)  # the next window's first answer: 20 s deep
+    assert t.requests.scale == 1.0 and t.requests.level == 119
+
+
 def test_fixed_window_credit_comes_back_whole_at_the_window_end():
     t, clock = make()
     _, (first,) = starts(t, clock, 1)

@@ -26,6 +26,9 @@ WINDOW = 2.0
 PROBE_GROWTH = 0.05
 #: A hidden pace above this (requests per second) is lifted altogether.
 LIFT = 1000.0
+#: A budget quoted per minute whose readings all refill it within this many seconds is enforced
+#: over that short window (OpenAI "quantizes" a per-minute limit to a per-second one).
+SHORT_WINDOW = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,11 @@ class Credit:
         self.spent_at = 0.0     # our total cost sent up to the answered request
         self.seq = -1           # the answered request's number: a later answer is newer
         self.reset_at = INF     # when the whole budget is back
+        # the window the budget is enforced over, read from limit / remaining / reset: the
+        # longest any reading showed, and the shortest of the short ones (the safe side)
+        self.longest = 0.0
+        self.window = INF
+        self.scale = 1.0        # remaining and limit times this: what the short window allows
 
     def assume(self, fill: float, now: float) -> None:
         """Pace from a remembered fill rate until the first answer (no credit yet)."""
@@ -61,14 +69,38 @@ class Credit:
         if ticket.seq < self.seq or b.remaining is None:
             return  # an older reading than the one we have, or nothing to count
         self.known, self.seq, self.stamp = True, ticket.seq, ticket.at
-        self.level, self.spent_at = float(b.remaining), spent
-        self.capacity = max(self.capacity, b.remaining + cost)
+        scale = self._scale(b)
+        if scale != self.scale:  # the window changed: the largest remaining seen is in old units
+            self.scale, self.capacity = scale, 0.0
+        self.level, self.spent_at = b.remaining * scale, spent
+        self.capacity = max(self.capacity, self.level + cost)
         if b.limit:
-            self.capacity = min(self.capacity, b.limit)
+            self.capacity = min(self.capacity, b.limit * scale)
             per_minute = b.limit / 60
             drained = b.limit - b.remaining
             self.fill = min(drained / b.reset, per_minute) if b.reset and drained > 0 else per_minute
         self.reset_at = ticket.at + b.reset if b.reset is not None else INF
+
+    def _scale(self, b: Budget) -> float:
+        """1, or window / 60 s for a per-minute budget enforced over a short window.
+
+        The window is how long the whole limit takes to come back at the pace this reading
+        shows: limit x reset / (limit - remaining). A minute's bucket shows 60 s, a fixed window
+        or a daily budget more (in its first reading); OpenAI's per-second enforcement quotes
+        ``remaining`` in the minute's units with a ``reset`` under a second: 1 s. A ``remaining``
+        within one second's worth (limit / 60) is already in the short window's units (a
+        per-second bucket that announces its own level).
+        """
+        if b.limit and b.remaining is not None and b.reset and b.limit > b.remaining:
+            window = b.limit * b.reset / (b.limit - b.remaining)
+            self.longest = max(self.longest, window)
+            if window < SHORT_WINDOW:
+                self.window = min(self.window, window)
+        if self.longest >= SHORT_WINDOW or self.window == INF:
+            return 1.0
+        if b.remaining is not None and b.limit and b.remaining <= b.limit / 60 + 1 and self.scale == 1.0:
+            return 1.0
+        return self.window / 60
 
     def available(self, now: float, spent: float) -> float:
         """Credit at ``now``, given our total cost sent so far."""
@@ -89,7 +121,8 @@ class Credit:
 
     def explains(self, b: Budget | None, cost: float) -> bool:
         """A 429 whose reading shows this budget spent, with a known refill."""
-        return b is not None and b.remaining is not None and b.remaining < cost and self.fill is not None
+        return (b is not None and b.remaining is not None and b.remaining * self.scale < cost
+                and self.fill is not None)
 
 
 

@@ -36,6 +36,15 @@ class _NotSent(Exception):
     """The run stopped before this attempt was sent."""
 
 
+class _SlowDown(Exception):
+    """The server asked us to slow down (a 429 the throttle has taken in): pacing, not a fault,
+    so the prompt is sent again without using up a retry."""
+
+    def __init__(self, error: RequestError):
+        super().__init__(str(error))
+        self.error = error
+
+
 class Run:
     """One run of prompts with resolved ``settings``; ``results`` fills in as answers arrive.
 
@@ -64,8 +73,8 @@ class Run:
         self.results = Results([Result(i, p) for i, p in enumerate(texts)], model=settings.model,
                                schema=settings.schema, timeline=self.timeline, batch=settings.batch)
         self.abort: RequestError | None = None
-        self._policy = policy(settings.retries, settings.max_retry_wait,
-                              self.timeline.sleeper(sleep or asyncio.sleep))
+        self._sleep = self.timeline.sleeper(sleep or asyncio.sleep)
+        self._policy = policy(settings.retries, settings.max_retry_wait, self._sleep)
         self._throttle = Throttle(settings.rpm, settings.tpm, url=settings.url, paces=self.memory.paces,
                                   max_wait=settings.max_retry_wait, probe_wait=(
                                       PROBE_WAIT_LOCAL if is_loopback(settings.base_url) else PROBE_WAIT))
@@ -247,7 +256,7 @@ class Run:
             cost += sum(openai_image_tokens(None) for _ in parts_in(turns(row, None)))
         try:
             try:
-                done = await self._attempt(record, body, cost)
+                done = await self._send(record, body, cost)
             except RequestError as first:
                 if self.settings.retries == 0 or classify(first) != RETRY:
                     raise
@@ -258,6 +267,7 @@ class Run:
             record.status, record.error = "error", str(e)
             if classify(e) == ABORT and self.abort is None:
                 self.abort = e
+                self._throttle.stop()
             self._progress.advance(False)
             return
         answer = row_of(done)
@@ -277,8 +287,24 @@ class Run:
                 raise pending.pop()
             self.results.retried()
             self._progress.retried()
-            return await self._attempt(record, body, cost)
+            return await self._send(record, body, cost)
         return attempt
+
+    async def _send(self, record: Result, body: bytes, cost: int) -> Completion:
+        """One attempt, sent again while the server only asks to slow down: a 429 waits (its
+        own retry-after, capped, then the throttle's pace) but uses up no retry. The run still
+        ends on 429s alone: the throttle names a spent quota or 10 minutes of nothing but 429s."""
+        while True:
+            try:
+                return await self._attempt(record, body, cost)
+            except _SlowDown as paced:
+                if self.abort:
+                    raise paced.error from None
+                wait = paced.error.retry_after
+                if wait:
+                    await self._sleep(min(wait, self.settings.max_retry_wait))
+                self.results.retries += 1
+                self._progress.retried()
 
     async def _attempt(self, record: Result, body: bytes, cost: int) -> Completion:
         assert self._slots is not None and self._client is not None  # run() is on
@@ -296,6 +322,7 @@ class Run:
                     quota = self._throttle.rate_limited(e.hints, ticket)
                     if quota:
                         raise RequestError(quota, status=429, code="quota_exhausted") from None
+                    raise _SlowDown(e) from None
                 else:
                     self._throttle.observe(e.hints if e.status else None, ticket)
                 raise

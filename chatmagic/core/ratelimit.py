@@ -15,8 +15,13 @@ Every request start goes through one ``Throttle`` per run. The model, for every 
   the rate the server accepted over the last seconds (AIMD-style: decrease to what worked, then
   probe upwards a few percent a second). If it accepted almost nothing (a 429 storm) the pace
   drops to ``budgets.FLOOR`` (2) requests per second, never lower, and each answer after the
-  storm doubles it until the limit is lifted. Per-prompt retries of a 429 add no backoff of
-  their own: the throttle is the shared backoff.
+  storm doubles it until the limit is lifted. A 429 uses up none of the prompt's retries (the
+  engine sends it again; retries count faults) and adds no backoff of its own beyond its
+  retry-after: the throttle is the shared backoff.
+- **Short windows**: a budget quoted per minute but enforced per second (OpenAI's quantized
+  limits: ``remaining`` in the minute's units, ``reset`` under a second) is read in the short
+  window's units (``Credit`` works out the window from limit, remaining and reset), so only that
+  window's share is spent at once.
 - **Waits**, every one capped at ``max_wait`` (max_retry_wait): a 429 the budget explains
   (remaining 0) makes every request wait the server's retry-after (or reset); a longer ask is
   noted once (``notes``). A 429 it does not explain pauses the others only for a retry-after
@@ -86,6 +91,7 @@ class Throttle:
         self.hidden = Hidden(clock)
         self._next = {"rpm": 0.0, "tpm": 0.0, "hidden": 0.0}  # evenly spaced starts
         self._lock = asyncio.Lock()
+        self._stopped = False  # the run is ending: nothing waits any more
         self._probing: asyncio.Event | None = None
         self.probe_wait = probe_wait
         self.url, self.paces = url, Paces() if paces is None else paces
@@ -120,7 +126,7 @@ class Throttle:
             while True:
                 now = self.clock()
                 start = self._start(now, tokens, give_up)
-                if start <= now:
+                if start <= now or self._stopped:
                     break
                 await self.sleep(start - now)
             if self.user_rpm:
@@ -146,6 +152,11 @@ class Throttle:
         self.tokens_sent += tokens
         self.hidden.sent(now)
         return Ticket(self.sent - 1, now, self.tokens_sent, tokens)
+
+    def stop(self) -> None:
+        """The run is ending: every waiter goes at once (and sends nothing: the engine checks)."""
+        self._stopped = True
+        self._end_probe()
 
     async def _wait_for_probe(self) -> None:
         if self._probing is None:  # this is the first request: it goes alone

@@ -12,7 +12,9 @@ It echoes the last user message back (with ``[turns=N]`` when there were earlier
 OpenAI does: practice/shapes.py) and can simulate latency, rate limits
 (with OpenAI / Azure style headers), random failures and stalls.  Rate limits come in
 the shapes real servers have, one keyword (or flag) each: ``limit_shape`` "per_second"
-(default), "bucket" or "window" (with ``window_s``); ``daily=N`` announces a per-day budget
+(default), "quantized" (enforced per second like "per_second", but announced as OpenAI does:
+``remaining`` scaled to the minute, ``reset`` under a second), "bucket" or "window" (with
+``window_s``); ``daily=N`` announces a per-day budget
 while the rpm limit is enforced silently; ``headers`` "openai", "azure" (remaining only),
 "retry-after" (429s say only that) or "none", or another provider's family ("anthropic",
 "unsuffixed", "openrouter": practice/provider_shapes.py); ``storm_s`` answers 429 (``storm_status``: 503,
@@ -210,12 +212,13 @@ class FakeOpenAI:
     def _bucket(self, per_minute: float):
         """The limit per minute, enforced as ``limit_shape`` says: "per_second" (a bucket one
         second deep: OpenAI in practice), "bucket" (one minute deep, starting full: OpenAI's
-        documented semantics) or "window" (fixed windows of ``window_s`` seconds)."""
+        documented semantics) or "window" (fixed windows of ``window_s`` seconds). "quantized"
+        enforces like "per_second"; only its headers differ (``_limit_headers``)."""
         if self.limit_shape == "bucket":
             return TokenBucket(per_minute, per_minute)
         if self.limit_shape == "window":
             return FixedWindow(per_minute * self.window_s / 60, self.window_s)
-        if self.limit_shape != "per_second":
+        if self.limit_shape not in ("per_second", "quantized"):
             raise ValueError(f"unknown limit_shape {self.limit_shape!r}")
         return TokenBucket(per_minute)
 
@@ -396,7 +399,11 @@ class FakeOpenAI:
             if self.headers in HEADER_FAMILIES:
                 headers.update(family_headers(self.headers, kind, bucket.limit, bucket.level, bucket.reset_in()))
                 continue
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
+            # quantized: the per-second bucket's level quoted in the minute's units (a full
+            # second is the whole limit), its reset the second's refill: what OpenAI sends
+            scale = (bucket.limit / bucket.capacity
+                     if self.limit_shape == "quantized" and bucket is not self._daily_bucket else 1)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level * scale)))
             if self.headers == "openai":
                 headers[f"x-ratelimit-limit-{kind}"] = str(bucket.limit)
                 # whole milliseconds, rounded up so clients never come back early
@@ -645,7 +652,7 @@ def main() -> None:
     p.add_argument("--error-shape", choices=list(ERROR_SHAPES))
     p.add_argument("--storm-status", type=int, choices=[429, 498, 503, 529])
     p.add_argument("--auth", choices=["bearer", "api-key"], help="api-key: classic Azure's header and ?api-version=")
-    p.add_argument("--limit-shape", choices=["per_second", "bucket", "window"])
+    p.add_argument("--limit-shape", choices=["per_second", "quantized", "bucket", "window"])
     p.add_argument("--model")
     p.add_argument("--models", type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
                    help="the models that exist, a,b,c (default: any); others get a 404 model_not_found")
