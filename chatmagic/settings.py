@@ -213,7 +213,7 @@ OPTIONS: tuple[Option, ...] = (
            flags=("-t", "--timeout"), metavar="SECONDS", positive=True),
     Option("connect_timeout", float, 10.0, "seconds to open a connection, per attempt", config=False,
            positive=True),
-    Option("retries", int, 6, "retries after the first attempt; 0 for none", flags=("-r", "--retries"),
+    Option("retries", int, 6, "retries after the first attempt (429s are not counted: they are pacing); 0 for none", flags=("-r", "--retries"),
            metavar="N", minimum=0),
     Option("max_retry_wait", float, 60.0, "the longest wait a server may ask for that is honoured, in seconds",
            config=False, positive=True),
