@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 
@@ -31,13 +32,15 @@ from chatmagic.transport.proxies import is_loopback
 #: Output tokens assumed per request for token pacing when max_tokens is not set.
 DEFAULT_OUTPUT_TOKENS = 256
 
+log = logging.getLogger("chatmagic")
+
 
 class _NotSent(Exception):
     """The run stopped before this attempt was sent."""
 
 
 class _SlowDown(Exception):
-    """The server asked us to slow down (a 429 the throttle has taken in): pacing, not a fault,
+    """The server asked us to slow down (a 429 or an overload the throttle has taken in): pacing, not a fault,
     so the prompt is sent again without using up a retry."""
 
     def __init__(self, error: RequestError):
@@ -291,18 +294,20 @@ class Run:
         return attempt
 
     async def _send(self, record: Result, body: bytes, cost: int) -> Completion:
-        """One attempt, sent again while the server only asks to slow down: a 429 waits (its
-        own retry-after, capped, then the throttle's pace) but uses up no retry. The run still
-        ends on 429s alone: the throttle names a spent quota or 10 minutes of nothing but 429s."""
+        """One attempt, sent again while the server only asks to slow down: a 429 or an overload
+        (``slows``) waits (its own retry-after, capped, then the throttle's pace) but uses up no
+        retry. The run still ends on those alone: the throttle names a spent quota, or 10
+        minutes of nothing but 429s."""
         while True:
             try:
                 return await self._attempt(record, body, cost)
             except _SlowDown as paced:
                 if self.abort:
                     raise paced.error from None
-                wait = paced.error.retry_after
+                wait = min(paced.error.retry_after or 0.0, self.settings.max_retry_wait)
+                log.info("retry %d in %.2fs after %s (pacing: no retry used up)", record.attempts, wait, paced.error)
                 if wait:
-                    await self._sleep(min(wait, self.settings.max_retry_wait))
+                    await self._sleep(wait)
                 self.results.retries += 1
                 self._progress.retried()
 

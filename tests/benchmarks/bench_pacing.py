@@ -166,7 +166,8 @@ def run_external(q: bool) -> None:
         cm = got[0]
         note = (f"{cm['wall'] / ideal:.3f}x, {cm['r429'] / n:.3f} 429/prompt, lost {cm['lost']}"
                 if ok(cm) else cm["error"])
-        target("mocklimit", f"[mocklimit {config}] chatmagic wall <= 1.2x ideal", ok(cm) and cm["wall"] <= 1.2 * ideal, note)
+        target("mocklimit", f"[mocklimit {config}] chatmagic wall <= 1.2x ideal",
+               ok(cm) and cm["wall"] <= 1.2 * ideal, note)
         target("mocklimit", f"[mocklimit {config}] chatmagic loses no prompt", ok(cm) and cm["lost"] == 0, note)
         print()
 
