@@ -2,8 +2,15 @@
 prompt answered, few 429s, no crawl; waits capped and said; a far quota ends the run; storms
 and 429-only servers end. Shapes are set before the limit (setting rpm/tpm builds the buckets)."""
 
+import json
 import math
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +136,46 @@ def test_transient_faults_are_retried_soon(server):
     server.fail_rate = 0.2
     results = run(server, 40, concurrency=10)
     assert all_ok(results) and results.retries >= 1
+
+
+# The same against a limiter nobody here wrote: mocklimit (PyPI), 20 a second quoted as such
+
+MOCKLIMIT = Path(__file__).resolve().parent / "benchmarks" / "mocklimit"
+
+
+@pytest.fixture
+def mocklimit(request):
+    """mocklimit on 127.0.0.1 with the benchmark's config named by the test's parameter."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mocklimit", "serve", "--spec", str(MOCKLIMIT / "openapi.yaml"),
+                             "--rate-config", str(MOCKLIMIT / f"{request.param}.yaml"), "--port", str(port),
+                             "--log-level", "ERROR"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stats = f"http://127.0.0.1:{port}/mocklimit/stats"
+
+    def rejected() -> int:
+        with urllib.request.urlopen(stats, timeout=5) as r:
+            per_ip = next(iter(json.load(r).get("POST /v1/chat/completions", {}).values()), {})
+        return per_ip.get("total_429s", 0)
+    try:
+        for _ in range(300):  # polls until it answers
+            try:
+                rejected()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/v1", rejected
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("mocklimit", ["bucket", "windows", "sliding"], indirect=True)
+def test_a_limit_quoted_in_its_own_second_is_paced_at_it(mocklimit):
+    url, rejected = mocklimit
+    results = chatmagic.chat_many([f"p{i}" for i in range(60)], base_url=url, concurrency=30, progress=False,
+                                  cache=False)
+    assert all_ok(results)
+    assert results.elapsed_s < 60 / 20 * 2.5, results.summary()  # before: paced at 20 a minute
+    assert rejected() <= 30

@@ -135,6 +135,41 @@ def test_a_minute_budget_enforced_per_second_spends_only_the_second():
     assert t.hidden.rate == INF
 
 
+def test_a_budget_quoted_in_its_own_short_window_refills_at_its_own_pace():
+    # 20 a second quoted as limit 20 (a 20-deep bucket refilled in 1 s): one request drops
+    # remaining by 1, so it is neither a minute's limit (20/60 a second) nor scaled
+    t, clock = make()
+    _, (first,) = starts(t, clock, 1)
+    t.observe(openai(20, 19, "50ms"), first)
+    assert t.requests.scale == 1.0 and t.requests.fill == pytest.approx(20) and t.requests.capacity == 20
+    times, _ = starts(t, clock, 23)
+    assert times[:19] == [100.0] * 19
+    assert gaps(times[19:]) == [round(1 / (20 * SAFETY), 6)] * 3
+
+
+def test_fixed_short_windows_refill_at_most_the_limit_per_longest_reset():
+    # fixed 1 s windows of 20: (limit - remaining) / reset grows as a window's end nears
+    t, clock = make()
+    _, tickets = starts(t, clock, 3)
+    t.observe(openai(20, 19, "800ms"), tickets[0])
+    t.observe(openai(20, 0, "20ms"), tickets[2])  # 1000 a second, read naively
+    assert t.requests.fill == pytest.approx(20 / 0.8)
+    assert t.requests.reset_at == INF  # nothing is waited for: the refill is paced
+
+
+def test_a_429_that_shows_the_budget_spent_holds_its_refill_until_the_wait_ends():
+    t, clock = make()
+    _, (first,) = starts(t, clock, 1)
+    t.observe(openai(20, 19, "50ms"), first)
+    _, tickets = starts(t, clock, 19)
+    assert t.rate_limited(parse({**{f"x-ratelimit-{k}-requests": v for k, v in
+                                    (("limit", "20"), ("remaining", "0"), ("reset", "900ms"))},
+                                 "retry-after-ms": "900"}), tickets[-1]) is None
+    times, _ = starts(t, clock, 3)  # after the wait: at the refill pace, not a burst of what it "refilled"
+    assert t.requests.fill == pytest.approx(20 / 0.9)  # the whole 20 back within the 0.9 s
+    assert times[0] >= 100.9 and gaps(times) == [round(1 / (20 / 0.9 * SAFETY), 6)] * 2
+
+
 @pytest.mark.parametrize("limit, remaining, reset", [
     (600, 599, "100ms"),      # a minute's bucket starting full (OpenAI's documented semantics)
     (5000, 4999, "12ms"),     # the same at 5000 a minute (the reset OpenAI shows)

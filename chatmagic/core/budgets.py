@@ -29,6 +29,9 @@ LIFT = 1000.0
 #: A budget quoted per minute whose readings all refill it within this many seconds is enforced
 #: over that short window (OpenAI "quantizes" a per-minute limit to a per-second one).
 SHORT_WINDOW = 10.0
+#: A budget whose reset was never longer than this (seconds) refills as fast as its readings
+#: show, not at most limit / 60 per second: its limit is quoted per short window.
+SHORT_RESET = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +57,12 @@ class Credit:
         self.spent_at = 0.0     # our total cost sent up to the answered request
         self.seq = -1           # the answered request's number: a later answer is newer
         self.reset_at = INF     # when the whole budget is back
-        # the window the budget is enforced over, read from limit / remaining / reset: the
-        # longest any reading showed, and the shortest of the short ones (the safe side)
-        self.longest = 0.0
-        self.window = INF
+        # what the readings showed so far, to tell the units they are in (``_units``)
+        self.most = 0.0         # the largest remaining
+        self.drain = INF        # the smallest drop below the limit, per unit of cost sent
+        self.longest = 0.0      # the longest window: limit x reset / (limit - remaining)
+        self.window = INF       # the shortest of the short windows (the safe side)
+        self.longest_reset = 0.0
         self.scale = 1.0        # remaining and limit times this: what the short window allows
 
     def assume(self, fill: float, now: float) -> None:
@@ -69,38 +74,62 @@ class Credit:
         if ticket.seq < self.seq or b.remaining is None:
             return  # an older reading than the one we have, or nothing to count
         self.known, self.seq, self.stamp = True, ticket.seq, ticket.at
-        scale = self._scale(b)
+        scale, uncapped = self._units(b, cost)
         if scale != self.scale:  # the window changed: the largest remaining seen is in old units
             self.scale, self.capacity = scale, 0.0
         self.level, self.spent_at = b.remaining * scale, spent
         self.capacity = max(self.capacity, self.level + cost)
         if b.limit:
             self.capacity = min(self.capacity, b.limit * scale)
-            per_minute = b.limit / 60
-            drained = b.limit - b.remaining
-            self.fill = min(drained / b.reset, per_minute) if b.reset and drained > 0 else per_minute
-        self.reset_at = ticket.at + b.reset if b.reset is not None else INF
+            per_minute, drained = b.limit / 60, b.limit - b.remaining
+            if b.reset and drained > 0:
+                # a fixed window's (limit - remaining) / reset grows as its end nears: at most
+                # the whole limit per the longest reset seen (the window's length)
+                refill = drained * scale / b.reset
+                self.fill = min(refill, b.limit / self.longest_reset) if uncapped else min(refill, per_minute)
+            elif self.fill is None or not uncapped:
+                self.fill = per_minute  # full: the refill is not shown; keep one learnt
+        # a fixed window's whole budget is back at its end (``available``); a short window's is
+        # not waited for but refilled at ``fill``: a sliding window gives back one at its reset
+        self.reset_at = ticket.at + b.reset if b.reset is not None and not uncapped else INF
 
-    def _scale(self, b: Budget) -> float:
-        """1, or window / 60 s for a per-minute budget enforced over a short window.
+    def _units(self, b: Budget, cost: float) -> tuple[float, bool]:
+        """(scale, uncapped): what the readings so far say about their units.
 
-        The window is how long the whole limit takes to come back at the pace this reading
-        shows: limit x reset / (limit - remaining). A minute's bucket shows 60 s, a fixed window
-        or a daily budget more (in its first reading); OpenAI's per-second enforcement quotes
-        ``remaining`` in the minute's units with a ``reset`` under a second: 1 s. A ``remaining``
-        within one second's worth (limit / 60) is already in the short window's units (a
-        per-second bucket that announces its own level).
+        A reading's window is how long the whole limit takes to come back at the pace it shows:
+        limit x reset / (limit - remaining). A minute's bucket shows 60 s, a fixed window or a
+        daily budget more (in its first reading). Three budgets show windows of about 1 s:
+
+        - OpenAI's per-second enforcement of a per-minute limit quotes ``remaining`` in the
+          minute's units (one request drops it by 60): read at window / 60 (``scale``), refilled
+          at limit / 60 per second;
+        - a budget quoted in its own short window (a 20-deep bucket refilled in 1 s; fixed 1 s
+          windows of 20): one request drops ``remaining`` by 1; refilled at (limit - remaining) /
+          reset, faster than limit / 60 (``uncapped``);
+        - a per-second level with a per-minute limit (``remaining`` never above limit / 60):
+          as it is, refilled at limit / 60.
+
+        A budget whose reset was ever longer than SHORT_RESET is a minute's (or longer): as it
+        is, refilled at most at limit / 60 per second (a fixed window's comes back whole at
+        its end, ``available``).
         """
-        if b.limit and b.remaining is not None and b.reset and b.limit > b.remaining:
-            window = b.limit * b.reset / (b.limit - b.remaining)
+        limit, remaining, reset = b.limit, b.remaining, b.reset
+        if not limit or remaining is None:
+            return 1.0, False
+        self.most = max(self.most, remaining)
+        if reset is not None:
+            self.longest_reset = max(self.longest_reset, reset)
+        if reset and limit > remaining:
+            window = limit * reset / (limit - remaining)
             self.longest = max(self.longest, window)
             if window < SHORT_WINDOW:
                 self.window = min(self.window, window)
-        if self.longest >= SHORT_WINDOW or self.window == INF:
-            return 1.0
-        if b.remaining is not None and b.limit and b.remaining <= b.limit / 60 + 1 and self.scale == 1.0:
-            return 1.0
-        return self.window / 60
+            if cost > 0:
+                self.drain = min(self.drain, (limit - remaining) / cost)
+        own_units = self.most > limit / 60 + 1  # else a per-second level under a minute's limit
+        if own_units and self.longest < SHORT_WINDOW and self.window < INF and self.drain >= 2:
+            return self.window / 60, False
+        return 1.0, own_units and self.longest_reset < SHORT_RESET
 
     def available(self, now: float, spent: float) -> float:
         """Credit at ``now``, given our total cost sent so far."""
@@ -118,6 +147,12 @@ class Credit:
             return now
         ready = now + short / (SAFETY * self.fill)
         return min(ready, self.reset_at) if spent == self.spent_at else ready
+
+    def hold(self, until: float) -> None:
+        """A 429 showed this budget spent: nothing refills before ``until`` (the wait it asked
+        for), so the waiters do not go as one burst when it ends (a sliding window's entries
+        come back only then)."""
+        self.stamp = max(self.stamp, until)
 
     def explains(self, b: Budget | None, cost: float) -> bool:
         """A 429 whose reading shows this budget spent, with a known refill."""

@@ -308,7 +308,7 @@ class Run:
                 log.info("retry %d in %.2fs after %s (pacing: no retry used up)", record.attempts, wait, paced.error)
                 if wait:
                     await self._sleep(wait)
-                self.results.retries += 1
+                self.results.retried()
                 self._progress.retried()
 
     async def _attempt(self, record: Result, body: bytes, cost: int) -> Completion:

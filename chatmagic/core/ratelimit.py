@@ -21,7 +21,9 @@ Every request start goes through one ``Throttle`` per run. The model, for every 
 - **Short windows**: a budget quoted per minute but enforced per second (OpenAI's quantized
   limits: ``remaining`` in the minute's units, ``reset`` under a second) is read in the short
   window's units (``Credit`` works out the window from limit, remaining and reset), so only that
-  window's share is spent at once.
+  window's share is spent at once. A limit quoted in its own short window (limit 20 for 20 a
+  second, resets under 2 s) refills at its own pace, not at most limit / 60 s; a 429 showing
+  a budget spent holds its refill until the wait ends (``Credit.hold``).
 - **Waits**, every one capped at ``max_wait`` (max_retry_wait): a 429 the budget explains
   (remaining 0) makes every request wait the server's retry-after (or reset); a longer ask is
   noted once (``notes``). A 429 it does not explain pauses the others only for a retry-after
@@ -226,6 +228,8 @@ class Throttle:
             self._note(wait)
             wait = self.max_wait
         self.cooldown_until = max(self.cooldown_until, now + wait)
+        for kind in spent:
+            (self.requests if kind == "requests" else self.tokens).hold(self.cooldown_until)
         return None
 
     def _note(self, asked: float) -> None:

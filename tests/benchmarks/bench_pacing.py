@@ -145,10 +145,12 @@ EXTERNAL = [("windows", "mocklimit: 20 per fixed 1 s window under 1200 per 60 s,
             ("retry-after", "mocklimit: the fixed windows, no rate-limit headers, 429 + retry-after-ms only")]
 
 
-def run_external(q: bool) -> None:
+def run_external(q: bool, only: list[str], peers: bool = True) -> None:
     n, conc = (60 if q else 300), 50
     ideal = n / (RPM / 60)
     for config, behaviour in EXTERNAL:
+        if only and config not in only:
+            continue
         print(f"### mocklimit {config}: {behaviour}\n\n{n} prompts, concurrency {conc}, latency "
               f"{LATENCY:g} s, ideal {ideal:.2f} s\n")
         server = MockLimit(config)
@@ -156,7 +158,7 @@ def run_external(q: bool) -> None:
         try:
             got = [run_client(server, "chatmagic", "chatmagic", n, **common)]  # type: ignore[arg-type]
             got += [run_client(server, label, kind, n, **common, **cfg)  # type: ignore[arg-type]
-                    for label, kind, cfg in PEERS]
+                    for label, kind, cfg in (PEERS if peers else [])]
         finally:
             server.stop()
         for r in got:  # every answer is mocklimit's one completion: count missing ones only
@@ -178,14 +180,18 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--external", action="store_true", help="also run the rows on mocklimit (PyPI)")
     p.add_argument("--only-external", action="store_true", help="only the rows on mocklimit")
+    p.add_argument("--no-peers", action="store_true", help="chatmagic alone (a quick look)")
     args = p.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
     chosen = [r for r in rows(args.quick) if not args.rows or r["name"] in args.rows]
+    if args.no_peers:
+        for row in chosen:
+            row["peers"] = False
     print(f"## pacing (issue 20){' (quick)' if args.quick else ''}\n\nload average at start: {load()}\n")
     for row in [] if args.only_external else chosen:
         run_row(row)
     if args.external or args.only_external:
-        run_external(args.quick)
+        run_external(args.quick, [name for name, _ in EXTERNAL if name in args.rows], not args.no_peers)
     failed = [t for _, t, passed in RESULTS if not passed]
     print(f"## summary\n\n{len(RESULTS) - len(failed)}/{len(RESULTS)} targets met; load average {load()}")
     for t in failed:
