@@ -113,7 +113,7 @@ def test_a_quantized_limit_is_paced_at_its_second_with_few_429s(server):
     results = run(server, 60, concurrency=30)
     assert all_ok(results)
     assert server.stats.by_status[429] <= 3, server.stats.by_status  # was ~30: the minute spent at once
-    assert results.elapsed_s >= (60 - 20) / 20 * 0.9, results.summary()
+    assert waits(results).get("pace", 0) >= 1, results.summary()  # the 40 after the second's 20 paced
 
 
 def test_a_long_retry_after_is_capped_and_said_once(server):
@@ -171,11 +171,11 @@ def mocklimit(request):
         proc.wait(10)
 
 
+@pytest.mark.timeout(30)  # at 20 a second, 3 s; paced at 20 a minute (as before), 3 minutes
 @pytest.mark.parametrize("mocklimit", ["bucket", "windows", "sliding"], indirect=True)
 def test_a_limit_quoted_in_its_own_second_is_paced_at_it(mocklimit):
     url, rejected = mocklimit
     results = chatmagic.chat_many([f"p{i}" for i in range(60)], base_url=url, concurrency=30, progress=False,
                                   cache=False)
-    assert all_ok(results)
-    assert results.elapsed_s < 60 / 20 * 2.5, results.summary()  # before: paced at 20 a minute
+    assert all_ok(results) and waits(results).get("pace", 0) >= 1, results.summary()
     assert rejected() <= 30
