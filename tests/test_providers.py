@@ -190,6 +190,10 @@ GEMINI_DAILY = [{"error": {"code": 429, "message": "You exceeded your current qu
     (429, [{"error": {"code": 429, "message": "slow", "status": "RESOURCE_EXHAUSTED", "details": [
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]}}],
      ("RESOURCE_EXHAUSTED", None, 1.5, None)),
+    (400, [{"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
+                      "status": "INVALID_ARGUMENT", "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                                                 "reason": "API_KEY_INVALID"}]}}],
+     ("INVALID_ARGUMENT", ABORT, None, "bad API key (API_KEY_INVALID)")),
     (403, {"error": {"code": 403, "message": "Input flagged", "metadata": {"reasons": ["violence"],
                                                                            "flagged_input": "..."}}},
      ("moderation", FAIL, None, "input flagged (violence)")),

@@ -3,7 +3,8 @@
     {"error": {"message", "type", "code", "param"}}       OpenAI, Azure, Groq, Together, DeepSeek
     [{"error": {"code": 429, "status", "details": [..]}}]  Gemini's compatible layer: a JSON list;
         details: google.rpc.RetryInfo {"retryDelay": "37s"}, google.rpc.QuotaFailure
-        {"violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}
+        {"violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]},
+        google.rpc.ErrorInfo {"reason": "API_KEY_INVALID"} (a bad key, answered as a 400)
     {"error": {"code": 403, "message", "metadata": {"reasons", "flagged_input"}}}  OpenRouter
     {"object": "error", "message", "type", "code"}         vLLM
     {"error": "server busy, please try again. ..."}        Ollama
@@ -28,7 +29,7 @@ OVERLOAD_STATUSES = frozenset({498, 503, 529})
 QUOTA = frozenset({"insufficient_quota", "credit_balance_exhausted", "billing_hard_limit_reached"})
 #: Codes or types that mean the prompt is too long for the model: no retry fixes it.
 TOO_LONG = frozenset({"exceed_context_size_error", "context_length_exceeded"})
-_RETRY_INFO, _QUOTA_FAILURE = "google.rpc.RetryInfo", "google.rpc.QuotaFailure"
+_RETRY_INFO, _QUOTA_FAILURE, _ERROR_INFO = "google.rpc.RetryInfo", "google.rpc.QuotaFailure", "google.rpc.ErrorInfo"
 
 
 def read_failure(status: int, data: Any, raw: bytes, hints: Hints) -> Failure:
@@ -49,7 +50,9 @@ def read_failure(status: int, data: Any, raw: bytes, hints: Hints) -> Failure:
     if code == str(status):  # OpenRouter's and Gemini's numeric code repeats the status
         code = None
     names = {v for v in (err.get("code"), err.get("type"), err.get("status")) if isinstance(v, str)}
-    retry_after, daily = _google_details(err.get("details"))
+    retry_after, daily, key = _google_details(err.get("details"))
+    if key is not None:  # Gemini answers a bad key with a 400
+        return Failure(message, code, ABORT, f"bad API key ({key})")
     if daily is not None:
         return Failure(message, code, ABORT, f"the daily quota is spent ({daily}); it resets at "
                        "midnight Pacific time", retry_after)
@@ -99,23 +102,26 @@ def _by_status(status: int, hints: Hints) -> Action | None:
     return None
 
 
-def _google_details(details: Any) -> tuple[float | None, str | None]:
-    """(the RetryInfo wait, the quotaId of a spent per-day quota) in Gemini's ``details``."""
-    retry_after = daily = None
+def _google_details(details: Any) -> tuple[float | None, str | None, str | None]:
+    """(the RetryInfo wait, the quotaId of a spent per-day quota, an ErrorInfo reason about the
+    key such as API_KEY_INVALID) in Gemini's ``details``."""
+    retry_after = daily = key = None
     if not isinstance(details, list):
-        return None, None
+        return None, None, None
     for item in details[:20]:
         if not isinstance(item, dict):
             continue
         kind = str(item.get("@type", ""))
         if kind.endswith(_RETRY_INFO):
             retry_after = parse_duration(item.get("retryDelay")) if isinstance(item.get("retryDelay"), str) else None
+        elif kind.endswith(_ERROR_INFO) and str(item.get("reason", "")).startswith("API_KEY_"):
+            key = str(item["reason"])[:40]
         elif kind.endswith(_QUOTA_FAILURE) and isinstance(item.get("violations"), list):
             for v in item["violations"][:20]:
                 quota = v.get("quotaId") if isinstance(v, dict) else None
                 if isinstance(quota, str) and "perday" in quota.lower():
                     daily = quota[:100]
-    return retry_after, daily
+    return retry_after, daily, key
 
 
 def _flagged(err: dict[str, Any]) -> bool:
