@@ -278,3 +278,16 @@ def test_a_status_answer_naming_another_batch_still_files_the_results_under_the_
         return web.json_response({**body, "id": "msgbatch_someone_else"})
     monkeypatch.setattr(srv.batches, "_get", renamed)
     assert run(srv, ["y1", "y2"]).texts() == ["echo: y1", "echo: y2"]
+
+
+def test_cancel_finds_the_provider_a_stored_batch_was_sent_to(srv, monkeypatch):
+    """%chatmany_batches cancel ID with OpenAI the default: a Message Batch this cache sent to
+    Anthropic (-m anthropic:...) is cancelled on Anthropic's server."""
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", srv.base_url.removesuffix("/v1"))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    srv.batches.pace = 1.0
+    chatmagic.chat_many(["w1", "w2", "w3"], model=f"anthropic:{MODEL}", batch=True, wait=False, progress=False)
+    default = resolve({"base_url": "http://127.0.0.1:9/v1"})  # the session's default: an OpenAI-style server
+    line = batchadmin.cancel_batch(default, "msgbatch_fake0001")
+    assert line.startswith("batch msgbatch_fake0001: cancelling")
+    assert srv.batches.batches["msgbatch_fake0001"]["cancel_initiated_at"]

@@ -3,7 +3,9 @@
     print(list_batches(settings))           # the stored batches, open ones refreshed first
     print(cancel_batch(settings, "batch_...")) # the provider's cancel (OpenAI: POST /batches/{id}/cancel)
 
-``settings`` (from ``chatmagic.settings.resolve``) says which server to ask.
+``settings`` (from ``chatmagic.settings.resolve``) says which server to ask; a batch this cache
+sent to another provider's server (``-m anthropic:...`` while the default is OpenAI) is cancelled
+on that server, found by the server its row was stored for.
 """
 
 from __future__ import annotations
@@ -48,10 +50,32 @@ def list_batches(settings: Settings | None = None) -> str:
     return "\n".join(lines)
 
 
+def owner(settings: Settings, batch_id: str) -> Settings:
+    """The settings of the server that holds ``batch_id``: ``settings`` if its stored row is theirs
+    (or there is no row), else those of the provider profile whose URL the row was stored for."""
+    from chatmagic.batch.store import server_hash
+    from chatmagic.errors import ConfigError
+    from chatmagic.providers.profiles import PROFILES
+    from chatmagic.settings import resolve
+    with BatchStore() as store:
+        row = store.get(batch_id)
+    if row is None or row.server == server_hash(settings.url):
+        return settings
+    for name in PROFILES:
+        try:
+            candidate = resolve({"provider": name, "model": row.model or "model"})
+        except ConfigError:  # no key (or no base URL) for this provider here: not the one
+            continue
+        if server_hash(candidate.url) == row.server:
+            return candidate
+    return settings
+
+
 def cancel_batch(settings: Settings, batch_id: str) -> str:
-    """Ask the server to cancel ``batch_id``; one line saying what it answered."""
+    """Ask the batch's server (see ``owner``) to cancel ``batch_id``; one line saying what it answered."""
     from chatmagic.core.bridge import run_sync
     from chatmagic.transport.client import FilesClient
+    settings = owner(settings, batch_id)
 
     async def cancel() -> dict[str, Any]:
         async with FilesClient(settings) as client:
