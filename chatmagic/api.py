@@ -38,6 +38,7 @@ async def achat_many(
     system: str | None = None,
     temperature: float | None = None,
     max_tokens: int | None = None,
+    image_detail: str | None = None,
     params: dict[str, Any] | None = None,
     provider: str | None = None,
     base_url: str | None = None,
@@ -72,7 +73,8 @@ async def achat_many(
     # each keyword by name (tests/test_options.py checks that every one arrives)
     options = {"model": model, "concurrency": concurrency, "timeout": timeout, "connect_timeout": connect_timeout,
                "retries": retries, "max_retry_wait": max_retry_wait, "system": system, "temperature": temperature,
-               "max_tokens": max_tokens, "params": params, "provider": provider, "base_url": base_url,
+               "max_tokens": max_tokens, "image_detail": image_detail, "params": params, "provider": provider,
+               "base_url": base_url,
                "api_key_env": api_key_env, "api_key": api_key, "api_version": api_version, "headers": headers,
                "rpm": rpm, "tpm": tpm, "proxy": proxy, "max_response_mb": max_response_mb,
                "json": json, "schema": schema, "batch": batch, "wait": wait, "refresh": refresh, "cache": cache,

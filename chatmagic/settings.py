@@ -88,6 +88,14 @@ def _nonempty_name(name: str) -> Callable[[Any], str]:
     return check
 
 
+def _image_detail(value: Any) -> str | None:
+    if value is None:
+        return None
+    if value not in ("auto", "low", "high"):
+        raise ConfigError(f"image_detail must be auto, low or high, got {value!r:.30}")
+    return str(value)
+
+
 def _http_url(value: Any) -> str | None:
     if value is None:
         return None  # the provider's
@@ -224,6 +232,8 @@ OPTIONS: tuple[Option, ...] = (
            unset="server's", minimum=0),
     Option("max_tokens", int, None, "most tokens per answer", flags=("--max-tokens",), metavar="N",
            unset="server's", minimum=1),
+    Option("image_detail", str, None, "OpenAI's detail for every image: `low` (85 tokens each, 512 px), `high` or "
+           "`auto`", flags=("--image-detail",), metavar="LEVEL", unset="server's", check=_image_detail),
     Option("params", dict, None, "any other request body field, repeatable: `-p seed=42 -p 'stop=[\"###\"]'`",
            flags=("-p", "--param"), metavar="KEY=JSON", check=_params),
     Option("provider", str, None, "who serves the models: `openai`, `azure`, `anthropic`, `gemini`, `groq`, "
@@ -302,6 +312,7 @@ class Settings:
     system: str | None
     temperature: float | None
     max_tokens: int | None
+    image_detail: str | None
     params: dict[str, Any]
     provider: str
     base_url: str

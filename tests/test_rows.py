@@ -278,3 +278,23 @@ def test_a_file_over_the_providers_limit_fails_its_row_unread(server, tmp_path, 
     assert results[0].status == "error" and results[1].ok and server.stats.requests == 1
     assert results[0].error == (f"not sent: {big}: {(tmp_path / 'big.png').stat().st_size / 1e6:,.1f} MB, "
                                 "over the 0.001 MB the provider takes")
+
+
+def test_image_detail_for_every_image_unless_a_part_has_its_own(server, tmp_path, shell, capsys):
+    from chatmagic.core.engine import Run
+    from chatmagic.errors import ConfigError
+    from chatmagic.settings import resolve
+    path = png(tmp_path / "a.png")
+    own = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x.test/a.png",
+                                                                            "detail": "high"}}]}]
+    run = Run(["look", own], resolve({"base_url": server.base_url, "image_detail": "low"}), images=[path, None])
+    details = [run.rich_body(row)["messages"][-1]["content"][-1]["image_url"]["detail"] for row in run.rows]
+    assert details == ["low", "high"]
+    assert ask(server, ["look"], images=[path], image_detail="low", cache=False)[0].ok
+    with pytest.raises(ConfigError, match="image_detail must be auto, low or high, got 'tiny'"):
+        ask(server, ["look"], images=[path], image_detail="tiny")
+    import pandas as pd
+    shell.user_ns["photos"] = pd.DataFrame({"file": [path]})
+    capsys.readouterr()
+    assert shell.run_cell("%%chatmany --over photos --images file --image-detail low --dry-run -m gpt-4o\nx").success
+    assert "images: 1 (~85 tokens by OpenAI's rule for gpt-4o" in capsys.readouterr().out

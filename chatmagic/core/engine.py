@@ -164,7 +164,8 @@ class Run:
             schema = self.settings.schema
             system = "\n\n".join(p for p in (row.system, schema.instruction() if schema else None) if p)
         dialect = self.dialect.name
-        return row_body(dialect, self._head, loaded(turns(row, system), limits_of(dialect)))
+        messages = loaded(turns(row, system), limits_of(dialect), self.settings.image_detail)
+        return row_body(dialect, self._head, messages)
 
     # ---- what a batch run (batch/run.py) uses of a run -------------------------
 

@@ -15,6 +15,7 @@ with any value ``images=`` takes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -156,15 +157,23 @@ def turns(row: Row, system: str | None) -> list[dict[str, Any]]:
     return out
 
 
-def loaded(messages: list[dict[str, Any]], limits: Mapping[str, int] = LIMITS) -> list[dict[str, Any]]:
-    """``messages`` with every Media read into a Part (MediaError if one cannot be)."""
+def loaded(messages: list[dict[str, Any]], limits: Mapping[str, int] = LIMITS,
+           detail: str | None = None) -> list[dict[str, Any]]:
+    """``messages`` with every Media read into a Part (MediaError if one cannot be); ``detail``
+    for each image that has none of its own."""
     out = []
     for m in messages:
         content = m["content"]
         if isinstance(content, list) and any(isinstance(p, Media) for p in content):
-            content = [load(p, limits) if isinstance(p, Media) else p for p in content]
+            content = [_with_detail(load(p, limits), detail) if isinstance(p, Media) else p for p in content]
         out.append({**m, "content": content})
     return out
+
+
+def _with_detail(part: Part, detail: str | None) -> Part:
+    if detail is None or part.detail is not None or part.kind != "image":
+        return part
+    return dataclasses.replace(part, detail=detail)
 
 
 def parts_in(messages: list[dict[str, Any]]) -> list[Media | Part]:

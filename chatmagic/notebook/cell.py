@@ -50,7 +50,7 @@ class Plan:
         if run.rows is None:
             return None
         from chatmagic.notebook.dryrun import media_report
-        return media_report(run.rows, run.dialect.name, run.settings.model)  # by the first model's rule
+        return media_report(run.rows, run.dialect.name, run.settings.model, run.settings.image_detail)
 
 
 def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict[str, Any], images: str | None = None,

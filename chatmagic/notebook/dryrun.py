@@ -102,7 +102,8 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
     return "\n".join(lines)
 
 
-def media_report(rows: Sequence[Row], dialect: str = "openai", model: str = "") -> tuple[str, int] | None:
+def media_report(rows: Sequence[Row], dialect: str = "openai", model: str = "",
+                 detail: str | None = None) -> tuple[str, int] | None:
     """The images and documents the rows would send, from their headers only: how many, their
     size, their tokens by the provider's rule (OpenAI's tiles, detail auto counting as high;
     Anthropic's area), and how many cannot be sent (with the first reason). None when the rows
@@ -121,7 +122,7 @@ def media_report(rows: Sequence[Row], dialect: str = "openai", model: str = "") 
                 documents += 1
             else:
                 images += 1
-                tokens += image_tokens(dialect, seen.pixels, seen.detail, model)
+                tokens += image_tokens(dialect, seen.pixels, seen.detail or detail, model)
     if not images and not documents and not bad:
         return None
     rule = "Anthropic's area rule" if dialect == "anthropic" else f"OpenAI's rule for {model or 'gpt-4o'}"
