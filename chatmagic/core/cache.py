@@ -46,7 +46,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +104,7 @@ def fill(record: object, row: Sequence[Any]) -> None:
             setattr(record, name, value)
 
 
-def request_key(url: str, body: dict) -> str:
+def request_key(url: str, body: dict[str, Any]) -> str:
     """The cache key of one request: sha256 hex of the server and the full body as canonical JSON
     (sorted keys, so dict order does not matter). Pass the exact dict that is sent -- model,
     messages including the system message, every parameter. Headers (the API key) never enter.
@@ -114,7 +114,7 @@ def request_key(url: str, body: dict) -> str:
     return _sha256(KEY_VERSION + data).hexdigest()
 
 
-def request_keys(url: str, body_of: Callable[[str], dict], prompts) -> list[str]:
+def request_keys(url: str, body_of: Callable[[str], dict[str, Any]], prompts: Iterable[str]) -> list[str]:
     """``request_key`` of each body ``body_of(prompt)`` (the dialect's one builder, which puts
     the prompt in one place), computed fast: the canonical JSON around the prompt is hashed
     once and the hash state copied per prompt."""
@@ -154,15 +154,15 @@ class Cache:
     clock = staticmethod(time.monotonic)  # of batch_seconds; a test may pass a fake one
     busy_timeout = 5.0
 
-    def __init__(self, path: str | os.PathLike | None = None):
+    def __init__(self, path: str | os.PathLike[str] | None = None):
         """Open or create the database; raises ``sqlite3.Error`` or ``OSError`` if unusable
         (``Cache.open`` turns that into a warning and None)."""
         self.path = Path(path).expanduser() if path is not None else default_dir() / DB_NAME
         self.disabled: str | None = None
         self._readable = True
         self.closed = False
-        self._pending: dict[str, tuple] = {}   # key -> row without key, not yet written
-        self._memory: dict[str, tuple] = {}    # rows that could not be written
+        self._pending: dict[str, tuple[Any, ...]] = {}   # key -> row without key, not yet written
+        self._memory: dict[str, tuple[Any, ...]] = {}    # rows that could not be written
         self._lock = threading.RLock()
         self._last_write = self.clock()
         self._timer = None
@@ -173,7 +173,7 @@ class Cache:
         atexit.register(self._atexit)
 
     @classmethod
-    def open(cls, path: str | os.PathLike | None = None) -> Cache | None:
+    def open(cls, path: str | os.PathLike[str] | None = None) -> Cache | None:
         """A ``Cache``, or None after one ``CacheWarning`` saying why it cannot be used."""
         try:
             return cls(path)
@@ -184,7 +184,7 @@ class Cache:
             return None
 
     @classmethod
-    def open_or_remove(cls, path: str | os.PathLike | None = None) -> tuple[Cache | None, str | None]:
+    def open_or_remove(cls, path: str | os.PathLike[str] | None = None) -> tuple[Cache | None, str | None]:
         """For ``%chatmany_cache clear``: the cache; or, if its file is no usable database
         (corrupt, not SQLite, a newer schema), a fresh one after removing that file, with a line
         saying so. A locked or unreadable file is never removed."""
@@ -237,12 +237,12 @@ class Cache:
 
     # --- reading ----------------------------------------------------------------------
 
-    def get_many(self, keys) -> dict[str, tuple]:
+    def get_many(self, keys: Iterable[str]) -> dict[str, tuple[Any, ...]]:
         """key -> (text, finish_reason, prompt_tokens, completion_tokens, model, latency_s,
         attempts) for the keys that have an answer (buffered and in-memory rows included). Never raises for a
         database failure: it warns once and answers from memory."""
         keys = list(keys)
-        found: dict[str, tuple] = {}
+        found: dict[str, tuple[Any, ...]] = {}
         with self._lock:
             if self._conn is not None and self._readable:
                 try:
@@ -257,7 +257,7 @@ class Cache:
                             found[k] = row[:7]
         return found
 
-    def _select(self, keys: list[str], found: dict) -> None:
+    def _select(self, keys: list[str], found: dict[str, Any]) -> None:
         """Two passes, each in sorted order so both B-trees are walked forwards: keys -> rowids
         on the key index alone, then the rows by rowid (stored in the order they were
         answered). About 2x faster than fetching rows by key in prompt order."""
@@ -370,7 +370,7 @@ class Cache:
                     except sqlite3.Error:
                         pass
 
-    def __del__(self):
+    def __del__(self) -> None:
         # a cache dropped without close() still writes its buffer (atexit covers shutdown)
         if getattr(self, "closed", True) is False and getattr(self, "_conn", None) is not None:
             try:
@@ -381,7 +381,7 @@ class Cache:
     def __enter__(self) -> Cache:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # --- looking after it -------------------------------------------------------------
@@ -443,7 +443,7 @@ def describe(cache: Cache | None) -> str:
     return f"{line} ({cache.disabled})" if cache.disabled else line
 
 
-def _storable(row: tuple) -> bool:
+def _storable(row: tuple[Any, ...]) -> bool:
     """True if SQLite can store ``row`` (text, finish_reason, tokens, tokens, model, latency_s,
     attempts, created)."""
     text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, _ = row
@@ -473,7 +473,7 @@ def _encodes(text: str) -> bool:
     return True
 
 
-def _chunks(select: str, values: list):
+def _chunks(select: str, values: list[Any]) -> Iterator[tuple[str, list[Any]]]:
     """(sql, values) for ``select (?, ?, ...)`` over ``values`` in chunks of ``CHUNK``."""
     full = f"{select} ({','.join('?' * CHUNK)})"
     for i in range(0, len(values), CHUNK):

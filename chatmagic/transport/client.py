@@ -12,8 +12,11 @@ import asyncio
 import dataclasses
 import errno
 import json
+import os
 import warnings
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -29,7 +32,7 @@ MESSAGE_CHARS = 300
 #: While this process has no free file descriptor, wait this long before trying again.
 FILES_WAIT = 0.05
 
-_warned_clear: set = set()
+_warned_clear: set[str] = set()  # hosts warned about a key sent in clear, said once per process
 
 
 @dataclass(slots=True)
@@ -52,7 +55,7 @@ class _Hidden(str):
         return "'Bearer ***'" if self.startswith("Bearer ") else "'***'"
 
 
-def request_headers(settings) -> dict[str, str]:
+def request_headers(settings: Any) -> dict[str, str]:  # settings: a Settings (transport sits below it)
     """Every header a request carries beyond the content ones: the dialect's, the key in the
     profile's auth style, the user's ``headers``; the secret ones hidden from reprs."""
     key = settings.api_key
@@ -67,7 +70,7 @@ class _NoFiles(Exception):
 class Client:
     """One aiohttp session for a run; its pool holds ``limit`` connections."""
 
-    def __init__(self, settings, limit: int | None = None):
+    def __init__(self, settings: Any, limit: int | None = None):  # a Settings, typed Any: see request_headers
         self.url = settings.url
         self._key = settings.api_key
         self._dialect = settings.dialect
@@ -93,7 +96,7 @@ class Client:
             timeout=aiohttp.ClientTimeout(total=s.timeout, sock_connect=s.connect_timeout))
         return self
 
-    async def __aexit__(self, *exc) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self._session.close()
 
     async def complete(self, body: bytes) -> Completion:
@@ -120,7 +123,7 @@ class Client:
         return Completion(done.text, done.finish_reason, done.prompt_tokens, done.completion_tokens,
                           done.model, said)
 
-    async def _post(self, body: bytes):
+    async def _post(self, body: bytes) -> tuple[int, hints.Hints, bytes]:
         """(status, hints, body) of one POST; every failure becomes a RequestError."""
         try:
             async with self._session.post(self.url, data=body, proxy=self._proxy) as resp:
@@ -150,7 +153,7 @@ class Client:
             return RequestError(message, code="redirects", retryable=False)
         return RequestError(message, code="connection")
 
-    def _error(self, status: int, data, raw: bytes, said: hints.Hints) -> RequestError:
+    def _error(self, status: int, data: Any, raw: bytes, said: hints.Hints) -> RequestError:
         """The dialect reads the error; its verdict and any wait named in the body travel with it."""
         f = self._dialect.failure(status, data, raw, said)
         message, code, action = f.message, f.code, f.action
@@ -189,7 +192,7 @@ class FilesClient(Client):
             timeout=aiohttp.ClientTimeout(total=None, sock_read=s.timeout, sock_connect=s.connect_timeout))
         return self
 
-    async def upload(self, path, filename: str) -> dict:
+    async def upload(self, path: str | os.PathLike[str], filename: str) -> dict[str, Any]:
         """``POST /files`` (multipart, ``purpose=batch``), streaming the file from disk."""
         with open(path, "rb") as f:
             form = aiohttp.FormData()
@@ -197,7 +200,7 @@ class FilesClient(Client):
             form.add_field("file", f, filename=filename, content_type="application/jsonl")
             return await self.call("POST", "/files", data=form)
 
-    async def call(self, method: str, path: str, **kw) -> dict:
+    async def call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         """One JSON request (``json=`` or ``data=``) to ``base_url + path``; the answer's JSON."""
         try:
             async with self._session.request(method, self.base + path, proxy=self._proxy, **kw) as resp:
@@ -220,11 +223,11 @@ class FilesClient(Client):
             return self._client_error(e)
         return RequestError(self.scrub(f"{type(e).__name__}: {e}"), code="client_error", retryable=False)
 
-    def lines(self, file_id: str):
+    def lines(self, file_id: str) -> AsyncIterator[bytes]:
         """The lines of a file's content (``GET /files/{id}/content``), as bytes, streamed."""
         return self.lines_at(f"/files/{file_id}/content")
 
-    async def lines_at(self, path: str):
+    async def lines_at(self, path: str) -> AsyncIterator[bytes]:
         """The lines of the answer to ``GET base_url + path``, as bytes, streamed (each line
         capped as one answer is)."""
         try:
@@ -256,7 +259,7 @@ def _warn_if_clear(url: str) -> None:
                       "use https:// unless this network is trusted", ChatmagicWarning, stacklevel=4)
 
 
-def _embedded_status(code) -> int | None:
+def _embedded_status(code: Any) -> int | None:  # whatever the server sent
     """An HTTP status given as the code of an error inside a 200 answer."""
     try:
         status = int(code)
@@ -270,7 +273,7 @@ def _out_of_files(e: aiohttp.ClientError) -> bool:
     return isinstance(os_error, OSError) and os_error.errno in (errno.EMFILE, errno.ENFILE)
 
 
-def _json(raw: bytes):
+def _json(raw: bytes) -> Any:
     try:
         return json.loads(raw)
     except (ValueError, RecursionError):
