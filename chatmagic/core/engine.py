@@ -197,15 +197,8 @@ class Run:
         todo = []
         for record, key in zip(self.results, self._keys):
             row = found.get(key) if self.rich(record.index) is None else None
-            if row is not None:
-                try:
-                    record.data = self.decode(record, row[0])
-                except (RequestError, TypeError):  # stored by a run without --json, or the
-                    record.text, row = None, None   # pydantic model's checks changed: ask again
-            if row is None:
+            if not self._take_cached(record, row):
                 todo.append(record)
-                continue
-            self._fill_cached(record, row)
         return todo
 
     def keep(self, key: str, row: tuple, *, latency_s: float | None = None, attempts: int | None = None) -> None:
@@ -214,9 +207,18 @@ class Run:
         if self._cache is not None:
             self._cache.put(key, *row, latency_s=latency_s, attempts=attempts)
 
-    def _fill_cached(self, record: Result, row: tuple) -> None:
+    def _take_cached(self, record: Result, row: tuple | None) -> bool:
+        """Fill ``record`` from a cached ``row``; False if there is none or it no longer decodes."""
+        if row is None:
+            return False
+        try:
+            record.data = self.decode(record, row[0])
+        except (RequestError, TypeError):  # stored by a run without --json, or the
+            record.text = None              # pydantic model's checks changed: ask again
+            return False
         fill(record, row)
         record.status, record.cached = "ok", True
+        return True
 
     def rich_ready(self, record: Result, keys: list[str] | None = None) -> dict | None:
         """A rich row's body, its key put in ``keys`` (the run's own by default), or None when
@@ -233,16 +235,9 @@ class Run:
         keys = self._keys if keys is None else keys
         if keys:  # the key covers everything sent, the images' bytes too
             keys[record.index] = request_key(self.memory.server_name(self.settings.url), body)
-        if self._cache is not None:
+        if self._cache is not None and not self.settings.refresh:
             key = keys[record.index]
-            hit = None if self.settings.refresh else self._cache.get_many([key]).get(key)
-            if hit is not None:
-                try:
-                    record.data = self.decode(record, hit[0])
-                except (RequestError, TypeError):
-                    record.text, hit = None, None
-            if hit is not None:
-                self._fill_cached(record, hit)
+            if self._take_cached(record, self._cache.get_many([key]).get(key)):
                 self._progress.advance(True)
                 return None
         return body
