@@ -298,3 +298,13 @@ def test_image_detail_for_every_image_unless_a_part_has_its_own(server, tmp_path
     capsys.readouterr()
     assert shell.run_cell("%%chatmany --over photos --images file --image-detail low --dry-run -m gpt-4o\nx").success
     assert "images: 1 (~85 tokens by OpenAI's rule for gpt-4o" in capsys.readouterr().out
+
+
+def test_cell_over_a_list_of_files_with_images_item(shell, server, tmp_path):
+    shell.user_ns["files"] = [png(tmp_path / "a.png"), png(tmp_path / "b.png", (8, 8))]
+    assert shell.run_cell("%%chatmany --over files --images item --no-cache -o a\nImage {index}").success
+    size_a, size_b = ((tmp_path / n).stat().st_size for n in ("a.png", "b.png"))
+    assert shell.user_ns["a"] == [f"echo: Image 0 [media=1: 64x48 image/png {size_a:,} B]",
+                                  f"echo: Image 1 [media=1: 8x8 image/png {size_b:,} B]"]
+    assert shell.run_cell("%%chatmany --over files --images item --no-cache -o b\n").success  # images only
+    assert shell.user_ns["b"][0] == f"echo:  [media=1: 64x48 image/png {size_a:,} B]"
