@@ -31,7 +31,8 @@ import sqlite3
 import tempfile
 import time
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from chatmagic.batch.dialect import TERMINAL, batch_dialect
 from chatmagic.batch.format import ID_HEX, unfinished, write_parts
@@ -44,6 +45,7 @@ from chatmagic.results import Result, Results
 
 if TYPE_CHECKING:
     from chatmagic.core.engine import Run
+    from chatmagic.settings import Settings
 
 log = logging.getLogger("chatmagic")
 
@@ -67,16 +69,16 @@ async def send(run: Run) -> Results:
 class BatchRun:
     """One batch run of an engine ``Run`` (its records, settings, cache and request body)."""
 
-    def __init__(self, run):
+    def __init__(self, run: Run):
         self.run, self.settings, self.results = run, run.settings, run.results
         self.api = batch_dialect(run.settings)
         self.wanted: dict[str, list[Result]] = {}  # request key -> records waiting for it
-        self.batches: dict[str, dict] = {}         # batch id -> last Batch object seen
+        self.batches: dict[str, dict[str, Any]] = {}         # batch id -> last Batch object seen
         self.batch_keys: dict[str, list[str]] = {}  # batch id -> every request key in it
         self.failures: list[str] = []
         self.store: BatchStore | None = None
         self.collected: set[str] = set()           # batches whose results are in the records
-        self._recent: list[dict] | None = None  # the server's last batches, listed once per run
+        self._recent: list[dict[str, Any]] | None = None  # the server's last batches, listed once per run
 
     async def run_batch(self) -> Results:
         started = time.perf_counter()
@@ -143,12 +145,13 @@ class BatchRun:
         finally:
             os.unlink(path)
 
-    def _line(self, make, key: str) -> bytes:
+    def _line(self, make: Callable[[str, str], bytes], key: str) -> bytes:
         record = self.wanted[key][0]
         custom_id = f"{record.index}-{key[:ID_HEX]}"
-        if self.run.rich(record.index) is None:
+        row = self.run.rich(record.index)
+        if row is None:
             return make(custom_id, record.prompt)
-        return self.api.request_line(custom_id, self.run.rich_body(self.run.rich(record.index)))  # read again
+        return self.api.request_line(custom_id, self.run.rich_body(row))  # read again
 
     async def _create(self, path: str, keys: list[str]) -> None:
         part = hashlib.sha256("".join(keys).encode()).hexdigest()[:32]
@@ -160,7 +163,7 @@ class BatchRun:
             self.store.add(batch["id"], self.settings.url, self.settings.model, keys, len(keys))
             self.store.forget(INTENT + part)
 
-    async def _send(self, path: str, part: str, total: int) -> dict:
+    async def _send(self, path: str, part: str, total: int) -> dict[str, Any]:
         """Submit one batch. When its batches carry no label of ours, an intent is stored first,
         so that a run killed before the batch is recorded leaves a trace to look for it by."""
         if self.store is not None and not self.api.labelled:
@@ -172,7 +175,7 @@ class BatchRun:
                 self.store.forget(INTENT + part)
             raise
 
-    async def _unrecorded(self, part: str, total: int) -> dict | None:
+    async def _unrecorded(self, part: str, total: int) -> dict[str, Any] | None:
         """A batch of exactly these requests that the server created but the store does not hold
         (a kernel killed between creating and recording it, or a store that could not be
         written); None if there is none. Found by its label among the server's recent batches;
@@ -223,7 +226,7 @@ class BatchRun:
         finally:
             progress.close(self.batches.values(), interrupted=bool(open_ids))
 
-    async def _poll(self, batch_id: str) -> dict:
+    async def _poll(self, batch_id: str) -> dict[str, Any]:
         """The batch's state; a transient failure (timeout, 5xx, 429) keeps the last one seen."""
         try:
             # the batch asked for, whatever id the answer names (it files the results)
@@ -236,7 +239,7 @@ class BatchRun:
             log.info("checking batch %s failed (%s); trying again later", batch_id, e)
             return self.batches[batch_id]
 
-    async def _collect(self, batch: dict) -> None:
+    async def _collect(self, batch: dict[str, Any]) -> None:
         """Fill the records of one finished batch from its result lines."""
         keys = self.batch_keys[batch["id"]]
         by_id = {k[:ID_HEX]: k for k in keys}
@@ -259,7 +262,7 @@ class BatchRun:
         if self.store is not None:
             self.store.update(batch["id"], batch["status"], batch.get("request_counts"), collected=True)
 
-    def _take(self, line: object, batch_id: str, by_id: dict, seen: set) -> None:
+    def _take(self, line: object, batch_id: str, by_id: dict[str, Any], seen: set[Any]) -> None:
         custom_id, done, why = self.api.read_line(line, batch_id)
         key = by_id.get(custom_id.partition("-")[2])
         if key is None:
@@ -295,7 +298,7 @@ class BatchRun:
         self.results.pending_in(running)
 
 
-def poll_delays(first: float, most: float):
+def poll_delays(first: float, most: float) -> Iterator[float]:
     """Seconds between status checks: ``first``, then 1.5x longer each time, up to ``most``
     (or 20x ``first`` if that is less, so a test's tiny interval stays tiny)."""
     cap = min(most, 20 * first)
@@ -314,7 +317,7 @@ def _open_store() -> BatchStore | None:
         return None
 
 
-def dry_run_note(requests_per_model: int, models: int, settings=None) -> str:
+def dry_run_note(requests_per_model: int, models: int, settings: Settings | None = None) -> str:
     """The line --dry-run adds for --batch: how the requests would be submitted and billed
     (with ``settings``, at its provider's limit per batch; else OpenAI's)."""
     most = MAX_REQUESTS or (batch_dialect(settings).max_requests if settings is not None else 50_000)

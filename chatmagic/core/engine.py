@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from chatmagic.core.cache import Cache, fill, request_key, request_keys, row_of
 from chatmagic.core.memory import Memory
@@ -27,6 +28,10 @@ from chatmagic.providers.parts import MediaError
 from chatmagic.results import Result, Results
 from chatmagic.transport.client import Client, Completion, scrub
 from chatmagic.transport.limits import connection_cap
+
+if TYPE_CHECKING:
+    from chatmagic.core.timeline import Sleep
+    from chatmagic.settings import Settings
 from chatmagic.transport.proxies import is_loopback
 
 #: Output tokens assumed per request for token pacing when max_tokens is not set.
@@ -57,7 +62,9 @@ class Run:
     ``memory`` is what runs remember about servers (learnt paces, cache names; default: a fresh one).
     """
 
-    def __init__(self, prompts, settings, *, images=None, progress=None, sleep=None, desc: str = "chatmany",
+    def __init__(self, prompts: Iterable[str | list[dict[str, Any]]], settings: Settings, *,
+                 images: Sequence[Any] | None = None, progress: object = None, sleep: Sleep | None = None,
+                 desc: str = "chatmany",
                  memory: Memory | None = None, client: Callable[..., Client] = Client,
                  cache: Cache | None = None):
         if len(settings.models) > 1:  # -m a,b is the magic's: one run per model (settings.for_model)
@@ -94,9 +101,9 @@ class Run:
             raise ValueError("a --batch run is sent by chatmagic.batch.run.send(run)")
         c = connection_cap(self.settings.concurrency)
         self._slots, places = asyncio.Semaphore(c), asyncio.Semaphore(2 * c)
-        tasks: set[asyncio.Task] = set()
+        tasks: set[asyncio.Task[None]] = set()
 
-        def finished(task):
+        def finished(task: asyncio.Task[None]) -> None:
             tasks.discard(task)
             places.release()
 
@@ -141,9 +148,10 @@ class Run:
         if self._cache is not None and self._cache is not self._shared_cache:
             self._cache.close()
 
-    def body(self, prompt: str) -> dict:
+    def body(self, prompt: str) -> dict[str, Any]:
         """The one request body of ``prompt``: what is sent, cached and written to a batch file."""
-        return self.dialect.body(self._head, prompt)
+        body: dict[str, Any] = self.dialect.body(self._head, prompt)
+        return body
 
     @property
     def rows(self) -> list[Row] | None:
@@ -156,7 +164,7 @@ class Run:
         row = self._rows[index] if self._rows is not None else None
         return None if row is None or row.plain else row
 
-    def rich_body(self, row: Row) -> dict:
+    def rich_body(self, row: Row) -> dict[str, Any]:
         """The request body of a rich row, its images read now (MediaError: this row cannot be
         sent). Built when the row is sent, so only the rows in flight hold their files."""
         system = self.settings.system_prompt
@@ -170,7 +178,7 @@ class Run:
     # ---- what a batch run (batch/run.py) uses of a run -------------------------
 
     @property
-    def head(self) -> dict:
+    def head(self) -> dict[str, Any]:
         """The part of every request body that is the same for all prompts (model, parameters,
         the system message); ``body`` adds a prompt to it."""
         return self._head
@@ -201,13 +209,14 @@ class Run:
                 todo.append(record)
         return todo
 
-    def keep(self, key: str, row: tuple, *, latency_s: float | None = None, attempts: int | None = None) -> None:
+    def keep(self, key: str, row: tuple[Any, ...], *, latency_s: float | None = None,
+             attempts: int | None = None) -> None:
         """Put one answer (a row: ``cache.row_of``) into this run's answer cache, if it has one,
         with how it came (shown again when a later run takes it from the cache)."""
         if self._cache is not None:
             self._cache.put(key, *row, latency_s=latency_s, attempts=attempts)
 
-    def _take_cached(self, record: Result, row: tuple | None) -> bool:
+    def _take_cached(self, record: Result, row: tuple[Any, ...] | None) -> bool:
         """Fill ``record`` from a cached ``row``; False if there is none or it no longer decodes."""
         if row is None:
             return False
@@ -220,7 +229,7 @@ class Run:
         record.status, record.cached = "ok", True
         return True
 
-    def rich_ready(self, record: Result, keys: list[str] | None = None) -> dict | None:
+    def rich_ready(self, record: Result, keys: list[str] | None = None) -> dict[str, Any] | None:
         """A rich row's body, its key put in ``keys`` (the run's own by default), or None when
         it is done already: answered from the cache, or failed before sending (a missing file,
         an unknown type, a file over the limit)."""
@@ -276,7 +285,8 @@ class Run:
             self.keep(self._keys[record.index], answer, latency_s=record.latency_s, attempts=record.attempts)
         self._progress.advance(True)
 
-    def _replay(self, first: RequestError, record: Result, body: bytes, cost: int):
+    def _replay(self, first: RequestError, record: Result, body: bytes,
+                cost: int) -> Callable[[], Awaitable[Completion]]:
         """An attempt function for tenacity whose first call replays the failure already seen,
         so tenacity counts it and waits before the second request."""
         pending = [first]
@@ -341,7 +351,7 @@ class Run:
                 raise
             return done
 
-    def decode(self, record: Result, text: str, finish_reason: str | None = None):
+    def decode(self, record: Result, text: str, finish_reason: str | None = None) -> Any:
         """The parsed answer with --json or --schema; one that does not parse or match is kept in
         ``record.text`` and raised as an error that is retried once."""
         schema = self.settings.schema
@@ -362,7 +372,7 @@ class Run:
             raise RequestError(message, status=200, code=code, retryable=record.attempts < 2) from None
 
 
-def check_prompts(prompts) -> list:
+def check_prompts(prompts: Iterable[Any]) -> list[Any]:
     """A list of prompts (each checked by rows_of), or one clear ConfigError."""
     if isinstance(prompts, str):
         raise ConfigError("prompts must be a list of strings, not one string")
@@ -372,7 +382,7 @@ def check_prompts(prompts) -> list:
     return prompts
 
 
-def _dumps(body: dict) -> str:
+def _dumps(body: dict[str, Any]) -> str:
     """The request body as JSON; never NaN or Infinity, which no server can read."""
     try:
         return json.dumps(body, allow_nan=False)
