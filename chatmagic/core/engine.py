@@ -261,6 +261,7 @@ class Run:
             if ready is None:
                 return
             body = _dumps(ready).encode()
+            del ready  # only the encoded body stays while the request is in flight and retried
             cost += sum(openai_image_tokens(None) for _ in parts_in(turns(row, None)))
         try:
             try:
