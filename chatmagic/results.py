@@ -7,7 +7,7 @@ that partly fails still hands back every answer that came in.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal, overload
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from chatmagic.core.schema import Schema
     from chatmagic.core.timeline import Timeline
+    from chatmagic.providers.dialect import Answer
 
 #: What became of a prompt: answered; failed (``error`` says why); not sent or not finished (the run
 #: stopped, was interrupted, or never got to it); or in a provider batch still running (``--batch``).
@@ -23,7 +24,8 @@ Status = Literal["ok", "error", "cancelled", "pending"]
 
 #: Columns of ``Results.to_pandas()``, in order (``text`` is shown as ``response``).
 COLUMNS = ("prompt", "response", "status", "error", "attempts", "latency_s",
-           "prompt_tokens", "completion_tokens", "finish_reason", "model")
+           "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens",
+           "cost", "finish_reason", "model", "refusal", "reasoning", "request_id")
 
 
 @dataclass(slots=True)
@@ -37,16 +39,31 @@ class Result:
     error: str | None = None
     attempts: int = 0
     latency_s: float | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
+    prompt_tokens: int | None = None      # every input token, cached ones included
+    completion_tokens: int | None = None  # every output token, reasoning included
+    cached_tokens: int | None = None      # input read from the provider's prompt cache (billed less)
+    cache_write_tokens: int | None = None  # input written to it (Anthropic's cache_creation_input_tokens)
+    reasoning_tokens: int | None = None   # output spent on reasoning (billed as output)
+    cost: float | None = None  # dollars this run paid for it: 0.0 from the cache, None if the price is unknown
     finish_reason: str | None = None
     model: str | None = None
+    refusal: str | None = None    # the model's refusal, never mixed into text
+    reasoning: str | None = None  # the reasoning text the server sent, never mixed into text
+    request_id: str | None = None  # the provider's id of the request that answered, for a support ticket
     cached: bool = False  # the answer came from the cache; nothing was sent
     data: object = None   # with json=True: the parsed answer; with a schema: a dict or model instance
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def take(self, answer: Answer, cost: float | None, request_id: str | None = None) -> None:
+        """Fill in an answer that came back, with what it cost (``data`` is set by the caller)."""
+        self.text, self.status, self.model, self.finish_reason = answer.text, "ok", answer.model, answer.finish_reason
+        self.prompt_tokens, self.completion_tokens = answer.prompt_tokens, answer.completion_tokens
+        self.cached_tokens, self.cache_write_tokens = answer.cached_tokens, answer.cache_write_tokens
+        self.reasoning_tokens, self.refusal, self.reasoning = answer.reasoning_tokens, answer.refusal, answer.reasoning
+        self.cost, self.request_id = cost, request_id
 
     @property
     def flagged(self) -> bool:
@@ -149,9 +166,21 @@ class Results(Sequence[Result]):
             c[r.status if r.status != "error" else f"error: {_reason(r.error)}"] += 1
         return c
 
-    def summary(self, prices: Mapping[str, Any] | None = None) -> str:
-        """One line: ok, failed (by reason), cancelled, retried, tokens, cost (with ``prices``,
-        {"model": [input_per_1M, output_per_1M]}), elapsed."""
+    @property
+    def cost(self) -> float | None:
+        """Dollars this run spent: the sum of its answers' ``cost`` (an answer from the cache
+        cost nothing); None when the price of one of them is unknown."""
+        total = 0.0
+        for r in self._records:
+            if r.ok and not r.cached:
+                if type(r.cost) is not float and type(r.cost) is not int:
+                    return None
+                total += r.cost
+        return total
+
+    def summary(self) -> str:
+        """One line: ok, failed (by reason), cancelled, retried, tokens, cost (or "price
+        unknown"), elapsed, and what the run had to say (a cost cap, a long wait)."""
         ok = sum(r.ok for r in self._records)
         failed = Counter(_reason(r.error) for r in self._records if r.status == "error")
         cancelled = sum(r.status == "cancelled" for r in self._records)
@@ -181,13 +210,12 @@ class Results(Sequence[Result]):
             parts.append(f"answered by {', '.join(other)}, not {self.model}")
         parts.append(f"{self.retries} retries")
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
-        if prices:
-            from chatmagic.core.prices import batch_cost, cost
-            price = batch_cost if self.batch else cost
-            spent = [price(_count(r.prompt_tokens), _count(r.completion_tokens), str(r.model or ""), prices)
-                     for r in self._records if r.ok and not r.cached]
-            if spent and None not in spent:
-                parts.append(f"${sum(s or 0.0 for s in spent):.4f}" + (" (batch price)" if self.batch else ""))
+        spent = self.cost
+        if spent is None:
+            parts.append("price unknown")
+        else:
+            from chatmagic.core.prices import money
+            parts.append(money(spent) + (" (batch price)" if self.batch else ""))
         parts.append(f"{self.elapsed_s:.1f}s")
         return ", ".join(parts + self.notes)
 

@@ -129,6 +129,11 @@ def _schema(value: Any) -> Schema | None:
     return load(value)
 
 
+def _prices(value: Any) -> dict[str, Any] | None:
+    from chatmagic.core.prices import check_prices
+    return check_prices(value)
+
+
 def clean_key(key: Any, where: str = "api_key") -> str | None:
     """The key without surrounding whitespace (a key read from a file keeps its newline);
     None if empty. Any other control or non-ASCII character is refused without showing it."""
@@ -287,8 +292,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("df", bool, False, "store a pandas DataFrame instead of a list", flags=("--df",), scope=MAGIC),
     Option("quiet", bool, False, "no progress bar (`progress=False`)", flags=("-q", "--quiet"), scope=MAGIC),
     Option("progress", bool, True, "show a progress bar", config=False),
-    Option("prices", dict, None, 'dollars per 1M tokens for cost estimates: {"model": [input, output]}',
-           scope=MAGIC),
+    Option("prices", dict, None, 'dollars per 1M tokens, over the bundled price data: {"model": [input, output]} '
+           "(see Cost)", check=_prices),
 )
 
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -331,6 +336,7 @@ class Settings:
     refresh: bool
     cache: bool
     progress: bool
+    prices: dict[str, Any] | None
     routes: dict[str, Route] = field(default_factory=dict, repr=False, compare=False)  # not an option
 
     @property
@@ -371,7 +377,7 @@ class Settings:
 
 @dataclass(frozen=True)
 class CellOptions:
-    """The options only %%chatmany uses (out, df, quiet, prices, ...), validated: one field per
+    """The options only %%chatmany uses (out, df, quiet, ...), validated: one field per
     magic option of ``OPTIONS``, in its order."""
 
     out: str
@@ -382,7 +388,6 @@ class CellOptions:
     dry_run: bool
     df: bool
     quiet: bool
-    prices: dict[str, Any] | None
 
 
 def _check_fields(cls: type, scope: str) -> None:

@@ -166,11 +166,13 @@ def test_schema_answers_are_checked_as_in_an_interactive_run(bserver):
 
 
 def test_summary_shows_the_batch_price(bserver):
-    results = run(bserver, ["price me"])
-    tokens = results[0].prompt_tokens * 1.0 + results[0].completion_tokens * 2.0
-    assert f"${tokens / 1e6 / 2:.4f} (batch price)" in results.summary({"gpt-4o-mini": [1.0, 2.0]})
-    own = {"gpt-4o-mini": [1.0, 2.0], "gpt-4o-mini@batch": [0.1, 0.2]}
-    assert f"${tokens / 1e7:.4f} (batch price)" in results.summary(own)
+    results = run(bserver, ["price me"], prices={"gpt-4o-mini": [1000.0, 2000.0]}, cache=False)
+    tokens = results[0].prompt_tokens * 1000.0 + results[0].completion_tokens * 2000.0
+    assert results[0].cost == pytest.approx(tokens / 1e6 / 2) and results.cost == results[0].cost
+    assert f"${tokens / 1e6 / 2:.4f} (batch price)" in results.summary()
+    own = {"gpt-4o-mini": [1000.0, 2000.0], "gpt-4o-mini@batch": [100.0, 200.0]}
+    results = run(bserver, ["price me"], prices=own, cache=False)
+    assert f"${tokens / 1e7:.4f} (batch price)" in results.summary()
 
 
 def test_store_holds_ids_and_hashes_not_prompts(bserver, tmp_path):

@@ -98,7 +98,7 @@ def test_dry_run_sends_nothing_and_estimates_cost(ip, server, capsys):
     r = ip.run_cell("%%chatmany --over xs --dry-run -m m1,m2 --max-tokens 10 -o never\nSay {item}")
     out = capsys.readouterr().out
     assert r.success and server.stats.requests == 0 and "never" not in ip.user_ns
-    assert "3 prompts × 2 models = 6 requests" in out and "Say a" in out and "no price for m2" in out
+    assert "3 prompts × 2 models = 6 requests" in out and "Say a" in out and "price unknown for m2" in out
 
 
 def test_summary_reports_cost_when_prices_are_set(ip, capsys):

@@ -53,7 +53,9 @@ def test_df_has_the_documented_columns(ip):
     cell(ip, "%%chatmany --df -o df\na\nb [[fail:400]]")
     df = ip.user_ns["df"]
     assert list(df.columns) == ["prompt", "response", "status", "error", "attempts", "latency_s",
-                                "prompt_tokens", "completion_tokens", "finish_reason", "model"]
+                                "prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens",
+                                "reasoning_tokens", "cost", "finish_reason", "model", "refusal", "reasoning",
+                                "request_id"]
     assert list(df["status"]) == ["ok", "error"] and df.loc[0, "response"] == "echo: a"
     assert df.loc[1, "error"].startswith("400")
 

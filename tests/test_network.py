@@ -145,6 +145,7 @@ def test_proxy_none_means_direct_and_a_bad_proxy_is_one_line(server, monkeypatch
 CHILD = textwrap.dedent("""
     import asyncio, json, os, resource, sys, warnings
     import chatmagic, chatmagic.batch.run, chatmagic.core.engine, chatmagic.transport.client  # before fds run out
+    chatmagic.core.prices.Prices().rate("gpt-4o-mini")  # the price data too
     url, prompts, concurrency, starve = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (256 if hard == resource.RLIM_INFINITY else min(256, hard), hard))

@@ -91,7 +91,7 @@ def test_magic_only_options_resolve_in_one_place():
     local = {"OPENAI_BASE_URL": "http://127.0.0.1:1/v1"}
     settings, cell = config.resolve_cell({"quiet": None, "out": "x"}, {"quiet": True, "out": "y", "df": True},
                                          environ=local)
-    assert (cell.out, cell.df, cell.quiet, cell.prices, cell.dry_run) == ("x", True, True, None, False)
+    assert (cell.out, cell.df, cell.quiet, cell.dry_run) == ("x", True, True, False)
     assert settings.progress is False
     settings, cell = config.resolve_cell({}, {}, environ=local)
     assert (cell.out, cell.df, cell.quiet, settings.progress) == ("chatmany_results", False, False, True)

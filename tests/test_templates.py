@@ -309,7 +309,7 @@ def test_cost(pt, ct, model, prices, expected):
     assert got == (pytest.approx(expected) if expected is not None else None)
 
 
-@pytest.mark.parametrize("entry", [5, [1], [1, 2, 3], ["a", "b"], [-1, 2]])
+@pytest.mark.parametrize("entry", [5, [1], [1, 2, 3, 4, 5], ["a", "b"], [-1, 2], [1, float("nan")]])
 def test_cost_with_bad_price_entry(entry):
     with pytest.raises(ConfigError, match=r"prices\['m'\]") as info:
         cost(1, 1, "m", {"m": entry})
@@ -330,7 +330,7 @@ def test_dry_run_report_without_prices():
     per_model = sum(estimate_tokens(p) for p in prompts)
     assert f"~{per_model:,} in per model, ~{2 * per_model:,} in total" in report
     assert "output not counted" in report
-    assert "cost" not in report and "$" not in report
+    assert report.splitlines()[-1] == "cost: price unknown for m1, m2" and "$" not in report
 
 
 def test_dry_run_report_with_prices_and_max_tokens():
@@ -347,17 +347,19 @@ def test_dry_run_report_with_prices_and_max_tokens():
     assert f"big ${big_low:.2f}–${big_high:.2f}" in report
     assert f"gpt-4o-mini ${mini_low:.4f}–${mini_high:.4f}" in report
     assert f"cost (estimate): ${big_low + mini_low:.2f}–${big_high + mini_high:.2f}" in report
-    assert "no price for free?" in report
+    assert report.endswith("; price unknown for free?")
 
 
-def test_dry_run_report_with_prices_without_max_tokens_counts_input_only():
+def test_dry_run_report_with_prices_without_max_tokens_assumes_an_output_and_says_so():
     report = dry_run_report(["abcd"] * 4000, ["big"], prices=PRICES)
-    assert "cost (estimate): $0.0400 (input only; output not counted without max_tokens)" in report
+    high = (4000 * 10 + 4000 * 256 * 30) / 1e6
+    assert (f"cost (estimate): $0.0400–${high:,.2f} (output assumed at most 256 tokens per answer: "
+            "no max_tokens)") in report
 
 
 def test_dry_run_report_no_price_for_any_model():
     report = dry_run_report(["a"], ["m"], prices=PRICES)
-    assert report.splitlines()[-1] == "cost: no price for m"
+    assert report.splitlines()[-1] == "cost: price unknown for m"
 
 
 def test_dry_run_report_labels_and_long_multiline_prompts():

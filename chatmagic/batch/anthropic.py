@@ -34,9 +34,9 @@ from urllib.parse import urlsplit
 
 from chatmagic.batch.format import line_maker
 from chatmagic.errors import RequestError
+from chatmagic.providers.answer import count
 from chatmagic.providers.anthropic import message_answer
 from chatmagic.providers.dialect import Answer
-from chatmagic.providers.openai import count
 
 #: Status of each error type, for the "<status> <type>: <message>" of a failed request.
 STATUSES = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,

@@ -61,7 +61,7 @@ class OpenAIBatches:
         done = completion_of(body) if isinstance(response, dict) and response.get("status_code") == 200 else None
         custom_id = str(line.get("custom_id", ""))
         if done is not None:
-            return custom_id, Answer(*done), None
+            return custom_id, done, None
         return custom_id, None, line_error(line, response if isinstance(response, dict) else {},
                                            body if isinstance(body, dict) else {})
 

@@ -38,7 +38,7 @@ from chatmagic.batch.dialect import TERMINAL, batch_dialect
 from chatmagic.batch.format import ID_HEX, unfinished, write_parts
 from chatmagic.batch.progress import BatchProgress
 from chatmagic.batch.store import INTENT, BatchStore
-from chatmagic.core.cache import CacheWarning, fill, row_of
+from chatmagic.core.cache import CacheWarning, row_of
 from chatmagic.core.retry import RETRY, classify
 from chatmagic.errors import APIError, RequestError, RunAborted
 from chatmagic.results import Result, Results
@@ -275,8 +275,7 @@ class BatchRun:
             if done is None:
                 record.status, record.error = "error", self.client.scrub(why or "batch_error: no answer")
                 continue
-            fill(record, row_of(done))
-            record.status = "ok"
+            record.take(done, self.run.prices.cost(done, self.settings.model))  # at the batch price
             try:  # --json or --schema: parsed and checked as in an interactive run, not retried
                 record.data = self.run.decode(record, record.text or "")
             except RequestError as e:
@@ -324,5 +323,5 @@ def dry_run_note(requests_per_model: int, models: int, settings: Settings | None
     files = -(-requests_per_model // most)
     per = f" per model ({models} models)" if models > 1 else ""
     return (f"--batch: through the Batch API, {files} file{'s' * (files > 1)} of at most {most:,} "
-            f"requests{per} (prompts with a cached answer are not sent); billed at the batch "
-            "price: half the estimate above unless prices has a \"<model>@batch\" entry")
+            f"requests{per} (prompts with a cached answer are not sent); the estimate above is at "
+            "the batch price")

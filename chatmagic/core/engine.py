@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatmagic.core.cache import Cache, fill, request_key, request_keys, row_of
 from chatmagic.core.memory import Memory
+from chatmagic.core.prices import Prices
 from chatmagic.core.progress import make_progress
 from chatmagic.core.ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Throttle
 from chatmagic.core.retry import ABORT, RETRY, classify, policy, slows
@@ -92,6 +93,7 @@ class Run:
         self._progress = make_progress(settings.progress if progress is None else progress, desc)
         self.dialect = settings.dialect
         self._head = self.dialect.head(settings)  # the body's fields shared by every prompt
+        self.prices = Prices.of(settings)
         _dumps(self._head)  # bad input fails here, before anything is sent
         self._fixed_tokens = len(settings.system_prompt or "") // 4 + (settings.max_tokens or DEFAULT_OUTPUT_TOKENS)
 
@@ -226,7 +228,7 @@ class Run:
             record.text = None              # pydantic model's checks changed: ask again
             return False
         fill(record, row)
-        record.status, record.cached = "ok", True
+        record.status, record.cached, record.cost = "ok", True, 0.0  # nothing paid this time
         return True
 
     def rich_ready(self, record: Result, keys: list[str] | None = None) -> dict[str, Any] | None:
@@ -279,11 +281,10 @@ class Run:
                 self._throttle.stop()
             self._progress.advance(False)
             return
-        answer = row_of(done)
-        fill(record, answer)
-        record.status = "ok"
+        record.take(done.answer, self.prices.cost(done.answer, self.settings.model), done.request_id)
         if self._cache is not None:
-            self.keep(self._keys[record.index], answer, latency_s=record.latency_s, attempts=record.attempts)
+            self.keep(self._keys[record.index], row_of(done.answer), latency_s=record.latency_s,
+                      attempts=record.attempts)
         self._progress.advance(True)
 
     def _replay(self, first: RequestError, record: Result, body: bytes,

@@ -32,7 +32,6 @@ class Plan:
     schema: Schema | None = None  # the runs' schema, if any
     data: object = None  # the --over object, when it was a DataFrame or Series
     labels: list[Any] = field(default_factory=list)
-    prices: dict[str, Any] | None = None  # for the cost in the summary line
     cache: Cache | None = None  # the answer cache the runs share, if several models share one
 
     def close(self) -> None:
@@ -76,7 +75,7 @@ def prompts_of(cell: str, *, over: str | None, sep: str | None, user_ns: dict[st
 
 
 def plan(settings: Settings, *, cell: str, out: str, as_df: bool, over: str | None = None, sep: str | None = None,
-         prices: dict[str, Any] | None = None, user_ns: dict[str, Any] | None = None, images: str | None = None,
+         user_ns: dict[str, Any] | None = None, images: str | None = None,
          messages: str | None = None, memory: Memory | None = None) -> Plan:
     from chatmagic.core.engine import Run  # here, so that %load_ext does not import aiohttp
     prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {}, images=images,
@@ -93,4 +92,4 @@ def plan(settings: Settings, *, cell: str, out: str, as_df: bool, over: str | No
         if shared is not None:
             shared.close()
         raise
-    return Plan(runs, out, as_df, settings.json, settings.schema, data, labels, prices, shared)
+    return Plan(runs, out, as_df, settings.json, settings.schema, data, labels, shared)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from chatmagic.core.media import peek
-from chatmagic.core.prices import cost, estimate_tokens
+from chatmagic.core.prices import Prices, estimate_tokens, money
 from chatmagic.core.rows import Row, parts_in, turns
 from chatmagic.providers.imagetokens import image_tokens
 from chatmagic.providers.parts import DOCUMENT, MediaError
@@ -18,12 +18,8 @@ if TYPE_CHECKING:
 _SHOW_CHARS = 200   # characters of each prompt shown by dry_run_report
 _SHOW_LINES = 6     # lines of each prompt shown by dry_run_report
 
-def _money(x: float) -> str:
-    if x >= 1:
-        return f"${x:,.2f}"
-    if x == 0 or x >= 0.0001:
-        return f"${x:.4f}"
-    return "<$0.0001"
+#: Output tokens per answer the estimate assumes when max_tokens is not set (said in the report).
+ASSUMED_OUTPUT = 256
 
 
 def _preview(prompt: str, indent: str = "      ") -> str:
@@ -36,16 +32,17 @@ def _preview(prompt: str, indent: str = "      ") -> str:
 
 
 def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str | None = None,
-                   max_tokens: int | None = None, prices: Mapping[str, Any] | None = None, show: int = 3,
+                   max_tokens: int | None = None, prices: Prices | Mapping[str, Any] | None = None, show: int = 3,
                    labels: Sequence[object] | None = None, schema: Schema | None = None,
                    media: tuple[str, int] | None = None, structured: Mapping[str, Any] | None = None) -> str:
     """What a run would send, as a few lines of text (nothing is sent or printed).
 
     Requests (prompts × models), the first ``show`` prompts (at most ~200 characters each, shown
     with ``labels`` if given, else their positions), estimated prompt tokens (see
-    ``estimate_tokens``; the system prompt counts once per request), and with ``prices`` an
-    estimated cost per priced model and in total: from input only up to input plus ``max_tokens``
-    per answer, or input only (output not counted) when ``max_tokens`` is None. With a
+    ``estimate_tokens``; the system prompt counts once per request), and the estimated cost per
+    priced model and in total, with the run's ``prices`` (a ``Prices``, or the user's dict over
+    the bundled price data): from input only up to input plus ``max_tokens`` per answer (or an
+    assumed ``ASSUMED_OUTPUT`` tokens, said so, when ``max_tokens`` is None). With a
     ``schema`` (a chatmagic.core.schema.Schema), the ``response_format`` sent, counted once per request;
     ``structured`` replaces it with the body fields a dialect sends for it (Anthropic: ``tools``
     and ``tool_choice``).
@@ -83,22 +80,8 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
     else:
         tokens += "; output not counted (no max_tokens)"
     lines.append(tokens)
-    priced = [(m, cost(tokens_in, 0, m, prices), cost(tokens_in, tokens_out, m, prices)) for m in models]
-    known = [(m, low, high) for m, low, high in priced if low is not None and high is not None]
-    if known:
-        parts = []
-        for m, low, high in known:
-            parts.append(f"{m} {_money(low)}–{_money(high)}" if max_tokens else f"{m} {_money(low)}")
-        low_total = sum(low for _, low, _ in known)
-        high_total = sum(high for _, _, high in known)
-        total = f"{_money(low_total)}–{_money(high_total)}" if max_tokens else _money(low_total)
-        note = "" if max_tokens else " (input only; output not counted without max_tokens)"
-        unpriced = [m for m, low, _ in priced if low is None]
-        missing = f"; no price for {', '.join(unpriced)}" if unpriced else ""
-        lines.append(f"cost (estimate): {total}{note}" + (f" = {', '.join(parts)}" if len(models) > 1 else "")
-                     + missing)
-    elif prices:
-        lines.append(f"cost: no price for {', '.join(models)}")
+    lines.append(_cost_line(prices if isinstance(prices, Prices) else Prices(prices), models, n,
+                            tokens_in, max_tokens))
     return "\n".join(lines)
 
 
@@ -133,3 +116,18 @@ def media_report(rows: Sequence[Row], dialect: str = "openai", model: str = "",
     if bad:
         line += f"; {len(bad):,} cannot be sent, their rows would fail: {bad[0]}"
     return line, tokens
+
+
+def _cost_line(prices: Prices, models: list[str], n: int, tokens_in: int, max_tokens: int | None) -> str:
+    """Priced per request of average size (tiers are per request), times the requests."""
+    per_in, per_out = -(-tokens_in // max(n, 1)), max_tokens or ASSUMED_OUTPUT
+    priced = [(m, prices.bound(per_in, 0, m), prices.bound(per_in, per_out, m)) for m in models]
+    known = [(m, n * low, n * high) for m, low, high in priced if low is not None and high is not None]
+    unpriced = [m for m, low, _ in priced if low is None]
+    if not known:
+        return f"cost: price unknown for {', '.join(models)}"
+    parts = [f"{m} {money(low)}–{money(high)}" for m, low, high in known]
+    total = f"{money(sum(k[1] for k in known))}–{money(sum(k[2] for k in known))}"
+    note = "" if max_tokens else f" (output assumed at most {ASSUMED_OUTPUT} tokens per answer: no max_tokens)"
+    missing = f"; price unknown for {', '.join(unpriced)}" if unpriced else ""
+    return f"cost (estimate): {total}{note}" + (f" = {', '.join(parts)}" if len(models) > 1 else "") + missing

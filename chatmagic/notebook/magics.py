@@ -19,6 +19,7 @@ from traitlets import Any, Bool, Dict, Float, Integer, TraitType, Unicode
 from chatmagic.api import run_memory, served_models
 from chatmagic.core.bridge import interruptible, run_sync
 from chatmagic.core.memory import Memory
+from chatmagic.core.prices import Prices
 from chatmagic.core.schema import lookup
 from chatmagic.errors import ConfigError, RunAborted, interrupted
 from chatmagic.notebook.cell import Plan
@@ -111,7 +112,7 @@ class ChatMany(Magics):
             layer["schema"] = lookup(layer["schema"], self._namespace)
         settings, options = resolve_cell(flags, defaults, served=served_models())
         plan_ = cell_plan(settings, cell=cell, out=options.out, as_df=options.df, over=options.over,
-                          sep=options.sep, prices=options.prices, user_ns=self._namespace,
+                          sep=options.sep, user_ns=self._namespace,
                           images=options.images, messages=options.messages, memory=run_memory(self.memory))
         if options.dry_run:
             head = settings.dialect.head(settings)  # what is sent: the dialect's max_tokens, schema fields
@@ -119,7 +120,7 @@ class ChatMany(Magics):
                                                   if k in head}
                           if settings.schema is not None else None)
             print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system_prompt,
-                                 max_tokens=head.get("max_tokens", settings.max_tokens), prices=options.prices,
+                                 max_tokens=head.get("max_tokens", settings.max_tokens), prices=Prices.of(settings),
                                  labels=plan_.labels, schema=settings.schema, media=plan_.media(),
                                  structured=structured))
             if settings.batch:
@@ -137,7 +138,7 @@ class ChatMany(Magics):
         self._last_out = plan.out
         for model, run in plan.runs.items():
             prefix = f"{model}: " if len(plan.runs) > 1 else ""
-            print(f"{prefix}{run.results.summary(plan.prices)} -> {plan.out}")
+            print(f"{prefix}{run.results.summary()} -> {plan.out}")
         if failures:
             model, error = next(iter(failures.items()))
             if len(plan.runs) > 1:

@@ -28,6 +28,10 @@ prompts can script their own behaviour with ``[[directive]]`` markers, e.g.
 A request with ``response_format`` ``json_schema`` gets an object that conforms to the schema,
 its values derived from the prompt (``[[badschema]]``, or ``[[badschema:N]]`` for the first N
 attempts, answers one that does not); ``schemas=False`` refuses such requests with a 400.
+
+Every answer carries an ``x-request-id``; ``usage="openai"`` reports usage as OpenAI does for a
+reasoning model with prompt caching (cached and reasoning tokens); ``[[refuse]]`` answers with a
+refusal (content null, ``refusal`` set) and ``[[think]]`` adds ``reasoning_content``.
 """
 from __future__ import annotations
 
@@ -169,7 +173,8 @@ class FakeOpenAI:
                  limit_shape: str = "per_second", window_s: float = 60.0, daily: int | None = None,
                  storm_s: float = 0.0, retry_after: float | None = None,
                  schemas: bool = True, answer_model: str | None = None, error_shape: str = "openai",
-                 storm_status: int = 429, auth: str = "bearer", models: Iterable[str] | None = None):
+                 storm_status: int = 429, auth: str = "bearer", models: Iterable[str] | None = None,
+                 usage: str = "basic"):
         self.latency, self.headers = latency, headers
         # provider shapes (practice/provider_shapes.py); auth "api-key": Azure's classic header and ?api-version=
         self.error_shape, self.storm_status, self.auth = error_shape, storm_status, auth
@@ -188,6 +193,7 @@ class FakeOpenAI:
         self._tpm_bucket: TokenBucket | None = None
         # a server that answers with its own model whatever is asked for (llama.cpp does)
         self.answer_model = answer_model
+        self.usage = usage  # "basic" or "openai" (with cached and reasoning tokens); see _usage
         self.rpm, self.tpm = rpm, tpm  # properties: (re)build the buckets
         self.rng = random.Random(seed)
         self.stats = Stats(record_times=record_times)
@@ -305,7 +311,8 @@ class FakeOpenAI:
         delay = float(script["sleep"][0]) if "sleep" in script else self.latency
         if delay > 0:
             await self.sleep(delay)
-        return web.json_response(self.completion(body, messages, prompt, script), headers=headers)
+        answer = self.completion(body, messages, prompt, script)
+        return web.json_response(answer, headers={**headers, "x-request-id": f"req_{answer['id']}"})
 
     @staticmethod
     def _directives(prompt: str) -> dict:
@@ -426,18 +433,36 @@ class FakeOpenAI:
             content = f"echo: [system={system}] {text}" if system else f"echo: {text}"
             content += _media_note(messages)
         self._ids += 1
-        prompt_tokens = _prompt_tokens(messages)
-        completion_tokens = len(content) // 4 + 1
+        message: dict = {"role": "assistant", "content": content}
+        if "refuse" in script:  # OpenAI's shape of a refusal: no content, the refusal beside it
+            message.update(content=None, refusal=f"I can't help with {text!r}.")
+        if "think" in script:  # DeepSeek's, llama.cpp's: the reasoning beside the answer
+            message["reasoning_content"] = f"thinking about {text!r}"
         self.stats.params = echo = {k: v for k, v in body.items() if k != "messages"}
         return {
             "id": f"chatcmpl-fake{self._ids}", "object": "chat.completion",
             "created": int(time.time()), "model": self.answer_model or body.get("model", self.model),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+            "choices": [{"index": 0, "message": message,
                          "finish_reason": script["finish"][0] if "finish" in script else "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "usage": self._usage(_prompt_tokens(messages), len(content) // 4 + 1),
             "echo_params": echo,
         }
+
+    def _usage(self, prompt_tokens: int, visible: int) -> dict:
+        """``usage`` as ``self.usage`` says: "basic" (prompt, completion, total) or "openai", as
+        OpenAI sends it for a reasoning model with prompt caching: half the prompt (rounded down)
+        read from the cache, and 3 reasoning tokens per visible one, counted in completion_tokens."""
+        if self.usage == "basic":
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": visible,
+                    "total_tokens": prompt_tokens + visible}
+        if self.usage != "openai":
+            raise ValueError(f"unknown usage shape {self.usage!r}")
+        completion = 4 * visible
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+                "prompt_tokens_details": {"cached_tokens": prompt_tokens // 2, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 3 * visible, "audio_tokens": 0,
+                                              "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
 
     # ---- hostile and broken servers (directives, one per misbehaviour) -------
 
@@ -656,6 +681,7 @@ def main() -> None:
     p.add_argument("--model")
     p.add_argument("--models", type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
                    help="the models that exist, a,b,c (default: any); others get a 404 model_not_found")
+    p.add_argument("--usage", choices=["basic", "openai"], help="the usage shape of answers")
     p.add_argument("--no-schemas", dest="schemas", action="store_false", default=None,
                    help="refuse response_format json_schema with a 400")
     for name, kind in (("latency", float), ("rpm", int), ("tpm", int), ("fail-rate", float),

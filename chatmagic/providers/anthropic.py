@@ -38,8 +38,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from chatmagic.providers import hints as _hints
+from chatmagic.providers.answer import anthropic_usage
 from chatmagic.providers.dialect import ABORT, FAIL, RETRY, SLOW, Action, Answer, Failure
-from chatmagic.providers.openai import count
 
 VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -139,15 +139,11 @@ def message_answer(data: Any) -> Answer | None:
             return None
     else:
         text = "".join(b["text"] for b in blocks if b.get("type") == "text" and isinstance(b.get("text"), str))
-    usage = data.get("usage")
-    usage = usage if isinstance(usage, dict) else {}
-    parts = [count(usage.get(k)) for k in ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")]
-    prompt_tokens = None if parts[0] is None else sum(p or 0 for p in parts)
     reason = data.get("stop_reason")
     reason = STOP_REASONS.get(reason, reason[:40]) if isinstance(reason, str) else None
     model = data.get("model")
-    return Answer(text, reason, prompt_tokens, count(usage.get("output_tokens")),
-                  model[:200] if isinstance(model, str) else None)
+    return Answer(text, reason, model=model[:200] if isinstance(model, str) else None,
+                  **anthropic_usage(data.get("usage")))
 
 
 def read_failure(status: int, data: Any, raw: bytes, hints: _hints.Hints) -> Failure:

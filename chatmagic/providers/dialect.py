@@ -59,13 +59,24 @@ ACTIONS: tuple[Action, ...] = (RETRY, SLOW, FAIL, ABORT)
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """The fields of one answer that are kept (in the results and the cache)."""
+    """The fields of one answer that are kept (in the results; the first five in the cache too).
+    None where the server did not say; ``text`` never holds the refusal or the reasoning.
+
+    Token counts mean the same for every dialect, so they are priced alike: ``prompt_tokens``
+    counts every input token, cached and cache-written ones included (Anthropic's
+    ``input_tokens`` leaves them out: its dialect adds them); ``completion_tokens`` every output
+    token, reasoning included (``providers/answer.py`` reads both usage shapes)."""
 
     text: str
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     model: str | None = None
+    cached_tokens: int | None = None       # input read from the provider's prompt cache (billed less)
+    cache_write_tokens: int | None = None  # input written to it (Anthropic bills these higher)
+    reasoning_tokens: int | None = None    # output spent on reasoning, part of completion_tokens
+    refusal: str | None = None    # the model's refusal message (OpenAI's message.refusal)
+    reasoning: str | None = None  # reasoning text (reasoning_content / reasoning), if the server sent it
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from chatmagic.providers import hints as _hints
+from chatmagic.providers.answer import openai_usage, text_field
 from chatmagic.providers.dialect import Answer, Failure
 from chatmagic.providers.shapes import read_failure
 
@@ -48,8 +49,7 @@ class OpenAIChat:
         return {**head, "messages": [*head["messages"], {"role": "user", "content": prompt}]}
 
     def answer(self, data: Any) -> Answer | None:
-        done = completion_of(data)
-        return None if done is None else Answer(*done)
+        return completion_of(data)
 
     def failure(self, status: int, data: Any, raw: bytes, hints: _hints.Hints) -> Failure:
         return read_failure(status, data, raw, hints)
@@ -61,9 +61,11 @@ class OpenAIChat:
 DIALECT = OpenAIChat()
 
 
-def completion_of(data: Any) -> tuple[str, str | None, int | None, int | None, str | None] | None:
-    """(text, finish_reason, prompt_tokens, completion_tokens, model), or None if ``data``
-    is not a completion (an error in a 200 body, or no message at all)."""
+def completion_of(data: Any) -> Answer | None:
+    """The answer in ``data``, or None if ``data`` is not a completion (an error in a 200 body,
+    or no message at all). A refusal (``content`` null, ``refusal`` set) is an answer with empty
+    text; the reasoning (``reasoning_content``, DeepSeek and llama.cpp; ``reasoning``, vLLM and
+    OpenRouter) is kept apart from the text."""
     try:
         choice = data["choices"][0]
         message = choice["message"]
@@ -72,10 +74,9 @@ def completion_of(data: Any) -> tuple[str, str | None, int | None, int | None, s
         return None
     if text is None:
         return None
-    usage = data.get("usage")
-    usage = usage if isinstance(usage, dict) else {}
-    return (text, _name(choice.get("finish_reason")), count(usage.get("prompt_tokens")),
-            count(usage.get("completion_tokens")), _name(data.get("model")))
+    reasoning = text_field(message.get("reasoning_content")) or text_field(message.get("reasoning"))
+    return Answer(text, _name(choice.get("finish_reason")), model=_name(data.get("model")),
+                  refusal=text_field(message.get("refusal")), reasoning=reasoning, **openai_usage(data.get("usage")))
 
 
 def text_of(content: Any) -> str | None:
@@ -91,19 +92,6 @@ def text_of(content: Any) -> str | None:
     if isinstance(content, (int, float)) and not isinstance(content, bool):
         return str(content)
     return None
-
-
-def count(value: Any) -> int | None:
-    """A token count: an int, or a string or float holding a whole number; else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if value >= 0 else None
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return int(number) if number.is_integer() and number >= 0 else None
 
 
 def _name(value: Any) -> str | None:

@@ -23,6 +23,8 @@ import aiohttp
 
 from chatmagic.errors import ChatmagicWarning, RequestError
 from chatmagic.providers import hints as hints
+from chatmagic.providers.answer import request_id
+from chatmagic.providers.dialect import Answer
 from chatmagic.providers.profiles import auth_headers, profile
 from chatmagic.transport.limits import ACCEPT_ENCODING, TooLarge, read_capped
 from chatmagic.transport.proxies import is_loopback, proxy_for
@@ -37,12 +39,21 @@ _warned_clear: set[str] = set()  # hosts warned about a key sent in clear, said 
 
 @dataclass(slots=True)
 class Completion:
-    text: str
-    finish_reason: str | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
-    model: str | None
+    answer: Answer
     hints: hints.Hints  # what the server said about rate limits, for the throttle
+    request_id: str | None = None  # the provider's id of this request (x-request-id, ...)
+
+    @property
+    def text(self) -> str:
+        return self.answer.text
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.answer.finish_reason
+
+    @property
+    def model(self) -> str | None:
+        return self.answer.model
 
 
 class _Hidden(str):
@@ -104,7 +115,7 @@ class Client:
         waited = 0.0
         while True:
             try:
-                status, said, raw = await self._post(body)
+                status, said, raw, rid = await self._post(body)
                 break
             except _NoFiles:
                 # other requests will free descriptors; waiting costs no attempt and no retry
@@ -120,14 +131,14 @@ class Client:
         done = self._dialect.answer(data)
         if done is None:  # some gateways send errors in a 200 body
             raise self._error(200, data, raw, said)
-        return Completion(done.text, done.finish_reason, done.prompt_tokens, done.completion_tokens,
-                          done.model, said)
+        return Completion(done, said, rid)
 
-    async def _post(self, body: bytes) -> tuple[int, hints.Hints, bytes]:
-        """(status, hints, body) of one POST; every failure becomes a RequestError."""
+    async def _post(self, body: bytes) -> tuple[int, hints.Hints, bytes, str | None]:
+        """(status, hints, body, request id) of one POST; every failure becomes a RequestError."""
         try:
             async with self._session.post(self.url, data=body, proxy=self._proxy) as resp:
-                return resp.status, self._dialect.hints(resp.headers), await read_capped(resp, self._cap)
+                return (resp.status, self._dialect.hints(resp.headers), await read_capped(resp, self._cap),
+                        request_id(resp.headers))
         except TooLarge as e:
             size = f"{e.size / 1e6:,.0f} MB announced" if e.announced else "more than that"
             raise RequestError(f"answer over the {self._cap / 1e6:g} MB limit ({size}; max_response_mb)",

@@ -1,0 +1,169 @@
+"""What answers cost: every usage field kept and priced as genai-prices prices it, the user's
+prices over the bundled data, "price unknown" rather than a wrong figure."""
+
+import json
+import random
+import urllib.request
+from decimal import Decimal
+
+import genai_prices
+import pytest
+
+import chatmagic
+from chatmagic.core.prices import COUNTED, Counts, Prices
+from chatmagic.practice.anthropic import FakeAnthropic
+from chatmagic.providers.answer import anthropic_usage, openai_usage
+from chatmagic.results import Result, Results
+
+
+def run(server, prompts, **options):
+    options.setdefault("model", "gpt-4o-mini")
+    return chatmagic.chat_many(prompts, base_url=server.base_url, progress=False, **options)
+
+
+def post(url, body, headers=None):
+    """The raw answer of one request, as the server sent it."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def genai(response, provider, flavor="default"):
+    """genai-prices' own figure for a raw answer: its extraction, its calculation."""
+    extracted = genai_prices.extract_usage(response, provider_id=provider, api_flavor=flavor)
+    return float(extracted.calc_price().total_price)
+
+
+def test_openai_usage_with_cached_and_reasoning_tokens_is_kept_and_priced_as_genai_prices(server):
+    server.usage = "openai"
+    prompt = "a prompt long enough to have some of it read from the prompt cache, " * 3
+    results = run(server, [prompt], cache=False)
+    r = results[0]
+    raw = post(server.base_url + "/chat/completions",
+               {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]})
+    usage = raw["usage"]
+    assert (r.prompt_tokens, r.completion_tokens) == (usage["prompt_tokens"], usage["completion_tokens"])
+    assert r.cached_tokens == usage["prompt_tokens_details"]["cached_tokens"] > 0
+    assert r.reasoning_tokens == usage["completion_tokens_details"]["reasoning_tokens"] > 0
+    assert r.cost == genai(raw, "openai", "chat") and results.cost == r.cost
+    # cached input is billed at the cache price: less than the same tokens uncached
+    assert r.cost < Prices().bound(r.prompt_tokens, r.completion_tokens, "gpt-4o-mini")
+    frame = results.to_pandas()
+    assert frame.loc[0, "cached_tokens"] == r.cached_tokens and frame.loc[0, "cost"] == r.cost
+
+
+def test_anthropic_usage_with_cache_read_and_creation_is_priced_as_genai_prices():
+    with FakeAnthropic() as server:
+        raw = post(server.base_url + "/messages",
+                   {"model": "claude-3-5-haiku-latest", "max_tokens": 50,
+                    "messages": [{"role": "user", "content": "hello [[cacheread:40]]" + " word" * 30}]},
+                   {"anthropic-version": "2023-06-01"})
+    usage = raw["usage"]
+    usage["cache_creation_input_tokens"] = 25  # as a first request that writes the cache has it
+    tokens = anthropic_usage(usage)
+    assert tokens["prompt_tokens"] == usage["input_tokens"] + 40 + 25
+    assert (tokens["cached_tokens"], tokens["cache_write_tokens"]) == (40, 25)
+    record = Result(0, "p", status="ok", model=raw["model"], **tokens)
+    priced = Prices(base_url="https://api.anthropic.com/v1").cost(record)
+    assert priced == genai(raw, "anthropic") and priced > 0
+
+
+@pytest.mark.parametrize("model, url", [
+    ("gpt-4o-mini", "https://api.openai.com/v1"), ("o3-mini", "https://api.openai.com/v1"),
+    ("gpt-4o-mini-2024-07-18", "http://127.0.0.1:8000/v1"),
+    ("claude-sonnet-4-5-20250929", "https://api.anthropic.com/v1"),  # tiered: genai-prices computes it
+    ("claude-3-5-haiku-latest", "https://api.anthropic.com/v1"), ("deepseek-reasoner", "https://api.deepseek.com"),
+])
+@pytest.mark.parametrize("batch", [False, True])
+def test_every_figure_equals_genai_prices_own_calculation(model, url, batch):
+    prices, rng = Prices(base_url=url, batch=batch), random.Random(model)
+    provider = prices.rate(model).provider.id
+    for _ in range(50):
+        prompt, completion = rng.randrange(0, 400_000), rng.randrange(0, 20_000)
+        read = rng.randrange(0, prompt + 1)
+        write = rng.randrange(0, prompt - read + 1) if provider == "anthropic" else 0
+        reasoning = rng.randrange(0, completion + 1)
+        usage = genai_prices.Usage(input_tokens=prompt, output_tokens=completion, cache_read_tokens=read,
+                                   cache_write_tokens=write, output_reasoning_tokens=reasoning)
+        calc = genai_prices.calc_price(usage, model, provider_id=provider,
+                                       price_context={"processing": "batch"} if batch else None)
+        own_batch = any(v.when == {"processing": "batch"} for v in calc.model.price_variants or ())
+        expected = calc.total_price * (Decimal("0.5") if batch and not own_batch else 1)
+        counts = Counts(prompt, completion, read, write, reasoning)
+        assert prices.rate(model).cost(counts) == expected  # exactly, in Decimal
+        assert prices.cost(Result(0, "p", model=model, **dict(zip(COUNTED, counts)))) == float(expected)
+
+
+def test_an_unknown_model_is_price_unknown_never_a_figure(server):
+    results = run(server, ["hello"], model="fake-model", cache=False)
+    assert results[0].cost is None and results.cost is None
+    assert ", price unknown, " in results.summary()
+
+
+def test_a_known_model_shows_its_cost_in_the_summary(server):
+    results = run(server, ["hello", "world"], cache=False)
+    expected = sum(Prices().bound(r.prompt_tokens, r.completion_tokens, "gpt-4o-mini") for r in results)
+    assert results.cost == pytest.approx(expected) and results.cost > 0
+    assert f"out, {chatmagic.core.prices.money(results.cost)}, " in results.summary()
+
+
+def test_the_users_prices_override_the_bundled_data_and_price_the_cache(server):
+    server.usage = "openai"
+    results = run(server, ["x" * 400], prices={"gpt-4o-mini": [1.0, 2.0, 0.5]}, cache=False)
+    r = results[0]
+    uncached = r.prompt_tokens - r.cached_tokens
+    assert r.cost == pytest.approx((uncached * 1.0 + r.cached_tokens * 0.5 + r.completion_tokens * 2.0) / 1e6)
+    results = run(server, ["x" * 400], prices={"fake-model": [1.0, 2.0]}, model="fake-model", cache=False)
+    assert results[0].cost == pytest.approx((results[0].prompt_tokens + 2.0 * results[0].completion_tokens) / 1e6)
+
+
+def test_a_model_the_server_answered_with_is_priced_as_itself(server):
+    server.answer_model = "gemma3-270m"  # llama.cpp answers with its own model, whatever was asked
+    try:
+        results = run(server, ["hello"], cache=False)
+    finally:
+        server.answer_model = None
+    assert results[0].model == "gemma3-270m" and results[0].cost is None  # not gpt-4o-mini's price
+
+
+def test_answers_from_the_cache_cost_nothing(server):
+    first = run(server, ["one", "two"])
+    again = run(server, ["one", "two", "three"])
+    assert first.cost > 0 and [r.cost for r in again[:2]] == [0.0, 0.0]
+    assert again.cost == pytest.approx(again[2].cost) and again[0].prompt_tokens == first[0].prompt_tokens
+
+
+def test_refusal_reasoning_and_request_id_are_kept_apart_from_the_text(server):
+    results = run(server, ["no [[refuse]]", "why [[think]]"], cache=False)
+    refused, thought = results
+    assert refused.ok and refused.text == "" and refused.refusal == "I can't help with 'no'."
+    assert thought.text == "echo: why" and thought.reasoning == "thinking about 'why'"
+    assert refused.request_id.startswith("req_chatcmpl-fake") and refused.request_id != thought.request_id
+    frame = results.to_pandas()
+    assert frame.loc[0, "refusal"] == refused.refusal and frame.loc[1, "reasoning"] == thought.reasoning
+
+
+def test_usage_a_server_made_up_gives_no_figure():
+    record = Result(0, "p", status="ok", model="gpt-4o-mini", prompt_tokens=10, completion_tokens=5,
+                    cached_tokens=11)
+    assert Prices().cost(record) is None
+    assert openai_usage({"prompt_tokens": "12", "completion_tokens": -1,
+                         "prompt_tokens_details": {"cached_tokens": [3]}})["prompt_tokens"] == 12
+    assert openai_usage({"prompt_tokens": "12", "completion_tokens": -1})["completion_tokens"] is None
+    assert openai_usage("not a dict") == dict.fromkeys(openai_usage({}), None)
+
+
+def test_request_id_from_the_servers_headers_is_cut_and_printable():
+    from chatmagic.providers.answer import request_id
+    assert request_id({"request-id": "req_01" + "\x1b[31m" + "x" * 500}) == "req_01[31m" + "x" * 189
+    assert request_id({"x-request-id": 5}) is None and request_id(None) is None
+
+
+def test_results_cost_sums_records_and_is_none_when_one_is_unknown():
+    a = Result(0, "a", status="ok", cost=0.25)
+    b = Result(1, "b", status="ok", cost=0.5)
+    failed = Result(2, "c", status="error", error="400 x")
+    assert Results([a, b, failed]).cost == 0.75
+    assert Results([a, Result(3, "d", status="ok")]).cost is None
+    assert ", $0.7500, " in Results([a, b, failed]).summary()
