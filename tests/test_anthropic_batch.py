@@ -143,9 +143,10 @@ def test_schema_answers_are_checked_as_in_an_interactive_run(srv):
 
 
 def test_summary_shows_the_batch_price(srv):
-    results = run(srv, ["price me"])
-    tokens = results[0].prompt_tokens * 1.0 + results[0].completion_tokens * 5.0
-    assert f"${tokens / 1e6 / 2:.4f} (batch price)" in results.summary({MODEL: [1.0, 5.0]})
+    results = run(srv, ["price me"], prices={MODEL: [1000.0, 5000.0]}, cache=False)
+    tokens = results[0].prompt_tokens * 1000.0 + results[0].completion_tokens * 5000.0
+    assert results.cost == pytest.approx(tokens / 1e6 / 2)
+    assert f"${tokens / 1e6 / 2:.4f} (batch price)" in results.summary()
 
 
 def test_a_killed_process_then_a_rerun_reattaches_with_nothing_submitted_again(srv, tmp_path):
