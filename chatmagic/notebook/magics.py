@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import difflib
 import shlex
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Any, Bool, Dict, Float, Integer, TraitType, Unicode
+from traitlets import Any as AnyTrait
+from traitlets import Bool, Dict, Float, Integer, TraitType, Unicode
 
 from chatmagic.api import run_memory, served_models
 from chatmagic.core.bridge import interruptible, run_sync
@@ -27,6 +30,16 @@ from chatmagic.notebook.cell import plan as cell_plan
 from chatmagic.notebook.dryrun import dry_run_report
 from chatmagic.notebook.stored import value as cell_value
 from chatmagic.settings import OPTIONS, Option, resolve_cell
+
+if TYPE_CHECKING:
+    from IPython.core.interactiveshell import InteractiveShell
+    from matplotlib.figure import Figure
+
+    from chatmagic.core.timeline import Timeline
+    from chatmagic.errors import RunInterrupted
+    from chatmagic.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 MAGIC = "%%chatmany"
 #: Answer length while the local model is the default: a tiny model on 2 cores is slow past this.
@@ -44,24 +57,25 @@ def unknown_flag(word: str, known: list[str]) -> str:
     return f"%%chatmany: unrecognized arguments: {flag}{hint}"
 
 
-def _trait(option: Option) -> TraitType:
-    kind = {str: Unicode, int: Integer, float: Float, bool: Bool, dict: Dict, object: Any}[option.type]
-    return kind(default_value=None, allow_none=True,
-                help=f"{option.plain_help} (default: {option.shown_default()})").tag(config=True)
+def _trait(option: Option) -> TraitType[Any, Any]:
+    kind = {str: Unicode, int: Integer, float: Float, bool: Bool, dict: Dict, object: AnyTrait}[option.type]
+    trait: TraitType[Any, Any] = kind(default_value=None, allow_none=True,
+                                      help=f"{option.plain_help} (default: {option.shown_default()})")
+    return trait.tag(config=True)
 
 
-def _flags(func):
+def _flags(func: F) -> F:
     """The magic's flags, one per option of the table that has flag spellings."""
     for option in reversed([o for o in OPTIONS if o.flags]):  # argument() stacks like decorators
         help = f"{option.plain_help} (default: {option.shown_default()})".replace("%", "%%")
-        kwargs: dict = {"dest": option.name, "default": None, "help": help}
+        kwargs: dict[str, Any] = {"dest": option.name, "default": None, "help": help}
         if option.type is bool:
             kwargs["action"] = "store_false" if option.flags[-1].startswith("--no-") else "store_true"
         else:  # a dict flag takes KEY=JSON and repeats; resolve_cell parses them
             kwargs.update(metavar=option.metavar, type=str if option.type in (dict, object) else option.type,
                           action="append" if option.type is dict else "store")
-        func = argument(*option.flags, **kwargs)(func)
-    return magic_arguments(name="%chatmany")(func)
+        func = argument(*option.flags, **kwargs)(func)  # type: ignore[no-untyped-call]
+    return cast(F, magic_arguments(name="%chatmany")(func))  # type: ignore[no-untyped-call]
 
 
 @magics_class
@@ -74,16 +88,16 @@ class ChatMany(Magics):
     _local_cap = False  # max_tokens was set by %chatmany_local, and goes with it
     _local_model_stash: str | None = None  # the %config model set aside by %chatmany_local
 
-    def __init__(self, shell=None, **kwargs):
+    def __init__(self, shell: InteractiveShell | None = None, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         # timelines of each run by its -o name, for %chatmany_plot (small: not the answers)
-        self._timelines: dict[str, list] = {}
+        self._timelines: dict[str, list[Timeline]] = {}
         self._last_out: str | None = None
         self.memory = Memory()  # what this shell's runs learn about servers: a later cell starts at the pace learnt
 
     @_flags
     @cell_magic
-    def chatmany(self, line: str, cell: str):
+    def chatmany(self, line: str, cell: str) -> None:
         """Send each non-blank line of the cell as a prompt, concurrently, and store the answers.
 
         The variable holds a list of answers in prompt order (None where a prompt failed), or with
@@ -104,7 +118,8 @@ class ChatMany(Magics):
             words = shlex.split(line)
         except ValueError as e:
             raise ConfigError(f"%%chatmany {line}: {e}") from None
-        args, extra = self.chatmany.parser.parse_known_args(words)
+        parser = cast(Any, ChatMany.chatmany).parser  # magic_arguments hangs it on the function
+        args, extra = parser.parse_known_args(words)
         if extra:
             raise ConfigError(unknown_flag(extra[0], [f for o in OPTIONS for f in o.flags]))
         flags, defaults = vars(args), self._defaults()
@@ -130,7 +145,7 @@ class ChatMany(Magics):
             return None
         return plan_
 
-    def finish(self, plan: Plan, failures: dict):
+    def finish(self, plan: Plan, failures: dict[str, RunAborted]) -> None:
         """Store the results (also of failed or interrupted runs), print one line per model,
         then raise what stopped a run."""
         self._namespace[plan.out] = cell_value(plan)
@@ -147,7 +162,7 @@ class ChatMany(Magics):
             raise error
 
     @line_magic
-    def chatmany_cache(self, line: str):
+    def chatmany_cache(self, line: str) -> None:
         """%chatmany_cache: entries, size and location of the answer cache; %chatmany_cache clear."""
         from chatmagic.core.cache import Cache, describe
         action = line.strip()
@@ -165,7 +180,7 @@ class ChatMany(Magics):
                 cache.close()
 
     @line_magic
-    def chatmany_batches(self, line: str):
+    def chatmany_batches(self, line: str) -> None:
         """%chatmany_batches: this cache's batches (id, status, counts, age), their statuses
         fetched from the default server; %chatmany_batches cancel ID cancels one."""
         from chatmagic.batch.admin import cancel_batch, list_batches
@@ -182,21 +197,22 @@ class ChatMany(Magics):
             raise ConfigError(f"%chatmany_batches {line.strip()}: expected no argument or 'cancel ID'")
 
     @property
-    def _namespace(self) -> dict:
+    def _namespace(self) -> dict[str, Any]:
         """The notebook's variables (a registered magic always has its shell)."""
         assert self.shell is not None
-        return self.shell.user_ns
+        namespace: dict[str, Any] = self.shell.user_ns
+        return namespace
 
-    def _settings(self):
+    def _settings(self) -> Settings:
         """The session's settings from the %config defaults alone."""
         return resolve_cell({}, self._defaults(), served=served_models())[0]
 
-    def _defaults(self) -> dict:
+    def _defaults(self) -> dict[str, Any]:
         """The %config ChatMany values (None where not set)."""
         return {o.name: getattr(self, o.name) for o in OPTIONS if o.config}
 
     @line_magic
-    def chatmany_plot(self, line: str):
+    def chatmany_plot(self, line: str) -> Figure:
         """%chatmany_plot [NAME ...]: a picture of the last %%chatmany run, or of each NAME (a
         run's -o, a Results or a Timeline variable), one row per run and model on one time axis:
         requests in flight, latency, answers over time. Returns the matplotlib Figure.
@@ -209,7 +225,7 @@ class ChatMany(Magics):
         labels = [f"{name} ({tl.label})" if tl.label and tl.label != name else name for name, tl in rows]
         return figure([tl for _, tl in rows], labels=labels if len(names) > 1 else None)
 
-    def _timelines_of(self, name: str) -> list:
+    def _timelines_of(self, name: str) -> list[Timeline]:
         from chatmagic.core.timeline import Timeline
         from chatmagic.results import Results
         value = self._namespace.get(name)
@@ -222,7 +238,7 @@ class ChatMany(Magics):
         return self._timelines[name]
 
     @line_magic
-    def chatmany_local(self, line: str):
+    def chatmany_local(self, line: str) -> None:
         """%chatmany_local: start the small local model (no API key, no network) and make it this
         session's default server and model; %chatmany_local stop. Needs chatmagic[local]."""
         from chatmagic.practice import local as local
@@ -252,7 +268,7 @@ class ChatMany(Magics):
         print(f"local model {server.model} at {server.base_url} is this session's default "
               f"(max tokens {self.max_tokens}); %chatmany_local stop to stop it")
 
-    async def chatmany_async(self, line: str, cell: str):
+    async def chatmany_async(self, line: str, cell: str) -> None:
         """The await path: the same runs on the kernel's loop, with an immediate interrupt."""
         plan = self.prepare(line, cell)
         if plan is None:
@@ -268,7 +284,7 @@ class ChatMany(Magics):
                 raise
         self.finish(plan, failures)
 
-    def interrupted(self, plan: Plan):
+    def interrupted(self, plan: Plan) -> RunInterrupted:
         """Keep what finished; the one-line exception that ends an interrupted cell."""
         self.finish(plan, {})
         first = next(iter(plan.runs.values()))
@@ -283,10 +299,10 @@ def _plain_help(doc: str) -> str:
     return "%" + usage.replace("\n" + " " * 17, "\n" + " " * 11) + sep + rest
 
 
-ChatMany.chatmany.__doc__ = _plain_help(ChatMany.chatmany.__doc__)
+ChatMany.chatmany.__doc__ = _plain_help(ChatMany.chatmany.__doc__ or "")
 
 
-async def run_all(plan: Plan) -> dict:
+async def run_all(plan: Plan) -> dict[str, RunAborted]:
     """Run every model's prompts at once; a model whose run stops does not stop the others.
     Returns model -> RunAborted for the runs that stopped."""
     models = list(plan.runs)
@@ -295,7 +311,7 @@ async def run_all(plan: Plan) -> dict:
         outcomes = await asyncio.gather(*(send(plan.runs[m]) for m in models), return_exceptions=True)
     finally:
         plan.close()  # the shared cache writes what is buffered, also after an interrupt
-    failures = {}
+    failures: dict[str, RunAborted] = {}
     for model, outcome in zip(models, outcomes):
         if isinstance(outcome, RunAborted):
             failures[model] = outcome
@@ -317,19 +333,19 @@ def transform(lines: list[str]) -> list[str]:
     return [f"await __import__('chatmagic.notebook.magics').notebook.magics.cell_async({line!r}, {cell!r})\n"]
 
 
-async def cell_async(line: str, cell: str):
+async def cell_async(line: str, cell: str) -> None:
     from IPython import get_ipython
-    return await get_ipython().magics_manager.registry["ChatMany"].chatmany_async(line, cell)
+    await get_ipython().magics_manager.registry["ChatMany"].chatmany_async(line, cell)
 
 
-def load(ip) -> None:
+def load(ip: InteractiveShell) -> None:
     ip.register_magics(ChatMany)
     transforms = ip.input_transformer_manager.line_transforms
     if transform not in transforms:
         transforms.insert(0, transform)  # before IPython's own cell-magic transform
 
 
-def unload(ip) -> None:
+def unload(ip: InteractiveShell) -> None:
     transforms = ip.input_transformer_manager.line_transforms
     if transform in transforms:
         transforms.remove(transform)
