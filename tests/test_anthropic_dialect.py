@@ -136,3 +136,19 @@ def test_a_body_of_another_shape_is_still_read():
     assert "Bad gateway" in failure.message
     failure = DIALECT.failure(400, {"error": {"message": "proxy says no", "code": "x"}}, b"", NONE)
     assert failure.message == "proxy says no"
+
+
+@pytest.mark.parametrize("message, action", [
+    ("temperature: Input should be less than or equal to 1", ABORT),
+    ("seed: Extra inputs are not permitted", ABORT),
+    ("max_tokens: 100000 > 64000, which is the maximum allowed number of output tokens for claude-x", ABORT),
+    ("tools.0.input_schema: JSON schema is invalid", ABORT),
+    ("messages.0.content.1.image.source.base64: image exceeds 5 MB maximum", FAIL),
+    ("prompt is too long: 201234 tokens > 200000 maximum", FAIL),
+    ("Something else went wrong with this one.", FAIL),
+])
+def test_an_invalid_request_about_the_whole_body_ends_the_run_one_about_a_prompt_fails_it(message, action):
+    failure = DIALECT.failure(400, error("invalid_request_error", message), b"", NONE)
+    assert failure.action == action
+    if action == ABORT:
+        assert "every prompt would be" in failure.reason

@@ -142,3 +142,11 @@ def test_the_dry_run_shows_what_anthropic_is_sent(ip, capsys):
     assert 'tool_choice: {"type": "tool", "name": "answer"}' in out and '"input_schema": {' in out
     assert "response_format" not in out
     assert "up to 4,096 out (4,096 per answer)" in out  # max_tokens is always sent to Anthropic
+
+
+def test_a_field_the_api_refuses_ends_the_run_after_one_request(srv):
+    with pytest.raises(RunAborted) as caught:
+        run(srv, [f"p{i}" for i in range(20)], params={"seed": 42})
+    assert "seed" in str(caught.value) and "every prompt would be" in str(caught.value)
+    assert srv.stats.requests < 20  # not one refused request per prompt
+    assert all(r.error.startswith("not sent: the run stopped") for r in caught.value.results if r.status == "cancelled")

@@ -21,6 +21,10 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "
                403: "permission_error", 404: "not_found_error", 413: "request_too_large",
                429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
 ROLES = ("user", "assistant")
+#: The top-level fields the Messages API takes; any other is refused.
+FIELDS = frozenset({"model", "max_tokens", "messages", "system", "temperature", "top_p", "top_k", "stop_sequences",
+                    "stream", "metadata", "tools", "tool_choice", "thinking", "service_tier", "container",
+                    "mcp_servers", "context_management"})
 
 
 def rfc3339(seconds_from_now: float) -> str:
@@ -78,8 +82,9 @@ def check_request(body: Any) -> str | None:
     stops = body.get("stop_sequences")
     if stops is not None and not (isinstance(stops, list) and all(isinstance(s, str) for s in stops)):
         return "stop_sequences: Input should be a valid list of strings"
-    if "stop" in body or "response_format" in body:
-        return f"{'stop' if 'stop' in body else 'response_format'}: Extra inputs are not permitted"
+    extra = sorted(set(body) - FIELDS)
+    if extra:  # OpenAI's stop, response_format, seed, ...
+        return f"{extra[0]}: Extra inputs are not permitted"
     return None
 
 

@@ -24,9 +24,11 @@ Errors, by ``error.type`` of ``{"type": "error", "error": {"type", "message"}}``
 ``rate_limit_error`` (429) and ``overloaded_error`` (529) are SLOW (retried, the whole run
 paces down; a 429 waits as ``retry-after`` says); ``api_error`` (500) is RETRY;
 ``authentication_error``, ``permission_error``, ``billing_error``, ``not_found_error`` (an
-unknown model: every prompt would fail alike) and a spent credit balance or spend limit end
-the run (ABORT) with a reason; ``invalid_request_error`` and ``request_too_large`` fail only
-that prompt (FAIL). A body of another shape (a proxy's) is read as OpenAI-compatible servers'.
+unknown model: every prompt would fail alike), a spent credit balance or spend limit, and an
+``invalid_request_error`` about a field every request carries alike (``temperature: ...``,
+``seed: Extra inputs are not permitted``) end the run (ABORT) with a reason; any other
+``invalid_request_error`` (about ``messages``, or "prompt is too long") and ``request_too_large``
+fail only that prompt (FAIL). A body of another shape (a proxy's) is read as OpenAI-compatible servers'.
 Limit hints come from the ``anthropic-ratelimit-*`` headers (``providers/hints.py``).
 """
 
@@ -59,6 +61,10 @@ ERROR_TYPES: dict[str, tuple[Action, str | None]] = {
 _SPENT = re.compile(r"credit balance is too low|reached your specified API usage limits|spend limit",
                     re.IGNORECASE)
 _TOOL_NAME = re.compile(r"[^a-zA-Z0-9_-]")
+#: A validation message names the field first ("max_tokens: Field required", "messages.0.content: ...").
+_FIELD = re.compile(r"([a-z_]{1,40})(?:\.[\w.]*)?: ")
+#: Fields that differ per prompt: an error there is that prompt's alone.
+_PER_PROMPT = frozenset({"messages"})
 
 
 def api_base(base_url: str) -> str:
@@ -159,6 +165,10 @@ def read_failure(status: int, data: Any, raw: bytes, hints: _hints.Hints) -> Fai
     spend = isinstance(details, dict) and details.get("error_code") == "enforced_spend_limit_reached"
     if spend or (kind in ("invalid_request_error", "rate_limit_error", "billing_error") and _SPENT.search(message)):
         return Failure(message, kind[:60], ABORT, "no credit left, or the spend limit is reached")
+    field = _FIELD.match(message)
+    if kind == "invalid_request_error" and field and field[1] not in _PER_PROMPT:
+        # "temperature: ...", "seed: Extra inputs are not permitted": every request carries it alike
+        return Failure(message, kind[:60], ABORT, f"the request's {field[1]!r} is refused (every prompt would be)")
     action, reason = ERROR_TYPES.get(kind, (None, None))
     if action == SLOW and hints.should_retry is False:
         action = FAIL
