@@ -44,7 +44,8 @@ import threading
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -152,22 +153,22 @@ class FixedWindow:
 class Stats:
     def __init__(self, in_flight: int = 0, record_times: bool = False):
         self.requests = 0
-        self.by_status: Counter = Counter()
+        self.by_status: Counter[int] = Counter()
         self.in_flight = in_flight  # carried over so a reset mid-request stays consistent
         self.peak_in_flight = in_flight
-        self.attempts: Counter = Counter()
-        self.auth_headers: set = set()
-        self.api_versions: set = set()  # ?api-version= values seen (auth="api-key")
-        self.times: list | None = [] if record_times else None
-        self.answers: list | None = [] if record_times else None  # (arrival time, status)
-        self.params: dict | None = None  # the last answer's echo_params: its body but messages
+        self.attempts: Counter[str] = Counter()
+        self.auth_headers: set[str] = set()
+        self.api_versions: set[str] = set()  # ?api-version= values seen (auth="api-key")
+        self.times: list[Any] | None = [] if record_times else None
+        self.answers: list[Any] | None = [] if record_times else None  # (arrival time, status)
+        self.params: dict[str, Any] | None = None  # the last answer's echo_params: its body but messages
 
 
 class FakeOpenAI:
     def __init__(self, *, latency: float = 0.0, rpm: int | None = None, tpm: int | None = None,
                  headers: str = "openai", fail_rate: float = 0.0, stall_rate: float = 0.0,
                  stall_s: float = 30.0, seed: int = 0, model: str = "fake-model",
-                 unknown_models: set | None = None, record_times: bool = False, port: int = 0,
+                 unknown_models: set[str] | None = None, record_times: bool = False, port: int = 0,
                  batch_pace: float = 0.0, batch_invalid: str | None = None,
                  batch_expire_after: int | None = None,
                  limit_shape: str = "per_second", window_s: float = 60.0, daily: int | None = None,
@@ -189,8 +190,8 @@ class FakeOpenAI:
         self.record_times, self.port = record_times, port
         self.schemas = schemas
         self.sleep = asyncio.sleep  # waits out latency and stalls; a test may record them instead
-        self._rpm_bucket: TokenBucket | None = None
-        self._tpm_bucket: TokenBucket | None = None
+        self._rpm_bucket: TokenBucket | FixedWindow | None = None
+        self._tpm_bucket: TokenBucket | FixedWindow | None = None
         # a server that answers with its own model whatever is asked for (llama.cpp does)
         self.answer_model = answer_model
         self.usage = usage  # "basic" or "openai" (with cached and reasoning tokens); see _usage
@@ -207,7 +208,7 @@ class FakeOpenAI:
     rpm = property(lambda self: self._rpm, lambda self, v: self._set_limit("rpm", v))
     tpm = property(lambda self: self._tpm, lambda self, v: self._set_limit("tpm", v))
 
-    def _set_limit(self, name: str, value) -> None:
+    def _set_limit(self, name: str, value: float | None) -> None:
         setattr(self, "_" + name, value)
         setattr(self, "_" + name + "_bucket", self._bucket(value) if value else None)
         if name == "rpm":  # the announced daily budget starts full along with the minute's
@@ -215,7 +216,7 @@ class FakeOpenAI:
                                   if self.daily else None)
         self._storm_started: float | None = None
 
-    def _bucket(self, per_minute: float):
+    def _bucket(self, per_minute: float) -> TokenBucket | FixedWindow:
         """The limit per minute, enforced as ``limit_shape`` says: "per_second" (a bucket one
         second deep: OpenAI in practice), "bucket" (one minute deep, starting full: OpenAI's
         documented semantics) or "window" (fixed windows of ``window_s`` seconds). "quantized"
@@ -273,7 +274,8 @@ class FakeOpenAI:
         return None
 
     def _err(self, status: int, message: str, code: str | None, type_: str | None = None,
-             headers: dict | None = None, script: dict | None = None) -> web.Response:
+             headers: Mapping[str, str] | None = None,
+             script: dict[str, Any] | None = None) -> web.Response:
         return shaped_error(self.error_shape, status, message, code, type_, headers, script)
 
     async def _answer(self, request: web.Request, st: Stats) -> web.StreamResponse:
@@ -315,12 +317,12 @@ class FakeOpenAI:
         return web.json_response(answer, headers={**headers, "x-request-id": f"req_{answer['id']}"})
 
     @staticmethod
-    def _directives(prompt: str) -> dict:
+    def _directives(prompt: str) -> dict[str, Any]:
         return {m[1]: m[2].split(":") if m[2] else [] for m in DIRECTIVE.finditer(prompt)}
 
-    async def _chaos(self, script: dict, attempt: int, headers: dict):
+    async def _chaos(self, script: dict[str, Any], attempt: int, headers: dict[str, str]) -> web.Response | None:
         """Stalls and failures, random then scripted; returns an error response or None."""
-        def active(args, n_index):  # "[[x:...:N]]" applies to the first N attempts only
+        def active(args: list[str], n_index: int) -> bool:  # "[[x:...:N]]" applies to the first N attempts only
             return len(args) <= n_index or attempt <= int(args[n_index])
         if self.stall_rate and self.rng.random() < self.stall_rate:
             await self.sleep(self.stall_s)
@@ -338,7 +340,7 @@ class FakeOpenAI:
                                      headers=headers)
         return None
 
-    def _scripted_failure(self, status: int, script: dict, headers: dict):
+    def _scripted_failure(self, status: int, script: dict[str, Any], headers: dict[str, str]) -> web.Response:
         code = script["code"][0] if "code" in script else DEFAULT_CODES.get(status)
         if status == 429:
             if "code" not in script and self.headers == "azure":
@@ -350,7 +352,7 @@ class FakeOpenAI:
                                                             else None)
         return self._err(status, f"Scripted failure {status}.", code, type_, headers, script)
 
-    def _storm(self):
+    def _storm(self) -> tuple[web.Response, dict[str, str]] | None:
         """With ``storm_s``: a 429 (retry-after 1 s) for every request in the first ``storm_s``
         seconds after the first request (math.inf: 429 forever)."""
         if not self.storm_s:
@@ -365,7 +367,7 @@ class FakeOpenAI:
         return self._err(status, "The server is overloaded; please retry.", DEFAULT_CODES.get(status),
                          headers=headers), headers
 
-    def _rate_limit(self, body: dict, messages: list):
+    def _rate_limit(self, body: dict[str, Any], messages: list[Any]) -> tuple[web.Response | None, dict[str, str]]:
         """Check the rpm/tpm (and daily) buckets; returns (429 or None, headers for the reply).
 
         With ``daily``, the headers announce a per-day request budget while the rpm limit is
@@ -396,7 +398,8 @@ class FakeOpenAI:
         code = "429" if self.headers == "azure" else "rate_limit_exceeded"
         return self._err(429, message, code, kind, headers), headers
 
-    def _limit_headers(self, rb: TokenBucket | None, tb: TokenBucket | None) -> dict:
+    def _limit_headers(self, rb: TokenBucket | FixedWindow | None,
+                       tb: TokenBucket | FixedWindow | None) -> dict[str, Any]:
         headers: dict[str, str] = {}
         if self.headers in ("none", "retry-after"):  # 429s say retry-after, nothing more
             return headers
@@ -408,8 +411,8 @@ class FakeOpenAI:
                 continue
             # quantized: the per-second bucket's level quoted in the minute's units (a full
             # second is the whole limit), its reset the second's refill: what OpenAI sends
-            scale = (bucket.limit / bucket.capacity
-                     if self.limit_shape == "quantized" and bucket is not self._daily_bucket else 1)
+            scale = (bucket.limit / bucket.capacity if isinstance(bucket, TokenBucket)
+                     and self.limit_shape == "quantized" and bucket is not self._daily_bucket else 1)
             headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level * scale)))
             if self.headers == "openai":
                 headers[f"x-ratelimit-limit-{kind}"] = str(bucket.limit)
@@ -418,7 +421,8 @@ class FakeOpenAI:
                 headers[f"x-ratelimit-reset-{kind}"] = go_duration(reset)
         return headers
 
-    def completion(self, body: dict, messages: list, prompt: str, script: dict) -> dict:
+    def completion(self, body: dict[str, Any], messages: list[Any], prompt: str,
+                   script: dict[str, Any]) -> dict[str, Any]:
         """The chat-completion body answering one request (also each line of a batch)."""
         text = DIRECTIVE.sub("", prompt).strip() if script else prompt.strip()
         system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
@@ -433,7 +437,7 @@ class FakeOpenAI:
             content = f"echo: [system={system}] {text}" if system else f"echo: {text}"
             content += _media_note(messages)
         self._ids += 1
-        message: dict = {"role": "assistant", "content": content}
+        message: dict[str, Any] = {"role": "assistant", "content": content}
         if "refuse" in script:  # OpenAI's shape of a refusal: no content, the refusal beside it
             message.update(content=None, refusal=f"I can't help with {text!r}.")
         if "think" in script:  # DeepSeek's, llama.cpp's: the reasoning beside the answer
@@ -448,7 +452,7 @@ class FakeOpenAI:
             "echo_params": echo,
         }
 
-    def _usage(self, prompt_tokens: int, visible: int) -> dict:
+    def _usage(self, prompt_tokens: int, visible: int) -> dict[str, Any]:
         """``usage`` as ``self.usage`` says: "basic" (prompt, completion, total) or "openai", as
         OpenAI sends it for a reasoning model with prompt caching: half the prompt (rounded down)
         read from the cache, and 3 reasoning tokens per visible one, counted in completion_tokens."""
@@ -466,7 +470,7 @@ class FakeOpenAI:
 
     # ---- hostile and broken servers (directives, one per misbehaviour) -------
 
-    async def _hostile(self, request: web.Request, script: dict, body: dict, messages: list,
+    async def _hostile(self, request: web.Request, script: dict[str, Any], body: dict[str, Any], messages: list[Any],
                        prompt: str) -> web.StreamResponse | None:
         """``[[endless]]`` a body that never ends, ``[[hugelength]]`` a Content-Length of 1 GB,
         ``[[gzipbomb]]`` a small gzip body that inflates past 100 MB, ``[[keyecho:STATUS]]`` a
@@ -525,7 +529,7 @@ class FakeOpenAI:
 
     # ---- structured answers (response_format json_schema) ---------------------
 
-    def _structured(self, schema: dict, text: str, script: dict, prompt: str) -> object:
+    def _structured(self, schema: dict[str, Any], text: str, script: dict[str, Any], prompt: str) -> object:
         """An answer to a json_schema request: conforming, unless [[badschema]] says otherwise."""
         bad = script.get("badschema")
         if bad is not None and (not bad or self.stats.attempts[prompt] <= int(bad[0])):
@@ -591,11 +595,11 @@ class FakeOpenAI:
     def __enter__(self) -> FakeOpenAI:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-_bomb: list = []
+_bomb: list[bytes] = []  # built once: 100 MB of spaces take a moment to compress
 
 
 def _gzip_bomb(size: int = 100 * 2**20) -> bytes:
@@ -612,7 +616,7 @@ def _gzip_bomb(size: int = 100 * 2**20) -> bytes:
 # ---- structured answers ------------------------------------------------------
 
 
-def _schema_of(body: dict) -> dict | None:
+def _schema_of(body: dict[str, Any]) -> dict[str, Any] | None:
     rf = body.get("response_format")
     if isinstance(rf, dict) and rf.get("type") == "json_schema":
         schema = (rf.get("json_schema") or {}).get("schema")
@@ -620,7 +624,7 @@ def _schema_of(body: dict) -> dict | None:
     return None
 
 
-def conforming(schema: dict, text: str, root: dict | None = None, path: str = "") -> object:
+def conforming(schema: dict[str, Any], text: str, root: dict[str, Any] | None = None, path: str = "") -> object:
     """A value that matches ``schema``, the same for the same ``text``: enums pick one of their
     values, numbers and booleans come from a hash of the text and the field's path."""
     root = schema if root is None else root
@@ -649,21 +653,21 @@ def conforming(schema: dict, text: str, root: dict | None = None, path: str = ""
     return values.get(str(kind), text[:40])
 
 
-def _media_note(messages: list) -> str:
+def _media_note(messages: list[Any]) -> str:
     """What the answer says about a request that is more than one line: the turns before the
     last (when there are any) and the last user turn's images and files."""
     turns = sum(m.get("role") != "system" for m in messages)
-    last: dict = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+    last: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
     media = openai_media(last.get("content"))
     note = f" [turns={turns}]" if turns > 1 else ""
     return note + (f" [media={len(media)}: {'; '.join(media)}]" if media else "")
 
 
-def _prompt_tokens(messages: list) -> int:
+def _prompt_tokens(messages: list[Any]) -> int:
     return sum(len(_text(m.get("content"))) for m in messages) // 4 + 1
 
 
-def _retry_headers(seconds: float, ms: bool = True) -> dict:
+def _retry_headers(seconds: float, ms: bool = True) -> dict[str, Any]:
     headers = {"retry-after": str(max(1, math.ceil(seconds)))}
     if ms:
         headers["retry-after-ms"] = str(max(1, math.ceil(seconds * 1000)))
