@@ -179,10 +179,10 @@ class BatchRun:
         """A batch of exactly these requests that the server created but the store does not hold
         (a kernel killed between creating and recording it, or a store that could not be
         written); None if there is none. Found by its label among the server's recent batches;
-        without labels, only after an intent was left: then the newest unrecorded batch of as
-        many requests created since (a minute of clock skew allowed). A wrong guess costs a wait,
-        never an answer or money: results are matched to prompts by custom_id, and a request
-        without its result is recorded as not run, so a re-run sends it."""
+        without labels, only after an intent was left: then the unrecorded batch of as many
+        requests created nearest the intent (at most a minute before it: clock skew). A wrong
+        guess never gives a wrong answer (results are matched to prompts by custom_id): its
+        requests are recorded as not run, and a re-run sends them."""
         since = None
         if not self.api.labelled:
             since = self.store.intent(part, self.settings.url) if self.store is not None else None
@@ -193,16 +193,12 @@ class BatchRun:
                 self._recent = await self.api.recent(self.client)
             except (RequestError, KeyError, TypeError, AttributeError):
                 self._recent = []  # a server that cannot list batches: nothing to find
-        for batch in self._recent:
-            if not batch.get("id") or (self.store is not None and self.store.get(batch["id"]) is not None):
-                continue
-            if since is None and batch.get("part") == part:
-                return batch
-            created = batch.get("created")
-            if (since is not None and isinstance(created, (int, float)) and created >= since - 60
-                    and (batch.get("request_counts") or {}).get("total") == total):
-                return batch
-        return None
+        fits = [b for b in self._recent if b.get("id")
+                and (self.store is None or self.store.get(b["id"]) is None)
+                and (b.get("part") == part if since is None else _near(b, since, total))]
+        if since is not None:  # several intents left (a run of several batches killed): each its nearest
+            fits.sort(key=lambda b: abs(b["created"] - since))
+        return fits[0] if fits else None
 
     # ---- waiting and collecting ----------------------------------------------------
 
@@ -295,6 +291,13 @@ class BatchRun:
                 if record.status == "cancelled" and record.error is None:
                     record.error = unsent
         self.results.pending_in(running)
+
+
+def _near(batch: dict[str, Any], since: float, total: int) -> bool:
+    """``batch`` may be the one an intent of ``total`` requests at ``since`` created."""
+    created = batch.get("created")
+    return (isinstance(created, (int, float)) and created >= since - 60
+            and (batch.get("request_counts") or {}).get("total") == total)
 
 
 def poll_delays(first: float, most: float) -> Iterator[float]:
