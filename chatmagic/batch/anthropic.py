@@ -18,8 +18,8 @@ errored (``{"type": "error", "error": {type, message}}``), canceled or expired (
 ``results_url`` is followed only on the server that was asked (the key goes with it); any
 other is replaced by the documented path. A Message Batch has no metadata to label it with,
 so the engine stores an intent before each POST: a run that finds one left over (a kernel
-killed before the batch was recorded) takes the newest unrecorded batch of as many requests
-created since, read from ``GET {base}/messages/batches`` (``created_at`` as ``created``).
+killed before the batch was recorded) takes the unrecorded batch of as many requests created
+nearest the intent, read from ``GET {base}/messages/batches`` (``created_at`` as ``created``).
 """
 
 from __future__ import annotations
