@@ -113,7 +113,7 @@ def test_expired_requests_are_recorded_and_a_rerun_sends_only_them(srv):
 
 
 def test_cancel_keeps_finished_answers_and_a_rerun_sends_the_rest(srv):
-    srv.batches.pace = 1.0  # room between the first answer and the cancel on a loaded machine
+    srv.batches.pace = 2.0  # room between the first answer and the cancel on a loaded machine
     settings = resolve(options(srv))
     run(srv, ["c1", "c2", "c3", "c4"], wait=False)
     batch = srv.batches.batches["msgbatch_fake0001"]
@@ -150,7 +150,7 @@ def test_summary_shows_the_batch_price(srv):
 
 
 def test_a_killed_process_then_a_rerun_reattaches_with_nothing_submitted_again(srv, tmp_path):
-    srv.batches.pace = 0.1  # 2 s for 20 requests: the kill lands while the client waits
+    srv.batches.pace = 0.25  # 5 s for 20 requests: the kill lands while the client waits, also on a loaded machine
     prompts = [f"k{i}" for i in range(20)]
     script = ("import chatmagic\n"
               f"chatmagic.chat_many({prompts!r}, provider='anthropic', base_url={srv.base_url!r}, "
