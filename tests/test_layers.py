@@ -208,3 +208,19 @@ def test_docs_architecture_names_every_module():
     unnamed = sorted(f for f in files if not f.endswith(("__init__.py", "__main__.py")) and f"`{f}`" not in doc)
     named = {n for n in re.findall(r"`((?:[a-z_]+/)?[a-z_]+\.py)`", doc) if not n.startswith("tests/")}
     assert unnamed == [] and sorted(named - files) == []
+
+
+STRICT_FLAGS = ("disallow_untyped_defs", "disallow_incomplete_defs", "disallow_untyped_calls", "disallow_any_generics",
+                "warn_return_any", "disallow_untyped_decorators", "disallow_subclassing_any", "check_untyped_defs",
+                "no_implicit_reexport", "strict_equality", "warn_unused_ignores", "extra_checks")
+
+
+def test_mypy_is_strict_for_every_module():
+    """``strict = true`` in pyproject.toml, and no override turns one of its checks off for some modules
+    (the way to silence an error is to fix it, or a ``# type: ignore[code]`` on its line)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["mypy"]
+    assert config["strict"] is True and config["files"] == ["chatmagic"]
+    relaxed = [(o["module"], flag) for o in config.get("overrides", []) for flag in STRICT_FLAGS
+               if o.get(flag) is False]
+    assert relaxed == []
