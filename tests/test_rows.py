@@ -308,3 +308,10 @@ def test_cell_over_a_list_of_files_with_images_item(shell, server, tmp_path):
                                   f"echo: Image 1 [media=1: 8x8 image/png {size_b:,} B]"]
     assert shell.run_cell("%%chatmany --over files --images item --no-cache -o b\n").success  # images only
     assert shell.user_ns["b"][0] == f"echo:  [media=1: 64x48 image/png {size_a:,} B]"
+
+
+def test_images_as_a_series_go_by_position_not_label(server, tmp_path):
+    import pandas as pd
+    files = pd.Series([png(tmp_path / "a.png"), None], index=[7, 3])
+    results = ask(server, ["a", "b"], images=files, cache=False)
+    assert results[0].text.startswith("echo: a [media=1: 64x48") and results[1].text == "echo: b"

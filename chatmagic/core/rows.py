@@ -64,6 +64,8 @@ def rows_of(prompts: Sequence[object], images: Sequence[object] | None = None) -
         if isinstance(images, (str, bytes)) or not hasattr(images, "__len__"):
             raise ConfigError("images must be a list with one entry per prompt (a path, URL, bytes, "
                               "PIL image or a list of them)")
+        # by position: a Series (df["file"]) is indexed by its labels
+        images = images.tolist() if hasattr(images, "tolist") else list(images)
         if len(images) != len(prompts):
             raise ConfigError(f"images has {len(images)} entries for {len(prompts)} prompts: give one per "
                               "prompt (None for none)")
