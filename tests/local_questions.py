@@ -61,3 +61,18 @@ def is_right(kind: str, answer: str | None, accepted: tuple[str, ...]) -> bool:
     if not words & set(accepted):
         return False
     return not (words & LABELS.get(kind, set())) - set(accepted)
+
+
+CONTINENTS = 'continent: Africa|Asia|Europe|"North America"|"South America"|Oceania'
+SENTIMENT = "sentiment: positive|negative|mixed"
+#: (--schema spec, question, the right label): one-label schemas, the usual classification.
+LABELLED: list[tuple[str, str, str]] = [
+    *[(CONTINENTS, f"Which continent is {city} in?", continent) for city, continent in (
+        ("Tokyo", "Asia"), ("Paris", "Europe"), ("Cairo", "Africa"), ("Sydney", "Oceania"),
+        ("Chicago", "North America"), ("Lima", "South America"), ("Berlin", "Europe"), ("Delhi", "Asia"))],
+    *[(SENTIMENT, f"Classify the sentiment of this review.\n\nReview: {review}", label) for review, label in (
+        ("Boils fast, looks great. Love it.", "positive"), ("Burnt every slice. Returned it.", "negative"),
+        ("Does the job, a bit loud.", "mixed"), ("Stopped working after a week.", "negative"),
+        ("Lovely warm light, easy to set up.", "positive"), ("Perfect toast every morning.", "positive"),
+        ("Terrible battery, would not buy again.", "negative"), ("Nice screen but the sound is poor.", "mixed"))],
+]

@@ -38,13 +38,30 @@ def test_completion_body_stops_at_the_line_and_keeps_sampling_fields():
 
 
 def test_a_schema_becomes_a_grammar_with_no_newline_stop():
-    schema = {"type": "object", "properties": {"label": {"enum": ["a", "b"]}}}
+    schema = {"type": "object", "properties": {"label": {"enum": ["a", "b"]}, "stars": {"type": "integer"}}}
     chat = {"messages": [{"role": "user", "content": "Hi"}],
             "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
     body = fewshot.completion_body(chat, default_max_tokens=8)
     assert body["json_schema"] == schema and "\n" not in body["stop"]
     body = fewshot.completion_body({**chat, "response_format": {"type": "json_object"}}, default_max_tokens=8)
     assert body["json_schema"] == {"type": "object"}
+
+
+def test_a_one_label_schema_is_the_label_alone_on_the_line_then_wrapped():
+    labels = ["Asia", "North America", 'say "hi"']
+    schema = {"type": "object", "properties": {"continent": {"type": "string", "enum": labels}}}
+    chat = {"messages": [{"role": "user", "content": "Which continent is Tokyo in?"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
+    body = fewshot.completion_body(chat, default_max_tokens=8)
+    assert body["grammar"] == 'root ::= " "? ("Asia" | "North America" | "say \\"hi\\"")' and "json_schema" not in body
+    assert body["stop"] == ["\n"]
+    assert fewshot.label_field(schema) == ("continent", ["Asia", "North America", 'say "hi"'])
+    answer = fewshot.chat_answer({"content": " North America", "stop_type": "word"}, "m", "continent")
+    assert json.loads(answer["choices"][0]["message"]["content"]) == {"continent": "North America"}
+    for other in ({"type": "object", "properties": {"n": {"type": "integer"}}},  # no enum
+                  {"type": "object", "properties": {"a": {"enum": ["x"]}, "b": {"enum": ["y"]}}},  # two fields
+                  {"type": "object", "properties": {"a": {"enum": [1, 2]}}}):  # not strings
+        assert fewshot.label_field(other) is None
 
 
 def test_answer_is_in_the_chat_completions_shape():

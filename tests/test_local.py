@@ -310,3 +310,17 @@ def test_the_local_model_is_the_default_only_at_the_local_server(server, capsys,
     finally:  # not %chatmany_local stop: that would stop the module's server too
         ip.run_cell("%config ChatMany.base_url = None\n%config ChatMany.max_tokens = None")
         ip.run_cell("%unload_ext chatmagic")
+
+
+def test_a_one_label_schema_is_answered_as_the_label_and_mostly_right(server):
+    """--schema 'continent: ...': the label is the word after A: (restricted to the labels), then
+    wrapped into the object; 8 of 8 in the measured run, against 3 of 8 from the chat template."""
+    import chatmagic
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from local_questions import CONTINENTS
+    asked = {"Tokyo": "Asia", "Paris": "Europe", "Cairo": "Africa", "Lima": "South America"}
+    results = chatmagic.chat_many([f"Which continent is {city} in?" for city in asked], base_url=server.base_url,
+                                  schema=CONTINENTS, max_tokens=8, concurrency=2, progress=False, cache=False)
+    assert [r.status for r in results] == ["ok"] * 4 and all(set(r.data) == {"continent"} for r in results)
+    right = [r.data["continent"] == want for r, want in zip(results, asked.values())]
+    assert sum(right) >= 3, [r.text for r in results]

@@ -24,7 +24,7 @@ from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 from chatmagic.transport.limits import read_capped
 
 #: Named in the answer cache's identity of the local server: a new framing is a new server.
-FRAMING = "fewshot-v1"
+FRAMING = "fewshot-v2"
 HEADER = "Short, correct answers to questions and one-line tasks."
 #: One example of each kind it is good at; none of them is in the measured question set.
 EXAMPLES: tuple[tuple[str, str], ...] = (
@@ -90,12 +90,31 @@ def completion_body(chat: Mapping[str, Any], default_max_tokens: int) -> dict[st
     }
     body.update({k: chat[k] for k in SAMPLING if chat.get(k) is not None})
     schema = _schema_of(chat.get("response_format"))
-    if schema is not None:
+    label = label_field(schema)
+    if label is not None:  # a one-label schema: the label alone, as a word of the A: line
+        body["grammar"] = 'root ::= " "? (' + " | ".join(json.dumps(v, ensure_ascii=False) for v in label[1]) + ")"
+        stops.insert(0, "\n")
+    elif schema is not None:
         body["json_schema"] = schema  # a grammar: JSON may span lines, so no newline stop
     else:
         stops.insert(0, "\n")  # the answer is the rest of the A: line
     body["stop"] = stops
     return body
+
+
+def label_field(schema: Mapping[str, Any] | None) -> tuple[str, list[str]] | None:
+    """(name, values) when ``schema`` is an object of one field with an enum of strings (the
+    usual classification, ``--schema 'label: a|b|c'``): the base model picks a label far more
+    often right as the word after ``A:`` than inside JSON (8 of 8 continents against 5 of 8),
+    and the answer is wrapped into the object afterwards."""
+    properties = (schema or {}).get("properties")
+    if not isinstance(properties, Mapping) or len(properties) != 1:
+        return None
+    ((name, spec),) = properties.items()
+    values = spec.get("enum") if isinstance(spec, Mapping) else None
+    if not values or not all(isinstance(v, str) and v.strip() == v and v for v in values):
+        return None
+    return str(name), list(values)
 
 
 def _schema_of(response_format: Any) -> dict[str, Any] | None:
@@ -110,11 +129,14 @@ def _schema_of(response_format: Any) -> dict[str, Any] | None:
     return None
 
 
-def chat_answer(completion: Mapping[str, Any], model: str) -> dict[str, Any]:
-    """llama.cpp's ``/completion`` answer in the chat-completions shape."""
+def chat_answer(completion: Mapping[str, Any], model: str, label: str | None = None) -> dict[str, Any]:
+    """llama.cpp's ``/completion`` answer in the chat-completions shape; ``label``: the field
+    a one-label schema's answer is wrapped in (``{"label": "..."}``)."""
     prompt_tokens = int(completion.get("tokens_evaluated") or 0)
     completion_tokens = int(completion.get("tokens_predicted") or 0)
     text = str(completion.get("content", "")).strip()
+    if label is not None:
+        text = json.dumps({label: text}, ensure_ascii=False)
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -148,11 +170,12 @@ def app(backend: str, model: str, default_max_tokens: int) -> web.Application:
         if body.get("stream"):  # not framed: llama.cpp's own chat endpoint streams
             return await forward(request, await request.read())
         client = await session()
+        label = label_field(_schema_of(body.get("response_format")))
         async with client.post(f"{backend}/completion", json=completion_body(body, default_max_tokens)) as resp:
             raw = await read_capped(resp, MAX_BODY)
             if resp.status != 200:
                 return web.Response(status=resp.status, body=raw, content_type="application/json")
-        return web.json_response(chat_answer(json.loads(raw), model))
+        return web.json_response(chat_answer(json.loads(raw), model, label[0] if label else None))
 
     async def forward(request: web.Request, data: bytes | None = None) -> web.StreamResponse:
         client = await session()
