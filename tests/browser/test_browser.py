@@ -171,3 +171,26 @@ def test_results_show_as_a_table_and_a_mistyped_flag_names_the_right_one(page, l
     error.wait_for(timeout=15_000)
     assert error.inner_text().strip() == ("ConfigError: %%chatmany: unrecognized arguments: --concurency; "
                                           "did you mean --concurrency?")
+
+
+@pytest.mark.local
+def test_the_quickstart_answers_sensibly_and_says_nothing_surprising(page, lab):
+    """The quickstart's cells in JupyterLab with the real local model: short right answers, the
+    cached table with the answers' own latency (not None), and no "answered by ..., not ..." line."""
+    pytest.importorskip("xllamacpp")
+    source = nbformat.read(Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb", as_version=4)
+    code = [c.source for c in source.cells if c.cell_type == "code"]
+    open_notebook(page, lab, "quickstart-browser.ipynb", code)
+    menu(page, "Run", "Run All Cells")
+    last = cell(page, len(code) - 1).locator(".jp-OutputArea")
+    last.filter(has_text="local model stopped").wait_for(timeout=240_000)
+    listing = next(cell(page, i) for i, c in enumerate(code) if c.startswith("prompts = "))
+    shown = listing.locator(".jp-OutputArea").inner_text()
+    assert re.search(r"capital of France\?\s+-> Paris", shown) and re.search(r"capital of Japan\?\s+-> Tokyo", shown)
+    table = cell(page, next(i for i, c in enumerate(code) if c.startswith("table[")))
+    rows = table.locator("table.dataframe tbody tr")
+    assert rows.count() == 10
+    latencies = [rows.nth(i).locator("td").nth(3).inner_text() for i in range(10)]
+    assert all(re.fullmatch(r"\d+\.\d+", v) for v in latencies), latencies  # the answers' own, from the cache
+    page_text = page.locator(".jp-Notebook").inner_text()
+    assert "answered by" not in page_text and "Traceback" not in page_text
