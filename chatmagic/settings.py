@@ -433,6 +433,9 @@ def resolve(*layers: Mapping[str, Any], environ: Mapping[str, str] | None = None
         merged["model"] = local
         routes = _routes(merged, environ, need_key)
         first = next(iter(routes.values()))
+    if merged["batch"] and any(r.provider == "azure" for r in routes.values()):
+        # Azure's batches need a global-batch deployment, files at the resource root and other line URLs
+        raise ConfigError("--batch is not written for Azure yet; run without --batch")
     one = len(routes) == 1
     return Settings(**{**merged, "provider": first.provider, "model": first.model if one else merged["model"],
                        "base_url": first.base_url, "api_key_env": first.api_key_env, "api_key": first.api_key,

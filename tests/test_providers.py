@@ -111,6 +111,8 @@ def test_azure_needs_a_base_url_and_sends_api_version_only_to_classic_deployment
     assert s.url.endswith("?api-version=2025-01-01-preview")
     s = resolve({"provider": "azure"}, environ={**env, "AZURE_OPENAI_BASE_URL": "https://r.openai.azure.com/openai/v1"})
     assert s.url == "https://r.openai.azure.com/openai/v1/chat/completions"
+    with pytest.raises(ConfigError, match="--batch is not written for Azure yet; run without --batch"):
+        resolve({"provider": "azure", "base_url": classic, "batch": True}, environ=env)
 
 
 # --- extra headers ---------------------------------------------------------------------------
