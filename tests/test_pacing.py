@@ -72,6 +72,14 @@ def test_a_token_budget_is_spent_then_paced(server):
     assert waits(results).get("pace", 0) >= 1, results.summary()  # the last ~300 tokens waited for the refill
 
 
+@pytest.mark.timeout(40)  # about 10 s; paced on 256 output tokens a request (as before): minutes
+def test_a_token_budget_without_max_tokens_is_paced_on_the_output_seen(server):
+    server.latency, server.tpm = 0.02, 6000  # 100 tokens a second, a bucket one second deep
+    results = run(server, 60, concurrency=30)  # about 17 tokens each, 16 of them output
+    assert all_ok(results) and server.stats.by_status[429] <= 6, server.stats.by_status
+    assert waits(results).get("pace", 0) >= 1, results.summary()
+
+
 @pytest.mark.timeout(40)  # learnt within seconds: at the server's 20 a second, 4 s
 @pytest.mark.parametrize("headers", ["azure", "retry-after", "none"])
 def test_without_a_refill_announced_the_pace_is_learnt_from_429s(server, headers):
@@ -112,7 +120,7 @@ def test_a_quantized_limit_is_paced_at_its_second_with_few_429s(server):
     server.limit_shape, server.latency, server.rpm = "quantized", 0.02, 1200  # 20 a second, quoted per minute
     results = run(server, 60, concurrency=30)
     assert all_ok(results)
-    assert server.stats.by_status[429] <= 3, server.stats.by_status  # was ~30: the minute spent at once
+    assert server.stats.by_status[429] <= 6, server.stats.by_status  # was ~30: the minute spent at once
     assert waits(results).get("pace", 0) >= 1, results.summary()  # the 40 after the second's 20 paced
 
 

@@ -11,7 +11,7 @@ import random
 import pytest
 
 import chatmagic
-from chatmagic.core.budgets import FLOOR, INF, LIFT, SAFETY
+from chatmagic.core.budgets import FLOOR, INF, LIFT, SAFETY, TokenEstimate
 from chatmagic.core.memory import Memory
 from chatmagic.core.ratelimit import NO_HINT_WAIT, Paces, Throttle
 from chatmagic.core.retry import ServerOrBackoff
@@ -233,7 +233,7 @@ def test_no_headers_a_burst_of_429s_sets_the_pace_to_what_was_accepted():
     assert t.cooldown_until == pytest.approx(clock.now + NO_HINT_WAIT)  # no wait named: a short one
 
 
-def test_a_storm_drops_to_the_floor_and_recovers_within_a_few_answers():
+def test_a_storm_drops_to_the_floor_and_its_end_lifts_the_pace_at_once():
     t, clock = make()
     _, tickets = starts(t, clock, 16)
     for ticket in tickets:
@@ -242,12 +242,38 @@ def test_a_storm_drops_to_the_floor_and_recovers_within_a_few_answers():
     clock.now += 10
     times, tickets = starts(t, clock, 3)  # during the storm: never slower than the floor
     assert max(gaps(times)) <= 1 / FLOOR + 1e-9
+    t.observe(NONE, tickets[-1])  # the storm is over: a storm taught no rate
+    assert t.hidden.rate == INF and t.idle
+
+
+def test_a_lift_that_meets_429s_at_once_recovers_by_doubling():
+    # a limit this low (under 4 a second) looks like a storm: lifting it would burst every time
+    t, clock = make()
+    _, tickets = starts(t, clock, 16)
+    for ticket in tickets:
+        t.rate_limited(NONE, ticket)
+    t.observe(NONE, tickets[-1])
+    assert t.hidden.rate == INF
+    _, tickets = starts(t, clock, 16)
+    for ticket in tickets:
+        t.rate_limited(NONE, ticket)  # the same again, within seconds of the lift
     answers = 0
-    while t.hidden.rate != INF:  # the storm is over: each answer doubles the pace
+    while t.hidden.rate != INF:
         t.observe(NONE, tickets[-1])
         answers += 1
-    assert answers <= math.ceil(math.log2(LIFT / FLOOR)) + 1
-    assert t.idle
+    assert answers == math.ceil(math.log2(LIFT / FLOOR))  # step by step: 2, 4, 8, ... past LIFT
+
+
+def test_a_raised_pace_applies_to_the_next_start_at_once():
+    t, clock = make()
+    _, tickets = starts(t, clock, 16)
+    for ticket in tickets:
+        t.rate_limited(NONE, ticket)
+    clock.now += 3
+    (start,), (ticket,) = starts(t, clock, 1)  # at the floor: the next start 0.5 s after this one
+    t.observe(NONE, ticket)  # lifted
+    (after,), _ = starts(t, clock, 1)
+    assert after - start < 1 / FLOOR / 2
 
 
 def test_a_storm_that_does_not_end_ends_the_run_after_the_quota_wait():
@@ -412,3 +438,12 @@ def test_a_later_run_paces_from_the_first_request_and_forgets_a_limit_no_longer_
     assert again.idle
     assert Throttle(url=again.url, paces=memory.paces)._probe  # and the next run probes again
     assert Throttle(url=again.url)._probe  # a throttle with no memory given knows nothing
+
+
+def test_a_request_costs_its_text_plus_the_overhead_and_output_seen_in_usage():
+    est = TokenEstimate(None, 256)
+    assert est.cost(10) == 10 + 256  # nothing seen yet: the default output
+    for text, prompt, output in ((10, 17, 10), (30, 37, 20), (5, None, 99), (20, 27, 30)):
+        est.seen(text, prompt, output)  # an answer without usage counts nothing
+    assert est.cost(10) == 10 + 7 + 20  # the chat format's 7 tokens, the mean output
+    assert TokenEstimate(16, 256).cost(10) == 26  # max_tokens when set

@@ -81,6 +81,8 @@ class Credit:
         self.capacity = max(self.capacity, self.level + cost)
         if b.limit:
             self.capacity = min(self.capacity, b.limit * scale)
+            if self.most <= b.limit / 60 + 1:  # a per-second level: a second's worth at most (our
+                self.capacity = min(self.capacity, b.limit / 60)  # cost estimate may be too high)
             per_minute, drained = b.limit / 60, b.limit - b.remaining
             if b.reset and drained > 0:
                 # a fixed window's (limit - remaining) / reset grows as its end nears: at most
@@ -172,6 +174,8 @@ class Hidden:
         self._rejects: collections.deque[float] = collections.deque()  # send times of 429s in WINDOW
         self._clock = clock
         self._started = clock()
+        self.lifted_at = -INF   # when the end of a storm lifted the pace
+        self.gradual = False    # a lift met a storm again at once: recover by doubling instead
 
     def sent(self, at: float) -> None:
         self._sends.append(at)
@@ -185,6 +189,8 @@ class Hidden:
                 times.popleft()
         accepted = (len(self._sends) - len(self._rejects)) / min(WINDOW, max(now - self._started, 1.0))
         self.ceiling = accepted if accepted >= 2 * FLOOR else INF
+        if self.ceiling == INF and now - self.lifted_at < 2 * WINDOW:
+            self.gradual = True  # not a storm that ended but a limit this low: find it step by step
         target = max(FLOOR, SAFETY * accepted)
         if target < self.rate:
             self.rate, self.decreased_at = target, now
@@ -192,12 +198,40 @@ class Hidden:
             self.rate, self.decreased_at = max(FLOOR, self.rate * 0.9), now
 
     def accepted(self) -> None:
-        """An answer that was not a 429: probe upwards, fast after a storm."""
+        """An answer that was not a 429: probe upwards; after a storm (nothing accepted, so no
+        rate learnt) lift the pace at once, or double it if a lift already met 429s again."""
         if self.rate == INF:
             return
-        if self.ceiling == INF:
+        if self.ceiling == INF and not self.gradual:
+            self.rate, self.lifted_at = INF, self._clock()
+        elif self.ceiling == INF:
             self.rate *= 2
         else:
             self.rate *= 1 + PROBE_GROWTH / self.rate
         if self.rate > LIFT:
             self.rate = INF
+
+
+class TokenEstimate:
+    """A request's token cost for token pacing, from its text estimate (characters / 4, which
+    the caller gives) and what the answers' ``usage`` showed in this run (one model): plus the
+    mean of prompt_tokens over the text estimate (the chat format's own tokens), plus
+    ``max_tokens`` when set, else the mean ``completion_tokens`` (``default_output`` before the
+    first answer)."""
+
+    def __init__(self, max_tokens: int | None, default_output: float):
+        self.max_tokens, self.default_output = max_tokens, default_output
+        self._answers = 0
+        self._overhead = self._output = 0.0  # sums over the answers with usage
+
+    def cost(self, text_tokens: float) -> float:
+        overhead = self._overhead / self._answers if self._answers else 0.0
+        output = self._output / self._answers if self._answers else self.default_output
+        return text_tokens + max(0.0, overhead) + (self.max_tokens or output)
+
+    def seen(self, text_tokens: float, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        if prompt_tokens is None or completion_tokens is None or min(prompt_tokens, completion_tokens) < 0:
+            return
+        self._answers += 1
+        self._overhead += prompt_tokens - text_tokens
+        self._output += completion_tokens

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from chatmagic.core.budgets import TokenEstimate
 from chatmagic.core.cache import Cache, fill, request_key, request_keys, row_of
 from chatmagic.core.memory import Memory
 from chatmagic.core.prices import Prices
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from chatmagic.settings import Settings
 from chatmagic.transport.proxies import is_loopback
 
-#: Output tokens assumed per request for token pacing when max_tokens is not set.
+#: Output tokens counted per request for token pacing, without max_tokens, until an answer shows them.
 DEFAULT_OUTPUT_TOKENS = 256
 
 log = logging.getLogger("chatmagic")
@@ -87,6 +88,7 @@ class Run:
         self._sleep = self.timeline.sleeper(sleep or asyncio.sleep)
         self._policy = policy(settings.retries, settings.max_retry_wait, self._sleep)
         self._throttle = Throttle(settings.rpm, settings.tpm, url=settings.url, paces=self.memory.paces,
+                                  estimate=TokenEstimate(settings.max_tokens, DEFAULT_OUTPUT_TOKENS),
                                   max_wait=settings.max_retry_wait, probe_wait=(
                                       PROBE_WAIT_LOCAL if is_loopback(settings.base_url) else PROBE_WAIT))
         self._throttle.sleep = self.timeline.sleeper(self._throttle.sleep, throttle_wait(self._throttle))
@@ -95,7 +97,8 @@ class Run:
         self._head = self.dialect.head(settings)  # the body's fields shared by every prompt
         self.prices = Prices.of(settings)
         _dumps(self._head)  # bad input fails here, before anything is sent
-        self._fixed_tokens = len(settings.system_prompt or "") // 4 + (settings.max_tokens or DEFAULT_OUTPUT_TOKENS)
+        # a request's text estimate; the throttle's TokenEstimate adds what the answers' usage showed
+        self._fixed_tokens = len(settings.system_prompt or "") // 4
 
     async def run(self) -> Results:
         """Send every prompt; raise ``RunAborted`` (with the results) if the run had to stop."""
@@ -346,6 +349,8 @@ class Run:
             record.latency_s = ended - started
             self.timeline.add(started, ended, OK, record.attempts)
             self._throttle.observe(done.hints, ticket)
+            if self._throttle.estimate is not None:
+                self._throttle.estimate.seen(cost, done.prompt_tokens, done.completion_tokens)
             try:
                 record.data = self.decode(record, done.text, done.finish_reason)
             except RequestError:

@@ -14,8 +14,9 @@ Every request start goes through one ``Throttle`` per run. The model, for every 
   enforced while a daily one is announced): a 429 the budget does not explain sets the pace to
   the rate the server accepted over the last seconds (AIMD-style: decrease to what worked, then
   probe upwards a few percent a second). If it accepted almost nothing (a 429 storm) the pace
-  drops to ``budgets.FLOOR`` (2) requests per second, never lower, and each answer after the
-  storm doubles it until the limit is lifted. A 429 uses up none of the prompt's retries (the
+  drops to ``budgets.FLOOR`` (2) requests per second, never lower, and the first answer after
+  the storm lifts it (a storm taught no rate); if that lift meets a storm again at once, the
+  limit is that low, and each answer doubles the pace instead. A 429 uses up none of the prompt's retries (the
   engine sends it again; retries count faults) and adds no backoff of its own beyond its
   retry-after: the throttle is the shared backoff.
 - **Short windows**: a budget quoted per minute but enforced per second (OpenAI's quantized
@@ -46,7 +47,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from chatmagic.core.budgets import INF, Credit, Hidden, Ticket
+from chatmagic.core.budgets import INF, Credit, Hidden, Ticket, TokenEstimate
 from chatmagic.core.memory import Paces
 from chatmagic.providers.hints import Hints, say
 
@@ -59,6 +60,8 @@ PROBE_WAIT = 2.0
 PROBE_WAIT_LOCAL = 0.25
 #: Shared pause after a 429 that names no wait and that no budget explains.
 NO_HINT_WAIT = 0.5
+#: Longest sleep while a learnt pace holds the next start (seconds): an answer may raise the pace.
+HIDDEN_SLICE = 0.05
 #: A 429 whose budget is spent and resets at least this much later (and 10x max_wait) ends the run.
 QUOTA_WAIT = 600.0
 
@@ -80,7 +83,7 @@ class Throttle:
     def __init__(self, rpm: float | None = None, tpm: float | None = None, *, url: str | None = None,
                  paces: Paces | None = None, probe: bool = True, probe_wait: float = PROBE_WAIT,
                  max_wait: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, estimate: TokenEstimate | None = None):
         self.user_rpm, self.user_tpm = rpm, tpm
         self.clock, self.sleep = clock, sleep
         self.max_wait = max_wait
@@ -94,6 +97,8 @@ class Throttle:
         self._next = {"rpm": 0.0, "tpm": 0.0, "hidden": 0.0}  # evenly spaced starts
         self._lock = asyncio.Lock()
         self._stopped = False  # the run is ending: nothing waits any more
+        self.estimate = estimate  # a request's token cost from its text (None: as given)
+        self._last_start = -INF
         self._probing: asyncio.Event | None = None
         self.probe_wait = probe_wait
         self.url, self.paces = url, Paces() if paces is None else paces
@@ -118,7 +123,7 @@ class Throttle:
         sleep, so a cooldown or a new reading applies at once and no one is woken for nothing.
         """
         if self.idle:
-            return self._count(self.clock(), tokens)
+            return self._count(self.clock(), self.estimate.cost(tokens) if self.estimate is not None else tokens)
         if self._probe:
             await self._wait_for_probe()
         async with self._lock:
@@ -127,18 +132,23 @@ class Throttle:
             give_up = self.clock() + self.max_wait
             while True:
                 now = self.clock()
-                start = self._start(now, tokens, give_up)
+                # the estimate may have moved while this request waited (an answer came)
+                need = self.estimate.cost(tokens) if self.estimate is not None else tokens
+                start = self._start(now, need, give_up)
                 if start <= now or self._stopped:
                     break
-                await self.sleep(start - now)
+                # a learnt pace can rise with any answer (a storm's end lifts it): wake often
+                # enough to see it, not at the old pace's next start
+                hidden = self.hidden.rate != INF and start == self._next["hidden"]
+                await self.sleep(min(start - now, HIDDEN_SLICE) if hidden else start - now)
             if self.user_rpm:
                 self._next["rpm"] = _advance(self._next["rpm"], now, 60 / self.user_rpm)
             if self.user_tpm:
                 # a request that alone exceeds the cap still goes; the ones after it wait
-                self._next["tpm"] = _advance(self._next["tpm"], now, tokens * 60 / self.user_tpm)
+                self._next["tpm"] = _advance(self._next["tpm"], now, need * 60 / self.user_tpm)
             if self.hidden.rate != INF:
                 self._next["hidden"] = _advance(self._next["hidden"], now, 1 / self.hidden.rate)
-            return self._count(now, tokens)
+            return self._count(now, need)
 
     def _start(self, now: float, tokens: float, give_up: float) -> float:
         budget = now
@@ -151,6 +161,7 @@ class Throttle:
 
     def _count(self, now: float, tokens: float) -> Ticket:
         self.sent += 1
+        self._last_start = now
         self.tokens_sent += tokens
         self.hidden.sent(now)
         return Ticket(self.sent - 1, now, self.tokens_sent, tokens)
@@ -181,7 +192,10 @@ class Throttle:
         if hints is None:
             return
         self._answered_at = self.clock()
+        before = self.hidden.rate
         self.hidden.accepted()
+        if self.hidden.rate > before:  # the next start at the new pace, not the old one
+            self._next["hidden"] = min(self._next["hidden"], self._last_start + 1 / self.hidden.rate)
         self._read(hints, ticket)
 
     def _read(self, hints: Hints, ticket: Ticket) -> None:

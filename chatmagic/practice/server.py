@@ -375,8 +375,10 @@ class FakeOpenAI:
         rb, tb, db = self._rpm_bucket, self._tpm_bucket, self._daily_bucket
         if rb is None and tb is None:
             return None, {}
+        # max_tokens is reserved when given; else the answer's own length is charged (what its
+        # usage will say), as a server that counts real usage does
         tokens = _prompt_tokens(messages) + int(
-            body.get("max_tokens") or body.get("max_completion_tokens") or 16)
+            body.get("max_tokens") or body.get("max_completion_tokens") or _echo_tokens(messages))
         waits = {"requests": max(rb.wait_for(1) if rb else 0.0, db.wait_for(1) if db else 0.0),
                  "tokens": tb.wait_for(tokens) if tb else 0.0}
         kind = max(waits, key=lambda k: waits[k])
@@ -661,6 +663,15 @@ def _media_note(messages: list[Any]) -> str:
     media = openai_media(last.get("content"))
     note = f" [turns={turns}]" if turns > 1 else ""
     return note + (f" [media={len(media)}: {'; '.join(media)}]" if media else "")
+
+
+def _echo_tokens(messages: list[Any]) -> int:
+    """The completion tokens of the plain echo answer to ``messages`` (``completion``'s)."""
+    prompt = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
+    text = DIRECTIVE.sub("", prompt).strip()
+    content = (f"echo: [system={system}] {text}" if system else f"echo: {text}") + _media_note(messages)
+    return len(content) // 4 + 1
 
 
 def _prompt_tokens(messages: list[Any]) -> int:
