@@ -350,7 +350,7 @@ class Run:
             self.timeline.add(started, ended, OK, record.attempts)
             self._throttle.observe(done.hints, ticket)
             if self._throttle.estimate is not None:
-                self._throttle.estimate.seen(cost, done.prompt_tokens, done.completion_tokens)
+                self._throttle.estimate.seen(cost, done.answer.prompt_tokens, done.answer.completion_tokens)
             try:
                 record.data = self.decode(record, done.text, done.finish_reason)
             except RequestError:
