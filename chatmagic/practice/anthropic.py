@@ -51,7 +51,7 @@ from chatmagic.practice.anthropic_shapes import (
 )
 from chatmagic.practice.server import HOST, TokenBucket, conforming
 from chatmagic.practice.shapes import anthropic_media
-from chatmagic.practice.wire import DIRECTIVE
+from chatmagic.practice.wire import DIRECTIVE, InThread
 
 
 class Stats:
@@ -69,7 +69,7 @@ class Stats:
         self.answers: list[tuple[float, int]] = []  # (arrival, status) of every request
 
 
-class FakeAnthropic:
+class FakeAnthropic(InThread):
     def __init__(self, *, latency: float = 0.0, rpm: float | None = None, itpm: float | None = None,
                  otpm: float | None = None, per_second: bool = False, overload_s: float = 0.0,
                  overload_above: int | None = None, api_key: str | None = None, model: str = "claude-fake",
@@ -86,8 +86,6 @@ class FakeAnthropic:
         self._overload_started: float | None = None
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self.batches = MessageBatches(self, pace=batch_pace, expire_after=batch_expire_after)
 
     @property
@@ -244,34 +242,6 @@ class FakeAnthropic:
             await self._runner.cleanup()
             self._runner = None
 
-    def start(self) -> FakeAnthropic:
-        """Serve from a background thread with its own event loop."""
-        loop = self._loop = asyncio.new_event_loop()
-        started = asyncio.run_coroutine_threadsafe(self.astart(), loop)
-        self._thread = threading.Thread(target=loop.run_forever, daemon=True, name="FakeAnthropic")
-        self._thread.start()
-        try:
-            started.result(timeout=10)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self.astop(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._loop.close()
-        self._loop = self._thread = None
-
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def main() -> None:

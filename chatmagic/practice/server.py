@@ -52,7 +52,7 @@ from aiohttp import web
 from chatmagic.practice.batch import BatchAPI
 from chatmagic.practice.provider_shapes import ERROR_SHAPES, HEADER_FAMILIES, family_headers, shaped_error, too_long
 from chatmagic.practice.shapes import openai_media, openai_problem
-from chatmagic.practice.wire import DIRECTIVE, error_response
+from chatmagic.practice.wire import DIRECTIVE, InThread, error_response
 from chatmagic.practice.wire import text_of as _text
 
 HOST = "127.0.0.1"
@@ -164,7 +164,7 @@ class Stats:
         self.params: dict[str, Any] | None = None  # the last answer's echo_params: its body but messages
 
 
-class FakeOpenAI:
+class FakeOpenAI(InThread):
     def __init__(self, *, latency: float = 0.0, rpm: int | None = None, tpm: int | None = None,
                  headers: str = "openai", fail_rate: float = 0.0, stall_rate: float = 0.0,
                  stall_s: float = 30.0, seed: int = 0, model: str = "fake-model",
@@ -200,8 +200,6 @@ class FakeOpenAI:
         self.stats = Stats(record_times=record_times)
         self._ids = 0
         self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self.batch = BatchAPI(self, pace=batch_pace, invalid=batch_invalid, expire_after=batch_expire_after)
 
     # Setting rpm/tpm between tests starts a fresh, full bucket.
@@ -571,34 +569,6 @@ class FakeOpenAI:
             await self._runner.cleanup()
             self._runner = None
 
-    def start(self) -> FakeOpenAI:
-        """Serve from a background thread with its own event loop."""
-        loop = self._loop = asyncio.new_event_loop()
-        started = asyncio.run_coroutine_threadsafe(self.astart(), loop)
-        thread = self._thread = threading.Thread(target=loop.run_forever, daemon=True, name="FakeOpenAI")
-        thread.start()
-        try:
-            started.result(timeout=10)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self.astop(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._loop.close()
-        self._loop = self._thread = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 _bomb: list[bytes] = []  # built once: 100 MB of spaces take a moment to compress
