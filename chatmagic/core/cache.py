@@ -215,8 +215,11 @@ class Cache:
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=False)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
+            # the schema is made or upgraded under the write lock, so two processes opening one file
+            # at once cannot both add a column
+            conn.execute("BEGIN IMMEDIATE")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"written by a newer chatmagic (schema {version})")
@@ -229,11 +232,25 @@ class Cache:
                     if column not in have:  # a version 1 file: its rows keep None there
                         conn.execute(f"ALTER TABLE answers ADD COLUMN {column} {kind}")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
             conn.execute(f"SELECT {COLUMNS} FROM answers LIMIT 0").fetchall()  # the expected table
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL. SQLite answers "database is locked" at once, without its busy handler,
+        when another process is switching the same new file, so wait here up to busy_timeout."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     # --- reading ----------------------------------------------------------------------
 
