@@ -49,9 +49,9 @@ from chatmagic.practice.anthropic_shapes import (
     text_of,
     tokens_of,
 )
-from chatmagic.practice.server import HOST, TokenBucket, conforming
+from chatmagic.practice.server import TokenBucket, conforming
 from chatmagic.practice.shapes import anthropic_media
-from chatmagic.practice.wire import DIRECTIVE, InThread
+from chatmagic.practice.wire import DIRECTIVE, HOST, InThread
 
 
 class Stats:
@@ -85,7 +85,6 @@ class FakeAnthropic(InThread):
         self.stats = Stats()
         self._overload_started: float | None = None
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
         self.batches = MessageBatches(self, pace=batch_pace, expire_after=batch_expire_after)
 
     @property
@@ -229,18 +228,12 @@ class FakeAnthropic(InThread):
         app = web.Application(client_max_size=256 * 1024 * 1024)  # a Message Batch's limit
         app.router.add_post("/v1/messages", self._messages)
         self.batches.register(app.router)
-        runner = self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
-                                              shutdown_timeout=0.1)
-        await runner.setup()
-        await web.TCPSite(runner, HOST, self.port, backlog=4096).start()
-        self.port = runner.addresses[0][1]
+        await self.serve(app)
         return self
 
     async def astop(self) -> None:
         await self.batches.aclose()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.unserve()
 
 
 

@@ -52,10 +52,9 @@ from aiohttp import web
 from chatmagic.practice.batch import BatchAPI
 from chatmagic.practice.provider_shapes import ERROR_SHAPES, HEADER_FAMILIES, family_headers, shaped_error, too_long
 from chatmagic.practice.shapes import openai_media, openai_problem
-from chatmagic.practice.wire import DIRECTIVE, InThread, error_response
+from chatmagic.practice.wire import DIRECTIVE, HOST, InThread, error_response
 from chatmagic.practice.wire import text_of as _text
 
-HOST = "127.0.0.1"
 DEFAULT_CODES = {400: "invalid_request_error", 401: "invalid_api_key", 404: "model_not_found",
                  429: "rate_limit_exceeded", 498: "capacity_exceeded", 500: "server_error",
                  503: "service_unavailable", 529: "overloaded_error"}
@@ -199,7 +198,6 @@ class FakeOpenAI(InThread):
         self.rng = random.Random(seed)
         self.stats = Stats(record_times=record_times)
         self._ids = 0
-        self._runner: web.AppRunner | None = None
         self.batch = BatchAPI(self, pace=batch_pace, invalid=batch_invalid, expire_after=batch_expire_after)
 
     # Setting rpm/tpm between tests starts a fresh, full bucket.
@@ -554,20 +552,12 @@ class FakeOpenAI(InThread):
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         self.batch.register(app.router)
-        # handler_cancellation: a client that gives up on a stall frees its slot;
-        # short shutdown_timeout: stop() doesn't wait for stalled handlers.
-        runner = self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
-                                              shutdown_timeout=0.1)
-        await runner.setup()
-        await web.TCPSite(runner, HOST, self.port, backlog=4096).start()
-        self.port = runner.addresses[0][1]
+        await self.serve(app)
         return self
 
     async def astop(self) -> None:
         await self.batch.aclose()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self.unserve()
 
 
 

@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from aiohttp import web
 
+HOST = "127.0.0.1"  # practice servers never listen beyond this machine
+
 #: ``[[name]]`` or ``[[name:args]]`` in a prompt scripts the practice server's answer to it.
 DIRECTIVE = re.compile(r"\[\[(\w+)(?::([^\]]*))?\]\]")
 
@@ -38,8 +40,25 @@ class InThread:
     """Serving from a background thread with its own event loop, so a test or a notebook cell can
     use a practice server with ``with`` or ``start()``/``stop()``; subclasses give astart/astop."""
 
+    port: int
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
+    _runner: web.AppRunner | None = None
+
+    async def serve(self, app: web.Application) -> None:
+        """Listen on 127.0.0.1 only (port 0: a free one, read back into ``port``)."""
+        # handler_cancellation: a client that gives up on a stall frees its slot;
+        # short shutdown_timeout: stop() doesn't wait for stalled handlers.
+        runner = self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True,
+                                              shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, HOST, self.port, backlog=4096).start()
+        self.port = runner.addresses[0][1]
+
+    async def unserve(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
 
     async def astart(self) -> object:
         raise NotImplementedError
