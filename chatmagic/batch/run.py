@@ -265,6 +265,7 @@ class BatchRun:
             return  # not ours (a line we cannot match is never guessed)
         seen.add(key)
         if done is not None:
+            done = self.client.scrub_answer(done)  # the key echoed into a field is never kept
             self.run.keep(key, row_of(done), attempts=1)  # one request in the batch; no latency of its own
         for record in self.wanted.get(key, ()):
             record.attempts = 1

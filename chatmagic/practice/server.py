@@ -49,6 +49,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chatmagic.practice import hostile_data
 from chatmagic.practice.batch import BatchAPI
 from chatmagic.practice.provider_shapes import ERROR_SHAPES, HEADER_FAMILIES, family_headers, shaped_error, too_long
 from chatmagic.practice.shapes import openai_media, openai_problem
@@ -475,7 +476,8 @@ class FakeOpenAI(InThread):
         plain-text error echoing the Authorization header, ``[[badjsonkey]]`` a non-JSON answer
         echoing it, ``[[parts]]`` content as a list of parts, ``[[numcontent]]`` content a
         number, ``[[strusage]]`` token counts as strings, ``[[redirectloop]]`` a 307 to itself,
-        ``[[err200:CODE]]`` a 200 carrying an error with that code."""
+        ``[[err200:CODE]]`` a 200 carrying an error with that code; hostile answer data
+        (``[[keyfields]]``, ``[[deep:N]]``, ``[[surrogate]]``) is made in practice/hostile_data.py."""
         key = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if "endless" in script or "hugelength" in script:
             return await self._flood(request, endless="endless" in script)
@@ -492,9 +494,10 @@ class FakeOpenAI(InThread):
             return web.json_response({"error": {"message": "This model's maximum context length is "
                                                 "8192 tokens.", "code": int(code) if code.isdigit() else code}})
         odd = {"badjsonkey", "parts", "numcontent", "strusage"} & set(script)
-        if not odd:
+        if not odd and not hostile_data.DIRECTIVES & set(script):
             return None
         answer = self.completion(body, messages, prompt, script)
+        hostile_data.shape(answer, script, key, _schema_of(body))  # practice/hostile_data.py
         message, usage = answer["choices"][0]["message"], answer["usage"]
         if "badjsonkey" in script:
             message["content"] = f"sure: {key} is what you sent"
@@ -506,7 +509,7 @@ class FakeOpenAI(InThread):
             message["content"] = 42
         if "strusage" in script:
             answer["usage"] = {k: str(v) for k, v in usage.items()}
-        return web.json_response(answer)
+        return web.json_response(answer, headers={"x-request-id": f"req_{answer['id']}"})
 
     async def _flood(self, request: web.Request, endless: bool) -> web.StreamResponse:
         """Send 64 KB chunks until the client hangs up (or 60 s pass): chunked with no end,

@@ -11,6 +11,7 @@ every output token, reasoning included (OpenAI's already does).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypedDict
 
 
@@ -46,18 +47,19 @@ def text_field(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def request_id(headers: object) -> str | None:
+def request_id(headers: object, scrub: Callable[[str], str] = str) -> str | None:
     """The id a provider gives each request, for a support ticket: ``x-request-id`` (OpenAI,
     Groq, ...), ``request-id`` (Anthropic), ``apim-request-id`` (Azure), or a batch result line's
     ``response.request_id``. Printable ASCII only,
-    cut to ``REQUEST_ID_CHARS``: it is the server's text."""
+    cut to ``REQUEST_ID_CHARS``: it is the server's text. ``scrub`` (the transport's, which
+    knows the key) runs before the cut: a key cut in two would no longer be found."""
     get = getattr(headers, "get", None)
     if get is None:
         return None
     for name in ("x-request-id", "request-id", "apim-request-id", "request_id"):
         value = get(name)
         if isinstance(value, str) and value:
-            kept = "".join(ch for ch in value[:REQUEST_ID_CHARS] if " " < ch <= "~")
+            kept = "".join(ch for ch in scrub(value)[:REQUEST_ID_CHARS] if " " < ch <= "~")
             return kept or None
     return None
 

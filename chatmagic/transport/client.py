@@ -131,14 +131,14 @@ class Client:
         done = self._dialect.answer(data)
         if done is None:  # some gateways send errors in a 200 body
             raise self._error(200, data, raw, said)
-        return Completion(done, said, rid)
+        return Completion(self.scrub_answer(done), said, rid)
 
     async def _post(self, body: bytes) -> tuple[int, hints.Hints, bytes, str | None]:
         """(status, hints, body, request id) of one POST; every failure becomes a RequestError."""
         try:
             async with self._session.post(self.url, data=body, proxy=self._proxy) as resp:
                 return (resp.status, self._dialect.hints(resp.headers), await read_capped(resp, self._cap),
-                        request_id(resp.headers))
+                        request_id(resp.headers, self.scrub))
         except TooLarge as e:
             size = f"{e.size / 1e6:,.0f} MB announced" if e.announced else "more than that"
             raise RequestError(f"answer over the {self._cap / 1e6:g} MB limit ({size}; max_response_mb)",
@@ -184,6 +184,14 @@ class Client:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+    def scrub_answer(self, answer: Answer) -> Answer:
+        """``answer`` with every string the server sent scrubbed (text, model, finish reason,
+        refusal, reasoning): a gateway that echoes the key into a field would otherwise put it
+        in the records, their reprs, the DataFrame and the cache file."""
+        changed: dict[str, Any] = {f.name: self.scrub(v) for f in dataclasses.fields(answer)
+                   if isinstance(v := getattr(answer, f.name), str) and any(s in v for s in self._secrets)}
+        return dataclasses.replace(answer, **changed) if changed else answer
 
     def __repr__(self) -> str:
         return f"<Client {self.url}>"

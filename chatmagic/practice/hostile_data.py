@@ -1,0 +1,36 @@
+"""Answers whose *data* is hostile, for the practice server's ``[[directive]]`` markers (the
+transport-level ones, such as ``[[gzipbomb]]``, are in ``practice/server.py``):
+
+- ``[[keyfields]]``: the key the request carried echoed into the answer's text, ``model``,
+  ``finish_reason``, reasoning and its id (so into the ``x-request-id`` header too, past the
+  200 characters a client keeps of it), as a gateway that reflects its input might;
+- ``[[deep:N]]``: the answer a JSON object whose first field (the schema's first property, or
+  ``deep``) is a list nested N deep (2N bytes: 2,000 deep is 4 KB);
+- ``[[surrogate]]``: the text holds a lone surrogate, sent as the valid JSON escape ``\\ud800``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+#: The directives handled here.
+DIRECTIVES = frozenset({"keyfields", "deep", "surrogate"})
+
+
+def shape(answer: dict[str, Any], script: dict[str, Any], key: str, schema: dict[str, Any] | None) -> None:
+    """Make ``answer`` (a chat-completion body) as hostile as ``script`` asks, in place."""
+    choice = answer["choices"][0]
+    message = choice["message"]
+    if "deep" in script:
+        depth = int(script["deep"][0]) if script["deep"] and script["deep"][0] else 2000
+        field = next(iter((schema or {}).get("properties", {})), "deep")
+        message["content"] = "{" + json.dumps(field) + ": " + "[" * depth + "]" * depth + "}"
+    if "surrogate" in script:
+        message["content"] = "lone \ud800 surrogate: " + str(message.get("content"))
+    if "keyfields" in script:
+        message["content"] = f"{message.get('content')} (you sent {key})"
+        message["reasoning_content"] = f"the key was {key}"
+        answer["model"] = f"{answer['model']}-{key}"
+        choice["finish_reason"] = f"stop:{key}"
+        answer["id"] = "x" * 100 + key  # the request id: the key straddles the 200 characters kept
