@@ -33,7 +33,7 @@ def test_the_key_echoed_into_every_answer_field_is_never_kept(server):
     echoed = first[0]
     assert echoed.status == "ok" and server.stats.requests == 2
     # the fields did carry the key, now scrubbed: the rest of each field is kept
-    assert echoed.model.endswith("-***") and echoed.finish_reason == "stop:***"
+    assert echoed.model.endswith("-" + "x" * 100 + "***") and echoed.finish_reason == "stop:***"
     assert echoed.text.endswith("(you sent ***)") and echoed.reasoning == "the key was ***"
     assert echoed.request_id.startswith("req_xxx")  # cut to 200 characters after scrubbing, not before
     shown = [echoed.model, echoed.finish_reason, echoed.text, echoed.reasoning, echoed.request_id,
@@ -45,3 +45,16 @@ def test_the_key_echoed_into_every_answer_field_is_never_kept(server):
     again = run(server, prompts)
     assert all(r.cached for r in again) and again.texts() == first.texts()
     assert not shows_key(repr(again)) and again[0].model == echoed.model
+
+
+def test_the_key_echoed_into_an_anthropic_message_is_scrubbed_before_the_dialect_cuts_a_field():
+    from chatmagic.practice.anthropic import FakeAnthropic
+    with FakeAnthropic(api_key=KEY) as srv:
+        results = chatmagic.chat_many(["tell [[keyfields]]", "fine"], provider="anthropic", model="claude-haiku-4-5",
+                                      base_url=srv.base_url, api_key=KEY, progress=False)
+    echoed = results[0]
+    assert echoed.status == "ok" and echoed.text.endswith("(you sent ***)")
+    assert echoed.model.endswith("-" + "x" * 100 + "***")  # its model is kept to 200 characters: scrubbed before that
+    assert echoed.request_id.endswith("x***")
+    assert not any(shows_key(s) for s in (repr(results), results.to_pandas().to_csv(), echoed.finish_reason,
+                                          cache_bytes().decode("utf-8", "replace")))

@@ -22,7 +22,8 @@ token bucket that starts full, Anthropic's documented semantics) announce
 ``overload_s`` answers 529 ``overloaded_error`` to everything for that long after the first
 request; ``overload_above=N`` answers 529 whenever more than N requests are in flight (a server
 that recovers once the client slows down). Prompts script their own failures: ``[[fail:529]]``,
-``[[fail:400:2]]`` (the first 2 attempts), ``[[sleep:0.5]]``, ``[[cacheread:N]]``.
+``[[fail:400:2]]`` (the first 2 attempts), ``[[sleep:0.5]]``, ``[[cacheread:N]]``; ``[[keyfields]]``
+echoes the key into the Message's fields (practice/hostile_data.py).
 Message Batches live in practice/anthropic_batch.py, the buckets in practice/anthropic_limits.py.
 Only binds 127.0.0.1.
 """
@@ -39,6 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chatmagic.practice import hostile_data
 from chatmagic.practice.anthropic_batch import MessageBatches
 from chatmagic.practice.anthropic_limits import rate_limit
 from chatmagic.practice.anthropic_shapes import (
@@ -153,7 +155,10 @@ class FakeAnthropic(InThread):
         delay = float(script["sleep"][0]) if "sleep" in script else self.latency
         if delay > 0:
             await asyncio.sleep(delay)
-        return web.json_response(self.message(body, prompt, script), headers=headers)
+        answer = self.message(body, prompt, script)
+        if "keyfields" in script:  # practice/hostile_data.py
+            headers = {**headers, "request-id": hostile_data.echo_key(answer, request.headers.get("x-api-key", ""))}
+        return web.json_response(answer, headers=headers)
 
     def _overloaded(self, st: Stats) -> web.Response | None:
         if self.overload_above is not None and st.in_flight > self.overload_above:

@@ -2,8 +2,10 @@
 transport-level ones, such as ``[[gzipbomb]]``, are in ``practice/server.py``):
 
 - ``[[keyfields]]``: the key the request carried echoed into the answer's text, ``model``,
-  ``finish_reason``, reasoning and its id (so into the ``x-request-id`` header too, past the
-  200 characters a client keeps of it), as a gateway that reflects its input might;
+  ``finish_reason``, reasoning and its id (so into the ``x-request-id`` header too), each time
+  past the 200 characters a client may keep of a field, as a gateway that reflects its input
+  might; in an Anthropic Message (``echo_key``) into the text, ``model``, ``stop_reason`` and
+  the ``request-id`` header;
 - ``[[deep:N]]``: the answer a JSON object whose first field (the schema's first property, or
   ``deep``) is a list nested N deep (2N bytes: 2,000 deep is 4 KB);
 - ``[[surrogate]]``: the text holds a lone surrogate, sent as the valid JSON escape ``\\ud800``.
@@ -16,6 +18,8 @@ from typing import Any
 
 #: The directives handled here.
 DIRECTIVES = frozenset({"keyfields", "deep", "surrogate"})
+#: Put before an echoed key, so a realistic key straddles the 200th character of its field.
+PAD = "x" * 100
 
 
 def shape(answer: dict[str, Any], script: dict[str, Any], key: str, schema: dict[str, Any] | None) -> None:
@@ -31,6 +35,17 @@ def shape(answer: dict[str, Any], script: dict[str, Any], key: str, schema: dict
     if "keyfields" in script:
         message["content"] = f"{message.get('content')} (you sent {key})"
         message["reasoning_content"] = f"the key was {key}"
-        answer["model"] = f"{answer['model']}-{key}"
+        answer["model"] = f"{answer['model']}-{PAD}{key}"
         choice["finish_reason"] = f"stop:{key}"
-        answer["id"] = "x" * 100 + key  # the request id: the key straddles the 200 characters kept
+        answer["id"] = PAD + key  # the request id
+
+
+def echo_key(message: dict[str, Any], key: str) -> str:
+    """Echo ``key`` into an Anthropic Message's text, ``model`` and ``stop_reason``, in place;
+    the ``request-id`` header to send with it."""
+    for block in message["content"]:
+        if block.get("type") == "text":
+            block["text"] += f" (you sent {key})"
+    message["model"] = f"{message['model']}-{PAD}{key}"
+    message["stop_reason"] = f"end_turn:{key}"
+    return f"req_{PAD}{key}"

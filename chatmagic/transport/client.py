@@ -88,6 +88,7 @@ class Client:
         # scrubbed from every message like the key: a gateway may echo a header back (a value of
         # three characters or fewer would blank out ordinary text, and is no secret)
         self._secrets = [v for v in (settings.api_key, *(settings.headers or {}).values()) if v and len(v) >= 4]
+        self._raw_secrets = [v.encode("utf-8", "replace") for v in self._secrets]
         self._settings = settings
         self._limit = limit or settings.concurrency
         self._cap = int(settings.max_response_mb * 1_000_000)
@@ -125,6 +126,8 @@ class Client:
                                        retryable=False) from None
                 await asyncio.sleep(FILES_WAIT)
                 waited += FILES_WAIT
+        for secret in self._raw_secrets:  # before parsing: a dialect may cut a field (a key cut in two hides)
+            raw = raw.replace(secret, b"***")
         data = _json(raw)
         if status != 200:
             raise self._error(status, data, raw, said)
