@@ -58,6 +58,7 @@ async def achat_many(
     cache: bool = True,
     progress: bool = True,
     prices: dict[str, Any] | None = None,
+    max_cost: float | None = None,
     memory: Memory | None = None,
 ) -> Results:
     """Send ``prompts`` concurrently and return their results in order.
@@ -79,7 +80,8 @@ async def achat_many(
                "api_key_env": api_key_env, "api_key": api_key, "api_version": api_version, "headers": headers,
                "rpm": rpm, "tpm": tpm, "proxy": proxy, "max_response_mb": max_response_mb,
                "json": json, "schema": schema, "batch": batch, "wait": wait, "refresh": refresh, "cache": cache,
-               "progress": progress, "prices": prices}
+               "progress": progress, "prices": prices,
+               "max_cost": max_cost}
     from chatmagic.batch.run import send
     from chatmagic.core.engine import Run
     return await send(Run(prompts, resolve(options, served=served_models()), images=images, memory=run_memory(memory)))

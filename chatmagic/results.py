@@ -99,6 +99,10 @@ class Results(Sequence[Result]):
         self.elapsed_s = elapsed_s
         self.notes.extend(notes)
 
+    def noted(self, line: str) -> None:
+        """One more line for the summary to say (a batch stopped at the cost cap)."""
+        self.notes.append(line)
+
     def pending_in(self, batch_ids: list[str]) -> None:
         """The provider batches still running that hold this run's pending records."""
         self.batch_ids = list(batch_ids)

@@ -294,6 +294,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("progress", bool, True, "show a progress bar", config=False),
     Option("prices", dict, None, 'dollars per 1M tokens, over the bundled price data: {"model": [input, output]} '
            "(see Cost)", check=_prices),
+    Option("max_cost", float, None, "stop sending before the run could spend more than `USD` dollars; the rest "
+           "is not sent (see Cost)", flags=("--max-cost",), metavar="USD", unset="no cap", positive=True),
 )
 
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
@@ -337,6 +339,7 @@ class Settings:
     cache: bool
     progress: bool
     prices: dict[str, Any] | None
+    max_cost: float | None
     routes: dict[str, Route] = field(default_factory=dict, repr=False, compare=False)  # not an option
 
     @property

@@ -40,6 +40,7 @@ from chatmagic.batch.progress import BatchProgress
 from chatmagic.batch.store import INTENT, BatchStore
 from chatmagic.core.cache import CacheWarning, row_of
 from chatmagic.core.retry import RETRY, classify
+from chatmagic.core.spend import fit_batch
 from chatmagic.errors import APIError, RequestError, RunAborted
 from chatmagic.results import Result, Results
 
@@ -104,7 +105,7 @@ class BatchRun:
         from chatmagic.transport.client import FilesClient  # aiohttp only once a batch run starts
         self.store = _open_store()
         attached = self._attach()
-        fresh = [k for k in self.wanted if k not in attached]
+        fresh = fit_batch(self.run, [k for k in self.wanted if k not in attached], self.wanted)  # --max-cost
         async with FilesClient(self.settings) as self.client:
             try:
                 if fresh:

@@ -22,6 +22,7 @@ from chatmagic.core.progress import make_progress
 from chatmagic.core.ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Throttle
 from chatmagic.core.retry import ABORT, RETRY, classify, policy, slows
 from chatmagic.core.rows import Row, loaded, parts_in, rows_of, turns
+from chatmagic.core.spend import REASON, Capped, Hold, Spend, check_priced, mark_unsent
 from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
 from chatmagic.errors import ConfigError, RequestError, RunAborted
 from chatmagic.providers.content import limits_of, row_body
@@ -96,6 +97,8 @@ class Run:
         self.dialect = settings.dialect
         self._head = self.dialect.head(settings)  # the body's fields shared by every prompt
         self.prices = Prices.of(settings)
+        check_priced(settings, self.prices)  # --max-cost without a price: before anything is sent
+        self.spend = Spend.of(self)
         _dumps(self._head)  # bad input fails here, before anything is sent
         # a request's text estimate; the throttle's TokenEstimate adds what the answers' usage showed
         self._fixed_tokens = len(settings.system_prompt or "") // 4
@@ -121,7 +124,7 @@ class Run:
                 try:
                     for record in todo:
                         await places.acquire()
-                        if self.abort:
+                        if self.abort or (self.spend is not None and self.spend.stopped):
                             break
                         task = asyncio.create_task(self._one(record))
                         tasks.add(task)
@@ -137,7 +140,10 @@ class Run:
                     raise
             outcome = "stopped" if self.abort else "done"
         finally:
-            self.results.finished(time.perf_counter() - started, self._throttle.notes)
+            if self.spend is not None and self.spend.stopped and outcome == "done":
+                mark_unsent(self.results)
+            note = self.spend.note(self.results) if self.spend is not None else None
+            self.results.finished(time.perf_counter() - started, [*self._throttle.notes, *([note] if note else [])])
             self.timeline.rate, self.timeline.burst = known_limit(self._throttle)
             self._progress.close(outcome)
             self.close_cache()  # writes what is buffered, also after an interrupt
@@ -256,9 +262,15 @@ class Run:
                 return None
         return body
 
+    def text_tokens(self, record: Result) -> int:
+        """The estimate of a record's input tokens from its text (and images), before usage shows more."""
+        row = self.rich(record.index)
+        images = sum(openai_image_tokens(None) for _ in parts_in(turns(row, None))) if row is not None else 0
+        return len(record.prompt) // 4 + self._fixed_tokens + images
+
     async def _one(self, record: Result) -> None:
         row = self.rich(record.index)
-        cost = len(record.prompt) // 4 + self._fixed_tokens
+        cost = self.text_tokens(record)
         if row is None:
             body = _dumps(self.body(record.prompt)).encode()
         else:
@@ -267,7 +279,6 @@ class Run:
                 return
             body = _dumps(ready).encode()
             del ready  # only the encoded body stays while the request is in flight and retried
-            cost += sum(openai_image_tokens(None) for _ in parts_in(turns(row, None)))
         try:
             try:
                 done = await self._send(record, body, cost)
@@ -276,6 +287,9 @@ class Run:
                     raise
                 done = await self._policy.copy()(self._replay(first, record, body, cost))
         except _NotSent:
+            return
+        except Capped:  # the cost cap: this prompt is not sent (again)
+            record.status, record.error = "cancelled", REASON
             return
         except RequestError as e:
             record.status, record.error = "error", str(e)
@@ -323,6 +337,15 @@ class Run:
                 self._progress.retried()
 
     async def _attempt(self, record: Result, body: bytes, cost: int) -> Completion:
+        # --max-cost: wait for room under the cap (or raise Capped); the answer settles it
+        hold = await self.spend.reserve(cost) if self.spend is not None else None
+        try:
+            return await self._paid(record, body, cost, hold)
+        finally:
+            if hold is not None:
+                hold.settle(None)  # nothing came back: nothing billed (a no-op once settled)
+
+    async def _paid(self, record: Result, body: bytes, cost: int, hold: Hold | None) -> Completion:
         assert self._slots is not None and self._client is not None  # run() is on
         async with self._slots:
             ticket = await self._throttle.acquire(cost)
@@ -346,6 +369,8 @@ class Run:
                 self.timeline.add(started, time.perf_counter(), CANCELLED, record.attempts)
                 raise
             ended = time.perf_counter()
+            if hold is not None:  # before the answer is checked: one that fails its checks was billed too
+                hold.settle(done.answer)
             record.latency_s = ended - started
             self.timeline.add(started, ended, OK, record.attempts)
             self._throttle.observe(done.hints, ticket)

@@ -252,6 +252,15 @@ class Prices:
             return None
 
 
+def genai_installed() -> bool:
+    """genai-prices (the extra ``chatmagic[prices]``) is importable: built-in prices are known."""
+    import importlib.util
+    try:
+        return importlib.util.find_spec("genai_prices") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _served_by_provider(snapshot: Any, base_url: str) -> bool:
     """A base URL of a provider genai-prices knows (api.openai.com, api.anthropic.com, ...)."""
     return any(re.match(p.api_pattern, base_url) for p in snapshot.providers)
