@@ -44,7 +44,7 @@ class Result:
     cached_tokens: int | None = None      # input read from the provider's prompt cache (billed less)
     cache_write_tokens: int | None = None  # input written to it (Anthropic's cache_creation_input_tokens)
     reasoning_tokens: int | None = None   # output spent on reasoning (billed as output)
-    cost: float | None = None  # dollars this run paid for it: 0.0 from the cache, None if the price is unknown
+    cost: float | None = None  # dollars it cost when it was answered (also from the cache), None if unknown
     finish_reason: str | None = None
     model: str | None = None
     refusal: str | None = None    # the model's refusal, never mixed into text
@@ -215,7 +215,8 @@ class Results(Sequence[Result]):
         parts.append(f"{self.retries} retries")
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
         spent = self.cost
-        if spent is None:
+        if spent is None or any(r.ok and r.cached and r.cost is None for r in self._records):
+            # a cached answer of no known price: as its first run said, not "$0.0000"
             parts.append("price unknown")
         else:
             from chatmagic.core.prices import money

@@ -172,22 +172,22 @@ def test_how_an_answer_came_is_stored_with_it_and_a_version_1_file_gains_the_col
     with Cache(path) as c:
         c.put("new", "yo", "stop", 3, 4, "m", latency_s=1.25, attempts=3)
         c.flush()
-        assert c.get_many(["old", "new"]) == {"old": ("hi", "stop", 1, 2, "m", None, None),
-                                               "new": ("yo", "stop", 3, 4, "m", 1.25, 3)}
+        assert c.get_many(["old", "new"]) == {"old": ("hi", "stop", 1, 2, "m", None, None, None),
+                                               "new": ("yo", "stop", 3, 4, "m", 1.25, 3, None)}
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 
 def test_roundtrip_and_replace(cache):
     k1, k2 = request_key(URL, body(user="a")), request_key(URL, body(user="b"))
     cache.put(k1, "four", "stop", 12, 1, "gpt-4o-mini-2024-07-18")
-    assert cache.get_many([k1, k2]) == {k1: ("four", "stop", 12, 1, "gpt-4o-mini-2024-07-18", None, None)}
+    assert cache.get_many([k1, k2]) == {k1: ("four", "stop", 12, 1, "gpt-4o-mini-2024-07-18", None, None, None)}
     cache.flush()
-    assert cache.get_many([k1, k2]) == {k1: ("four", "stop", 12, 1, "gpt-4o-mini-2024-07-18", None, None)}
+    assert cache.get_many([k1, k2]) == {k1: ("four", "stop", 12, 1, "gpt-4o-mini-2024-07-18", None, None, None)}
     cache.put(k1, "4", "length", None, None, None)
     cache.flush()
-    assert cache.get_many([k1]) == {k1: ("4", "length", None, None, None, None, None)}
+    assert cache.get_many([k1]) == {k1: ("4", "length", None, None, None, None, None, None)}
     assert cache.get_many([]) == {}
     assert cache.entries() == 1
 
@@ -249,7 +249,7 @@ def test_written_on_close_and_context_manager(cache_dir):
     assert c.closed and count(c.path) == 1
     c.close()  # idempotent
     with Cache() as again:
-        assert again.get_many(["k"]) == {"k": (*row(1), None, None)}
+        assert again.get_many(["k"]) == {"k": (*row(1), None, None, None)}
 
 
 def test_get_many_100k(cache):
@@ -267,7 +267,7 @@ def test_get_many_100k(cache):
     elapsed = time.perf_counter() - t
     print(f"\nget_many: {len(probe):,} keys in {elapsed:.3f} s ({len(found):,} found)")
     assert len(found) == n
-    assert found[keys[12345]] == ("answer 12345 " + "lorem ipsum " * 20, "stop", 12345, 1, "m", None, None)
+    assert found[keys[12345]] == ("answer 12345 " + "lorem ipsum " * 20, "stop", 12345, 1, "m", None, None, None)
     assert not set(misses) & set(found)
 
 
@@ -311,7 +311,7 @@ def test_sigkill_loses_only_the_unflushed_rows(tmp_path):
     with Cache(path) as c:
         found = c.get_many([f"k{i}" for i in range(250)])
         assert all(f"k{i}" in found for i in range(200))
-        assert found["k199"] == ("answer 199", "stop", 1, 2, "m", None, None)
+        assert found["k199"] == ("answer 199", "stop", 1, 2, "m", None, None, None)
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
@@ -458,7 +458,7 @@ def test_write_failure_warns_once_and_the_run_goes_on(tmp_path, monkeypatch):
     assert len(messages) == 1 and "locked" in messages[0]
     assert c.disabled and "locked" in c.disabled
     # the file is still read; the answers that could not be written are kept in memory
-    unknown = (None, None)  # no latency or attempts given to put
+    unknown = (None, None, None)  # no latency, attempts or extra given to put
     assert c.get_many(["before", "k0", "k249", "nope"]) == {"before": (*row(0), *unknown), "k0": (*row(0), *unknown),
                                                             "k249": (*row(249), *unknown)}
     assert c.entries() == 1 + 250
@@ -523,7 +523,7 @@ def test_corruption_found_later_warns_once_and_the_run_goes_on(tmp_path):
             c.entries()
             return found, c.get_many(["new"])
         (before, after), messages = caught(run)
-        assert before == {} and after == {"new": (*row(1), None, None)}
+        assert before == {} and after == {"new": (*row(1), None, None, None)}
         assert len(messages) == 1 and "malformed" in messages[0]
         assert "reading" in describe(c)
     finally:

@@ -127,11 +127,57 @@ def test_a_model_the_server_answered_with_is_priced_as_itself(server):
     assert results[0].model == "gemma3-270m" and results[0].cost is None  # not gpt-4o-mini's price
 
 
-def test_answers_from_the_cache_cost_nothing(server):
+def test_answers_from_the_cache_cost_nothing_this_time(server):
     first = run(server, ["one", "two"])
     again = run(server, ["one", "two", "three"])
-    assert first.cost > 0 and [r.cost for r in again[:2]] == [0.0, 0.0]
-    assert again.cost == pytest.approx(again[2].cost) and again[0].prompt_tokens == first[0].prompt_tokens
+    assert first.cost > 0 and [r.cost for r in again[:2]] == [r.cost for r in first]  # what they cost then
+    assert again.cost == again[2].cost and again[0].prompt_tokens == first[0].prompt_tokens  # not paid again
+    assert run(server, ["one", "two"]).summary().count("$0.0000") == 1
+
+
+def test_a_cached_rerun_has_the_first_runs_records_every_usage_field_and_string_too(server):
+    server.usage = "openai"  # cached and reasoning tokens
+    prompts = ["plain", "no [[refuse]]", "why [[think]]"]
+    first = run(server, prompts)
+    again = run(server, prompts)
+    assert server.stats.requests == 3 and all(r.cached for r in again)
+    fields = [f for f in Result.__dataclass_fields__ if f != "cached"]
+    assert [[getattr(r, f) for f in fields] for r in again] == [[getattr(r, f) for f in fields] for r in first]
+    assert first[0].request_id and first[0].cached_tokens and first[0].reasoning_tokens and first[1].refusal
+    assert first[2].reasoning and first[0].cost > 0 and again.cost == 0.0
+
+
+def test_a_cached_rerun_of_an_unpriced_model_is_price_unknown_as_the_first_run_was(server):
+    first = run(server, ["a", "b"], model="my-local-model")
+    again = run(server, ["a", "b"], model="my-local-model")
+    assert all(r.cached for r in again)
+    assert "price unknown" in first.summary() and "price unknown" in again.summary() and "$" not in again.summary()
+
+
+def test_an_older_cache_row_without_the_new_fields_is_read_and_priced_again(server, tmp_path, monkeypatch):
+    import sqlite3
+
+    from chatmagic.core.cache import Cache
+    monkeypatch.setenv("CHATMAGIC_CACHE_DIR", str(tmp_path / "old"))
+    first = run(server, ["old one"])
+    path = tmp_path / "old" / "answers.sqlite3"
+    with sqlite3.connect(path) as db:  # as a version 2 file holds it: no extra column
+        db.execute("ALTER TABLE answers DROP COLUMN extra")
+        db.execute("PRAGMA user_version=2")
+    db.close()
+    again = run(server, ["old one"])
+    assert again[0].cached and again[0].text == first[0].text and again[0].cost == first[0].cost
+    assert again[0].request_id is None  # not stored then
+    with Cache(path) as cache:
+        assert len(next(iter(cache.get_many(cache_keys(path)).values()))) == 8
+
+
+def cache_keys(path):
+    import sqlite3
+    with sqlite3.connect(path) as db:
+        keys = [k for (k,) in db.execute("SELECT key FROM answers")]
+    db.close()
+    return keys
 
 
 def test_refusal_reasoning_and_request_id_are_kept_apart_from_the_text(server):

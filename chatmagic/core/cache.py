@@ -3,8 +3,8 @@
     cache = Cache.open()                      # None (after one CacheWarning) if unusable
     key = request_key(settings.url, body)     # body: the exact dict that is sent
     hits = cache.get_many(keys)               # key -> (text, finish_reason, prompt_tokens,
-                                              #   completion_tokens, model, latency_s, attempts)
-    cache.put(key, text, finish_reason, prompt_tokens, completion_tokens, model,
+                                              #   completion_tokens, model, latency_s, attempts, extra)
+    cache.put(key, text, finish_reason, prompt_tokens, completion_tokens, model, extra,
               latency_s=1.2, attempts=1)      # how the answer came: shown again with it
     cache.flush(); cache.close()
 
@@ -56,9 +56,10 @@ KEY_VERSION = b"chatmagic-answers-v1\n"
 #: Rows per ``IN (...)`` lookup (SQLite before 3.32 allows at most 999 parameters).
 CHUNK = 500
 #: 2: latency_s and attempts, so a row from the cache shows how its answer came (added to a
-#: version 1 file on open; its older rows have None there).
-SCHEMA_VERSION = 2
-COLUMNS = "key, text, finish_reason, prompt_tokens, completion_tokens, model, created, latency_s, attempts"
+#: version 1 file on open; its older rows have None there). 3: extra, the ``EXTRA_FIELDS`` as JSON
+#: (added to an older file on open; its rows have None there: their cost is priced again).
+SCHEMA_VERSION = 3
+COLUMNS = "key, text, finish_reason, prompt_tokens, completion_tokens, model, created, latency_s, attempts, extra"
 
 _dumps = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 _sha256 = hashlib.sha256
@@ -87,20 +88,41 @@ def default_dir() -> Path:
 ANSWER_FIELDS = ("text", "finish_reason", "prompt_tokens", "completion_tokens", "model")
 #: How the answer came, stored after the answer fields (None: not known, e.g. a version 1 row).
 HOW_FIELDS = ("latency_s", "attempts")
+#: The rest of a record's answer, in one JSON column (``extra``): its kind of each, checked when read.
+EXTRA_FIELDS: dict[str, type] = {"cached_tokens": int, "cache_write_tokens": int, "reasoning_tokens": int,
+                                 "refusal": str, "reasoning": str, "request_id": str, "cost": float}
 
 
 def row_of(answer: object) -> tuple[Any, ...]:
-    """The row to store for ``answer`` (anything with the ``ANSWER_FIELDS`` as attributes)."""
-    return tuple(getattr(answer, name) for name in ANSWER_FIELDS)
+    """The row to store for ``answer`` (a record, or an answer: anything with the
+    ``ANSWER_FIELDS`` as attributes): those, then the ``EXTRA_FIELDS`` it has as JSON (or None)."""
+    more = {n: v for n in EXTRA_FIELDS if (v := getattr(answer, n, None)) is not None}
+    try:  # ASCII JSON: a lone surrogate in the reasoning is escaped, so the row is storable
+        extra = json.dumps(more, allow_nan=False) if more else None
+    except (TypeError, ValueError):
+        extra = None
+    return (*(getattr(answer, name) for name in ANSWER_FIELDS), extra)
 
 
 def fill(record: object, row: Sequence[Any]) -> None:
-    """Set ``record``'s answer fields from a row (``get_many``'s values, ``row_of``'s tuples),
-    and the ``HOW_FIELDS`` that a cached row knows."""
+    """Set ``record``'s answer fields from a row of ``get_many``, and the ``HOW_FIELDS`` and
+    ``EXTRA_FIELDS`` that a cached row knows (a value of another kind is left out)."""
     for name, value in zip(ANSWER_FIELDS, row):
         setattr(record, name, value)
-    for name, value in zip(HOW_FIELDS, row[len(ANSWER_FIELDS):]):
+    n = len(ANSWER_FIELDS)
+    for name, value in zip(HOW_FIELDS, row[n:n + len(HOW_FIELDS)]):
         if value is not None:
+            setattr(record, name, value)
+    extra = row[n + len(HOW_FIELDS)] if len(row) > n + len(HOW_FIELDS) else None
+    try:
+        more = json.loads(extra) if isinstance(extra, str) else {}
+    except ValueError:
+        more = {}
+    for name, kind in EXTRA_FIELDS.items():
+        value = more.get(name) if isinstance(more, dict) else None
+        if kind is float and type(value) is int:
+            value = float(value)
+        if type(value) is kind:
             setattr(record, name, value)
 
 
@@ -225,11 +247,11 @@ class Cache:
                 raise sqlite3.DatabaseError(f"written by a newer chatmagic (schema {version})")
             conn.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, text TEXT, "
                          "finish_reason TEXT, prompt_tokens INTEGER, completion_tokens INTEGER, "
-                         "model TEXT, created REAL, latency_s REAL, attempts INTEGER)")
+                         "model TEXT, created REAL, latency_s REAL, attempts INTEGER, extra TEXT)")
             if version < SCHEMA_VERSION:
                 have = {row[1] for row in conn.execute("PRAGMA table_info(answers)")}
-                for column, kind in (("latency_s", "REAL"), ("attempts", "INTEGER")):
-                    if column not in have:  # a version 1 file: its rows keep None there
+                for column, kind in (("latency_s", "REAL"), ("attempts", "INTEGER"), ("extra", "TEXT")):
+                    if column not in have:  # an older file: its rows keep None there
                         conn.execute(f"ALTER TABLE answers ADD COLUMN {column} {kind}")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -256,7 +278,7 @@ class Cache:
 
     def get_many(self, keys: Iterable[str]) -> dict[str, tuple[Any, ...]]:
         """key -> (text, finish_reason, prompt_tokens, completion_tokens, model, latency_s,
-        attempts) for the keys that have an answer (buffered and in-memory rows included). Never raises for a
+        attempts, extra) for the keys that have an answer (buffered and in-memory rows included). Never raises for a
         database failure: it warns once and answers from memory."""
         keys = list(keys)
         found: dict[str, tuple[Any, ...]] = {}
@@ -271,7 +293,7 @@ class Cache:
                     for k in keys:
                         row = extra.get(k)
                         if row is not None:
-                            found[k] = row[:7]
+                            found[k] = row[:8]
         return found
 
     def _select(self, keys: list[str], found: dict[str, Any]) -> None:
@@ -286,7 +308,7 @@ class Cache:
             for sql, chunk in _chunks("SELECT rowid, key FROM answers WHERE key IN", sorted(set(keys))):
                 ids.update(conn.execute(sql, chunk))
             for sql, chunk in _chunks("SELECT rowid, text, finish_reason, prompt_tokens, completion_tokens, "
-                                      "model, latency_s, attempts FROM answers WHERE rowid IN", sorted(ids)):
+                                      "model, latency_s, attempts, extra FROM answers WHERE rowid IN", sorted(ids)):
                 for row in conn.execute(sql, chunk):
                     found[ids[row[0]]] = row[1:]
         finally:
@@ -295,13 +317,14 @@ class Cache:
     # --- writing ----------------------------------------------------------------------
 
     def put(self, key: str, text: str, finish_reason: str | None, prompt_tokens: int | None,
-            completion_tokens: int | None, model: str | None, *, latency_s: float | None = None,
-            attempts: int | None = None) -> None:
+            completion_tokens: int | None, model: str | None, extra: str | None = None, *,
+            latency_s: float | None = None, attempts: int | None = None) -> None:
         """Store one successful answer (replacing any earlier one), buffered; see the module
         docstring for when it reaches the file. Never raises for a database failure. A row SQLite
         cannot store as it is (a list for text, a lone surrogate) is kept in memory only, so one
-        odd answer never fails the batch it would have been written with."""
-        row = (text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, time.time())
+        odd answer never fails the batch it would have been written with. ``extra``: the
+        ``EXTRA_FIELDS`` as JSON (``row_of`` makes it)."""
+        row = (text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, extra, time.time())
         with self._lock:
             if not _storable(row):
                 self._memory[key] = row
@@ -349,8 +372,8 @@ class Cache:
                 conn.execute("BEGIN IMMEDIATE")  # take the write lock now, waiting busy_timeout
                 try:
                     conn.executemany("INSERT OR REPLACE INTO answers (key, text, finish_reason, prompt_tokens, "
-                                     "completion_tokens, model, latency_s, attempts, created) "
-                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", [(k, *row) for k, row in rows.items()])
+                                     "completion_tokens, model, latency_s, attempts, extra, created) "
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [(k, *row) for k, row in rows.items()])
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -462,15 +485,15 @@ def describe(cache: Cache | None) -> str:
 
 def _storable(row: tuple[Any, ...]) -> bool:
     """True if SQLite can store ``row`` (text, finish_reason, tokens, tokens, model, latency_s,
-    attempts, created)."""
-    text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, _ = row
+    attempts, extra, created)."""
+    text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, extra, _ = row
     if not isinstance(text, str):
         return False
     if not (latency_s is None or (type(latency_s) is float and math.isfinite(latency_s))):
         return False
     if not (attempts is None or (type(attempts) is int and 0 <= attempts < 2**31)):
         return False
-    for value in (text, finish_reason, model):
+    for value in (text, finish_reason, model, extra):
         if value is not None and not (isinstance(value, str) and _encodes(value)):
             return False
     return all(n is None or (type(n) is int and -2**63 <= n < 2**63)

@@ -237,7 +237,9 @@ class Run:
             record.text = None              # pydantic model's checks changed: ask again
             return False
         fill(record, row)
-        record.status, record.cached, record.cost = "ok", True, 0.0  # nothing paid this time
+        record.status, record.cached = "ok", True  # nothing paid this time: results.cost leaves it out
+        if record.cost is None:  # a row stored without its cost (an older file, a batch line): priced now
+            record.cost = self.prices.cost(record, self.settings.model)
         return True
 
     def rich_ready(self, record: Result, keys: list[str] | None = None) -> dict[str, Any] | None:
@@ -300,7 +302,7 @@ class Run:
             return
         record.take(done.answer, self.prices.cost(done.answer, self.settings.model), done.request_id)
         if self._cache is not None:
-            self.keep(self._keys[record.index], row_of(done.answer), latency_s=record.latency_s,
+            self.keep(self._keys[record.index], row_of(record), latency_s=record.latency_s,
                       attempts=record.attempts)
         self._progress.advance(True)
 
