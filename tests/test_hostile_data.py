@@ -2,6 +2,8 @@
 the key echoed into every field, structured answers nested thousands deep, schemas that loop or
 point where nothing can be, field names that collide, lone surrogates."""
 
+import pytest
+
 import chatmagic
 from chatmagic.core.cache import DB_NAME, default_dir
 
@@ -58,3 +60,115 @@ def test_the_key_echoed_into_an_anthropic_message_is_scrubbed_before_the_dialect
     assert echoed.request_id.endswith("x***")
     assert not any(shows_key(s) for s in (repr(results), results.to_pandas().to_csv(), echoed.finish_reason,
                                           cache_bytes().decode("utf-8", "replace")))
+
+
+# --- row 7, 10: structured answers nested thousands deep fail their prompt, never the run ------
+
+GOOD = [f"good {i} [[json]]" for i in range(20)]
+
+
+def test_a_json_answer_2000_deep_fails_its_prompt_and_the_20_good_answers_are_kept(server):
+    results = run(server, [*GOOD[:10], "deep [[deep:2000]]", *GOOD[10:]], json=True)
+    deep = results[10]
+    assert len(deep.text) > 4000 and deep.status == "error" and deep.attempts == 2  # retried once, as any bad JSON
+    assert deep.error.startswith("200 invalid_json: not valid JSON: nested deeper than 128 levels: '{\"deep\": [[[")
+    good = [r for r in results if r is not deep]
+    assert [r.data for r in good] == [{"echo": p.removesuffix(" [[json]]")} for p in GOOD]
+    assert results.summary().startswith("20/21 ok, 1 failed (1 200 invalid_json)") and "good 4" in repr(results)
+
+
+def test_a_deep_answer_in_the_cache_is_a_miss_under_json_not_a_crash(server):
+    prompts = [*GOOD, "deep [[deep:2000]]"]
+    # the same request body as json=True sends, read as text: the deep answer is cached as it is
+    first = run(server, prompts, params={"response_format": {"type": "json_object"}})
+    assert first[20].status == "ok" and first[20].text.startswith('{"deep": [[[')
+    again = run(server, prompts, json=True)
+    assert all(r.cached and r.ok for r in again[:20]) and again[20].cached is False
+    assert again[20].status == "error" and "nested deeper than 128 levels" in again[20].error
+    third = run(server, prompts, json=True)  # still no crash, and still only that prompt is asked again
+    assert third.texts()[:20] == first.texts()[:20] and server.stats.attempts[prompts[20]] == 5
+
+
+SCHEMA = {"type": "object", "properties": {"label": {"type": "string"}, "payload": {}}}  # payload: any value
+
+
+@pytest.mark.parametrize("depth", [200, 2000, 5000])
+def test_an_any_field_answered_thousands_deep_fails_its_prompt_with_schema_mismatch(server, depth):
+    prompts = [f"fine {i}" for i in range(20)] + [f"deep [[deep:{depth}]]"]
+    results = run(server, prompts, schema=SCHEMA)
+    deep = results[20]
+    assert deep.status == "error" and deep.error == ("200 schema_mismatch: does not match the schema: "
+                                                     "nested deeper than 128 levels")
+    assert [r.data["label"] for r in results[:20]] == [f"fine {i}" for i in range(20)]
+    frame = results.to_pandas()
+    assert frame["status"].tolist() == ["ok"] * 20 + ["error"] and frame["payload"].isna().tolist()[20]
+
+
+def test_a_pydantic_model_with_an_any_field_answered_deep_fails_its_prompt(server):
+    from typing import Any
+
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        label: str
+        payload: Any
+
+    results = run(server, ["fine", "deep [[deep:5000]]"], schema=Answer)
+    assert results[0].data.label == "fine"
+    assert results[1].status == "error" and "nested deeper than 128 levels" in results[1].error
+
+
+def test_an_answer_at_the_depth_limit_is_read():
+    from chatmagic.core.jsonparse import MAX_DEPTH, TooDeep, loads
+    from chatmagic.core.schema import load
+    deep = '{"label": "x", "payload": ' + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "}"
+    assert load(SCHEMA).validate(deep)["label"] == "x"
+    assert loads('["[[[[[[", "]]]]"]') == ["[[[[[[", "]]]]"]  # brackets in strings do not nest
+    with pytest.raises(TooDeep):
+        loads("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
+
+
+# --- rows 9, 11: $ref loops and pointers that cannot work are one line before anything is sent ---
+
+def _with(field: dict, **defs) -> dict:
+    return {"type": "object", "properties": {"x": field}, "$defs": defs}
+
+
+@pytest.mark.parametrize("schema, message", [
+    (_with({"$ref": "#/$defs/a"}, a={"$ref": "#/$defs/b"}, b={"$ref": "#/$defs/a"}),
+     r"\$ref loop #/\$defs/(a|b) -> #/\$defs/(a|b) -> #/\$defs/(a|b): a reference must reach"),
+    (_with({"$ref": "#/$defs/a"}, a={"$ref": "#/$defs/a"}), r"\$ref loop #/\$defs/a -> #/\$defs/a"),
+    ({"type": "object", "properties": {"x": {"type": "string"}}, "allOf": [{"$ref": "#"}]},
+     r"\$ref loop # -> #/allOf/0 -> #"),
+    (_with({"$ref": "#/$defs/gone"}), r"\$ref '#/\$defs/gone' points to nothing in the schema"),
+    (_with({"$ref": "#/$defs/u/anyOf/7"}, u={"anyOf": [{"type": "string"}]}), "points to nothing"),
+    (_with({"$ref": "#/$defs/u/anyOf"}, u={"anyOf": [{"type": "string"}]}), "points to a list, not a schema"),
+    (_with({"$ref": "https://example.com/u.json"}), r"\$ref 'https://example.com/u.json' is not supported"),
+    (_with({"$ref": "#anchor"}), "only a pointer into the schema itself"),
+])
+def test_a_schema_whose_ref_cannot_work_is_one_line_and_nothing_is_sent(server, schema, message):
+    with pytest.raises(chatmagic.ConfigError, match=message) as caught:
+        run(server, ["a", "b"], schema=schema)
+    assert "\n" not in str(caught.value) and server.stats.requests == 0
+
+
+def test_a_schema_that_holds_itself_is_one_line():
+    looped = {"type": "object", "properties": {}}
+    looped["properties"]["self"] = looped
+    with pytest.raises(chatmagic.ConfigError, match="nested too deep"):
+        chatmagic.chat_many(["a"], schema=looped, base_url="http://127.0.0.1:9/v1", api_key="k", progress=False)
+
+
+def test_a_ref_into_a_list_is_followed(server):
+    schema = _with({"$ref": "#/$defs/u/anyOf/1"}, u={"anyOf": [{"type": "string"}, {"type": "integer"}]})
+    results = run(server, ["a", "b"], schema=schema)
+    assert all(isinstance(r.data["x"], int) for r in results)
+    assert str(results.to_pandas()["x"].dtype) == "Int64"  # the typed column follows the pointer too
+
+
+def test_a_recursive_schema_that_steps_into_the_answer_is_fine(server):
+    node = {"type": "object", "properties": {"name": {"type": "string"},
+                                             "kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}
+    schema = {"type": "object", "properties": {"tree": {"$ref": "#/$defs/node"}}, "$defs": {"node": node}}
+    results = run(server, ["t"], schema=schema)
+    assert results[0].status == "ok" and "name" in results[0].data["tree"]

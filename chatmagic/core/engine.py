@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatmagic.core.budgets import TokenEstimate
 from chatmagic.core.cache import Cache, fill, request_key, request_keys, row_of
+from chatmagic.core.jsonparse import TooDeep, loads
 from chatmagic.core.memory import Memory
 from chatmagic.core.prices import Prices
 from chatmagic.core.progress import make_progress
@@ -392,12 +393,13 @@ class Run:
         if schema is None and not self.settings.json:
             return None
         try:
-            return schema.validate(text) if schema is not None else json.loads(text)
+            return schema.validate(text) if schema is not None else loads(text)  # nesting bounded
         except ValueError as e:
             record.text = text  # kept, so the user can see what came back
             shown = scrub(text, self.settings.api_key)[:60]  # scrubbed before it is cut
             if schema is None:
-                message, code = f"not valid JSON: {shown!r}", "invalid_json"
+                why = f"{e}: " if isinstance(e, TooDeep) else ""
+                message, code = f"not valid JSON: {why}{shown!r}", "invalid_json"
             else:
                 reason = scrub(str(e), self.settings.api_key)[:160]
                 message, code = f"does not match the schema: {reason}", "schema_mismatch"

@@ -24,6 +24,8 @@ import json
 import re
 from typing import Any
 
+from chatmagic.core import schemarefs
+from chatmagic.core.jsonparse import MAX_DEPTH, TooDeep, depth, loads
 from chatmagic.errors import ConfigError
 
 #: Concise type names and their JSON-schema types.
@@ -53,6 +55,7 @@ class Schema:
 
     def __init__(self, json_schema: dict[str, Any], *, name: str = "answer", model: Any = None):
         self.json_schema, self.name, self.model = json_schema, name, model
+        schemarefs.check(json_schema)  # a $ref loop or pointer to nothing: one line, now
         # built now, so a missing jsonschema or a broken schema fails before anything is sent
         self._validator = None if model is not None else _validator(json_schema)
 
@@ -72,14 +75,23 @@ class Schema:
         return _plain(self.json_schema["properties"][key], self.json_schema)
 
     def validate(self, text: str) -> Any:  # a dict, or an instance of the model
-        """The answer as a dict (or a model instance), or SchemaMismatch."""
-        if self.model is not None:
-            return self._validate_model(text)
+        """The answer as a dict (or a model instance), or SchemaMismatch. Its nesting is
+        bounded (``core/jsonparse.py``): a hostile answer fails its prompt, never the run."""
         try:
-            data = json.loads(text)
+            if self.model is not None:
+                if depth(text) > MAX_DEPTH:  # pydantic parses it itself
+                    raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
+                return self._validate_model(text)
+            data = loads(text)
+            error = _best_error(self._validator, data)
+        except SchemaMismatch:
+            raise
+        except TooDeep as e:
+            raise SchemaMismatch(str(e)) from None
         except ValueError:
             raise SchemaMismatch(f"not JSON: {text!r}") from None
-        error = _best_error(self._validator, data)
+        except RecursionError:  # within the bound, but called on a stack already deep
+            raise SchemaMismatch(f"too deeply nested to check ({MAX_DEPTH} levels at most)") from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path)
             raise SchemaMismatch(f"{where + ': ' if where else ''}{error.message}")
@@ -103,6 +115,13 @@ def load(spec: object) -> Schema:
     """A Schema from a concise spec (str), a JSON-schema dict, a pydantic model class or a Schema."""
     if isinstance(spec, Schema):
         return spec
+    try:
+        return _load(spec)
+    except RecursionError:  # strict() recurses per level; a dict that holds itself never ends
+        raise ConfigError("schema: nested too deep (or a dict that holds itself)") from None
+
+
+def _load(spec: object) -> Schema:
     if isinstance(spec, str):
         return Schema(strict(parse(spec)))
     if isinstance(spec, dict):
@@ -207,15 +226,18 @@ def strict(node: Any) -> Any:
     return out
 
 
-def _plain(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
-    ref = node.get("$ref", "")
-    if ref.startswith("#/"):
-        target = root
-        for part in ref[2:].split("/"):
-            target = target.get(part, {})
-        return _plain(target, root)
-    options = [o for o in node.get("anyOf", ()) if o.get("type") != "null"]
-    return _plain(options[0], root) if len(options) == 1 else node
+def _plain(node: Any, root: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(schemarefs.MAX_NESTING):  # refs were checked for loops (schemarefs.check)
+        ref = node.get("$ref") if isinstance(node, dict) else None
+        if isinstance(ref, str):
+            node = schemarefs.resolve(root, ref)
+            continue
+        options = [o for o in node.get("anyOf", ()) if isinstance(o, dict) and o.get("type") != "null"] \
+            if isinstance(node, dict) else []
+        if len(options) != 1:
+            break
+        node = options[0]
+    return node if isinstance(node, dict) else {}
 
 
 def _nullable(prop: dict[str, Any]) -> bool:

@@ -596,8 +596,8 @@ def conforming(schema: dict[str, Any], text: str, root: dict[str, Any] | None = 
     ref = schema.get("$ref", "")
     if ref.startswith("#/"):
         target = root
-        for part in ref[2:].split("/"):
-            target = target.get(part, {})
+        for part in ref[2:].split("/"):  # a pointer may step into a list: #/$defs/u/anyOf/0
+            target = target[int(part)] if isinstance(target, list) else target.get(part, {})
         return conforming(target, text, root, path)
     h = zlib.crc32(f"{path}|{text}".encode())
     if "const" in schema:
@@ -613,7 +613,8 @@ def conforming(schema: dict[str, Any], text: str, root: dict[str, Any] | None = 
         return {k: conforming(v, text, root, f"{path}/{k}")
                 for k, v in schema.get("properties", {}).items()}
     if kind == "array":
-        return [conforming(schema.get("items", {}), text, root, f"{path}/{i}") for i in range(1 + h % 2)]
+        items = range(1 + h % 2) if path.count("/") < 8 else ()  # a recursive schema's tree ends
+        return [conforming(schema.get("items", {}), text, root, f"{path}/{i}") for i in items]
     values = {"integer": h % 10, "number": (h % 100) / 100, "boolean": h % 2 == 0, "null": None}
     return values.get(str(kind), text[:40])
 
