@@ -63,7 +63,7 @@ class Result:
         self.prompt_tokens, self.completion_tokens = answer.prompt_tokens, answer.completion_tokens
         self.cached_tokens, self.cache_write_tokens = answer.cached_tokens, answer.cache_write_tokens
         self.reasoning_tokens, self.refusal, self.reasoning = answer.reasoning_tokens, answer.refusal, answer.reasoning
-        self.cost, self.request_id = cost, request_id
+        self.cost, self.request_id = cost, request_id if request_id is not None else answer.request_id
 
     @property
     def flagged(self) -> bool:

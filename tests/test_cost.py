@@ -213,3 +213,19 @@ def test_results_cost_sums_records_and_is_none_when_one_is_unknown():
     assert Results([a, b, failed]).cost == 0.75
     assert Results([a, Result(3, "d", status="ok")]).cost is None
     assert ", $0.7500, " in Results([a, b, failed]).summary()
+
+
+def test_batch_records_keep_the_request_id_and_every_usage_field_and_the_cache_keeps_them(server, monkeypatch):
+    from chatmagic.batch import run as batchmod
+    server.batch.reset()
+    monkeypatch.setattr(batchmod, "POLL_FIRST", 0.01)
+    server.usage = "openai"  # cached and reasoning tokens, in each result line's body
+    prompts = ["batch one", "why [[think]]"]
+    first = run(server, prompts, batch=True)
+    assert [r.request_id for r in first] == ["req_fake0", "req_fake1"]  # each line's response.request_id
+    assert all(r.cached_tokens is not None and r.reasoning_tokens for r in first) and first[1].reasoning
+    assert first[0].cost > 0 and first.cost == first[0].cost + first[1].cost
+    again = run(server, prompts, batch=True)
+    assert server.batch.stats["requests"] == 2 and all(r.cached for r in again)
+    fields = [f for f in Result.__dataclass_fields__ if f != "cached"]
+    assert [[getattr(r, f) for f in fields] for r in again] == [[getattr(r, f) for f in fields] for r in first]

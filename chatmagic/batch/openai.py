@@ -11,10 +11,12 @@ just before a crash, before it could be recorded, is found among the server's la
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from chatmagic.batch.format import ENDPOINT, line_error, line_maker, request_line
+from chatmagic.providers.answer import request_id
 from chatmagic.providers.dialect import Answer
 from chatmagic.providers.openai import completion_of
 
@@ -60,8 +62,8 @@ class OpenAIBatches:
         body = response.get("body") or {} if isinstance(response, dict) else {}
         done = completion_of(body) if isinstance(response, dict) and response.get("status_code") == 200 else None
         custom_id = str(line.get("custom_id", ""))
-        if done is not None:
-            return custom_id, done, None
+        if done is not None:  # the line's request_id, for a support ticket as an interactive answer's header
+            return custom_id, dataclasses.replace(done, request_id=request_id(response)), None
         return custom_id, None, line_error(line, response if isinstance(response, dict) else {},
                                            body if isinstance(body, dict) else {})
 

@@ -77,6 +77,7 @@ class Answer:
     reasoning_tokens: int | None = None    # output spent on reasoning, part of completion_tokens
     refusal: str | None = None    # the model's refusal message (OpenAI's message.refusal)
     reasoning: str | None = None  # reasoning text (reasoning_content / reasoning), if the server sent it
+    request_id: str | None = None  # a batch result line's id of its request (interactive: from the headers)
 
 
 @dataclass(frozen=True, slots=True)
