@@ -169,28 +169,27 @@ def test_turns_put_system_first_and_images_after_the_text():
 
 
 def test_a_rich_row_body_per_dialect():
-    from chatmagic.providers.content import row_body
+    from chatmagic.providers import anthropic, openai
     png = load(Media(data=image_bytes("PNG")))
     turns_ = [{"role": "system", "content": "be brief"}, {"role": "system", "content": "row's own"},
               {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
               {"role": "user", "content": [{"type": "text", "text": "look"}, png]}]
-    openai = row_body("openai", {"model": "m", "messages": [{"role": "system", "content": "x"}]}, turns_)
-    assert openai["messages"][:2] == turns_[:2] and openai["messages"][4]["content"][1]["type"] == "image_url"
-    anthropic = row_body("anthropic", {"model": "c", "max_tokens": 9, "system": "x", "messages": []}, turns_)
-    assert anthropic["system"] == "be brief\n\nrow's own" and anthropic["max_tokens"] == 9
-    assert [m["role"] for m in anthropic["messages"]] == ["user", "assistant", "user"]
-    assert anthropic["messages"][2]["content"] == [{"type": "text", "text": "look"}, anthropic_block(png)]
-    with pytest.raises(MediaError, match="not written for the gemini-native dialect"):
-        row_body("gemini-native", {}, turns_)
+    body = openai.DIALECT.rich_body({"model": "m", "messages": [{"role": "system", "content": "x"}]}, turns_)
+    assert body["messages"][:2] == turns_[:2] and body["messages"][4]["content"][1]["type"] == "image_url"
+    body = anthropic.DIALECT.rich_body({"model": "c", "max_tokens": 9, "system": "x", "messages": []}, turns_)
+    assert body["system"] == "be brief\n\nrow's own" and body["max_tokens"] == 9
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert body["messages"][2]["content"] == [{"type": "text", "text": "look"}, anthropic_block(png)]
 
 
 def test_a_row_over_what_one_request_carries(monkeypatch):
-    from chatmagic.providers import content
+    from chatmagic.providers import anthropic, openai
     png = load(Media(data=image_bytes("PNG")))
     turns_ = [{"role": "user", "content": [{"type": "text", "text": "x"}, png, png, png]}]
-    monkeypatch.setattr(content, "REQUEST_LIMITS", {"openai": (10**9, 2), "anthropic": (len(png.data) * 2, 100)})
+    monkeypatch.setattr(openai.DIALECT, "request_limits", (10**9, 2))
+    monkeypatch.setattr(anthropic.DIALECT, "request_limits", (len(png.data) * 2, 100))
     with pytest.raises(MediaError, match=r"^3 images and documents in one request, over the 2 it may carry$"):
-        content.row_body("openai", {}, turns_)
+        openai.DIALECT.rich_body({}, turns_)
     with pytest.raises(MediaError, match=r"^the row's files are 0\.0 MB together, over the 0\.000"):
-        content.row_body("anthropic", {}, turns_)
-    assert content.row_body("anthropic", {}, [{"role": "user", "content": [png]}])["messages"]  # one fits
+        anthropic.DIALECT.rich_body({}, turns_)
+    assert anthropic.DIALECT.rich_body({}, [{"role": "user", "content": [png]}])["messages"]  # one fits

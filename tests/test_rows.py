@@ -269,8 +269,8 @@ def test_an_image_url_part_keeps_its_detail(server, tmp_path):
 
 
 def test_a_file_over_the_providers_limit_fails_its_row_unread(server, tmp_path, monkeypatch):
-    from chatmagic.providers import content
-    monkeypatch.setattr(content, "OPENAI_LIMITS", {"image": 1000, "document": 1000})
+    from chatmagic.providers import openai
+    monkeypatch.setattr(openai.DIALECT, "file_limits", {"image": 1000, "document": 1000})
     import os
     Image.frombytes("RGB", (40, 40), os.urandom(40 * 40 * 3)).save(tmp_path / "big.png")  # noise: ~5 KB
     big, small = str(tmp_path / "big.png"), png(tmp_path / "small.png", (4, 4))

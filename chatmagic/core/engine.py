@@ -26,7 +26,6 @@ from chatmagic.core.rows import Row, loaded, parts_in, rows_of, turns
 from chatmagic.core.spend import REASON, Capped, Hold, Spend, check_priced, mark_unsent
 from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
 from chatmagic.errors import ConfigError, RequestError, RunAborted
-from chatmagic.providers.content import limits_of, row_body
 from chatmagic.providers.imagetokens import openai_image_tokens
 from chatmagic.providers.parts import MediaError
 from chatmagic.results import Result, Results
@@ -183,9 +182,8 @@ class Run:
         if row.system is not None:  # the row's own system prompt, with the schema's instruction
             schema = self.settings.schema
             system = "\n\n".join(p for p in (row.system, schema.instruction() if schema else None) if p)
-        dialect = self.dialect.name
-        messages = loaded(turns(row, system), limits_of(dialect), self.settings.image_detail)
-        return row_body(dialect, self._head, messages)
+        messages = loaded(turns(row, system), self.dialect.file_limits, self.settings.image_detail)
+        return self.dialect.rich_body(self._head, messages)
 
     # ---- what a batch run (batch/run.py) uses of a run -------------------------
 

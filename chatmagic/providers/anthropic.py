@@ -41,7 +41,9 @@ from typing import Any
 
 from chatmagic.providers import hints as _hints
 from chatmagic.providers.answer import anthropic_usage
+from chatmagic.providers.content import anthropic_content, check_request, text_of_turn
 from chatmagic.providers.dialect import ABORT, FAIL, RETRY, SLOW, Action, Answer, Failure
+from chatmagic.providers.parts import DOCUMENT, IMAGE
 
 VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -77,6 +79,10 @@ class AnthropicMessages:
     """``POST {base}/messages`` (see the module docstring and dialect.py for the contract)."""
 
     name = "anthropic"
+    #: the largest file per kind, in bytes, as Anthropic documents it: 5 MB of base64 an image
+    #: (3.75 MB of file), 32 MB of PDF; per request 32 MB (the whole request) and 100 images
+    file_limits: Mapping[str, int] = {IMAGE: 5 * 1024 * 1024 * 3 // 4, DOCUMENT: 32_000_000}
+    request_limits: tuple[int, int] = (32_000_000, 100)
 
     def url(self, settings: Any) -> str:
         return api_base(settings.base_url) + "/messages"
@@ -103,6 +109,17 @@ class AnthropicMessages:
 
     def body(self, head: Mapping[str, Any], prompt: str) -> dict[str, Any]:
         return {**head, "messages": [*head["messages"], {"role": "user", "content": prompt}]}
+
+    def rich_body(self, head: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+        # the system turns are joined into the top-level system prompt: the API has no system role
+        check_request(messages, *self.request_limits)
+        system = "\n\n".join(text_of_turn(m["content"]) for m in messages if m["role"] == "system")
+        body = {k: v for k, v in head.items() if k != "system"}
+        body["messages"] = [{"role": m["role"], "content": anthropic_content(m["content"])}
+                            for m in messages if m["role"] != "system"]
+        if system:
+            body["system"] = system
+        return body
 
     def answer(self, data: Any) -> Answer | None:
         return message_answer(data)

@@ -21,6 +21,10 @@ The contract, for a dialect object ``d`` (see ``Dialect``):
   means exactly "this body was answered". ``body`` must put ``prompt`` in exactly one place and
   otherwise only copy ``head`` (the cache and the batch file use that to encode the common
   part once for 100,000 prompts).
+- ``d.rich_body(head, messages)``: the body of a row given as whole turns (system first; content
+  lists of text dicts and loaded ``Part``s, ``providers/content.py`` writes them in each shape);
+  MediaError when its files pass ``d.request_limits`` (bytes, count) together. ``d.file_limits``:
+  the largest file per kind the provider takes (checked before a file is read).
 - ``d.answer(data)``: a parsed 200 body as an ``Answer`` (text, finish reason, usage, model),
   every field coerced to its type or dropped; None if it is no answer (an error in a 200 body).
 - ``d.failure(status, data, raw, hints)``: an error answer read as a ``Failure``: its message,
@@ -101,6 +105,8 @@ class Dialect(Protocol):
     ``chatmagic.settings.Settings`` (typed Any: providers sit below the settings layer)."""
 
     name: str
+    file_limits: Mapping[str, int]
+    request_limits: tuple[int, int]
 
     def url(self, settings: Any) -> str: ...
 
@@ -109,6 +115,8 @@ class Dialect(Protocol):
     def head(self, settings: Any) -> dict[str, Any]: ...
 
     def body(self, head: Mapping[str, Any], prompt: str) -> dict[str, Any]: ...
+
+    def rich_body(self, head: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]: ...
 
     def answer(self, data: Any) -> Answer | None: ...
 

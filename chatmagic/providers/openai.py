@@ -13,7 +13,9 @@ from typing import Any
 
 from chatmagic.providers import hints as _hints
 from chatmagic.providers.answer import openai_usage, text_field
+from chatmagic.providers.content import check_request, openai_messages
 from chatmagic.providers.dialect import Answer, Failure
+from chatmagic.providers.parts import DOCUMENT, IMAGE
 from chatmagic.providers.shapes import read_failure
 
 
@@ -21,6 +23,10 @@ class OpenAIChat:
     """``POST {base_url}/chat/completions`` with ``messages`` (see dialect.py for the contract)."""
 
     name = "openai"
+    #: the largest file per kind, in bytes, as OpenAI documents it: 20 MB an image, 32 MB of PDF;
+    #: per request 50 MB of files together and 500 images
+    file_limits: Mapping[str, int] = {IMAGE: 20_000_000, DOCUMENT: 32_000_000}
+    request_limits: tuple[int, int] = (50_000_000, 500)
 
     def url(self, settings: Any) -> str:
         url = str(settings.base_url).rstrip("/") + "/chat/completions"
@@ -47,6 +53,10 @@ class OpenAIChat:
 
     def body(self, head: Mapping[str, Any], prompt: str) -> dict[str, Any]:
         return {**head, "messages": [*head["messages"], {"role": "user", "content": prompt}]}
+
+    def rich_body(self, head: Mapping[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+        check_request(messages, *self.request_limits)
+        return {**head, "messages": openai_messages(messages)}
 
     def answer(self, data: Any) -> Answer | None:
         return completion_of(data)
