@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 async def _refresh(settings: Settings, store: BatchStore) -> None:
     """Update the stored status of this server's uncollected batches from the server."""
     from chatmagic.errors import RequestError
-    from chatmagic.transport.client import FilesClient
+    from chatmagic.transport.files import FilesClient
     async with FilesClient(settings) as client:
         for batch_id in store.open_batches(settings.url):
             try:
@@ -74,7 +74,7 @@ def owner(settings: Settings, batch_id: str) -> Settings:
 def cancel_batch(settings: Settings, batch_id: str) -> str:
     """Ask the batch's server (see ``owner``) to cancel ``batch_id``; one line saying what it answered."""
     from chatmagic.core.bridge import run_sync
-    from chatmagic.transport.client import FilesClient
+    from chatmagic.transport.files import FilesClient
     settings = owner(settings, batch_id)
 
     async def cancel() -> dict[str, Any]:

@@ -12,9 +12,7 @@ import asyncio
 import dataclasses
 import errno
 import json
-import os
 import warnings
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -198,78 +196,6 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client {self.url}>"
-
-
-class FilesClient(Client):
-    """The Files and Batches endpoints of the same server, for ``--batch``: JSON in, JSON out
-    (or the lines of a file), errors as ``RequestError``. Uploads and downloads may be large,
-    so only connecting and each read are timed, not the whole transfer."""
-
-    async def __aenter__(self) -> FilesClient:
-        s = self._settings
-        headers = request_headers(s)
-        self.base = s.base_url.rstrip("/")
-        self._session = aiohttp.ClientSession(
-            headers=headers, trust_env=False, connector=aiohttp.TCPConnector(limit=8),
-            timeout=aiohttp.ClientTimeout(total=None, sock_read=s.timeout, sock_connect=s.connect_timeout))
-        return self
-
-    async def upload(self, path: str | os.PathLike[str], filename: str) -> dict[str, Any]:
-        """``POST /files`` (multipart, ``purpose=batch``), streaming the file from disk."""
-        with open(path, "rb") as f:
-            form = aiohttp.FormData()
-            form.add_field("purpose", "batch")
-            form.add_field("file", f, filename=filename, content_type="application/jsonl")
-            return await self.call("POST", "/files", data=form)
-
-    async def call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        """One JSON request (``json=`` or ``data=``) to ``base_url + path``; the answer's JSON."""
-        try:
-            async with self._session.request(method, self.base + path, proxy=self._proxy, **kw) as resp:
-                raw = await read_capped(resp, self._cap)
-                status, headers = resp.status, resp.headers
-        except Exception as e:  # as in _post: no aiohttp frame escapes
-            raise self._failed(e) from None
-        data = _json(raw)
-        if status != 200 or not isinstance(data, dict):
-            raise self._error(status, data, raw, self._dialect.hints(headers))
-        return data
-
-    def _failed(self, e: BaseException) -> RequestError:
-        if isinstance(e, asyncio.TimeoutError):
-            return RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout")
-        if isinstance(e, TooLarge):
-            return RequestError(f"answer over the {self._cap / 1e6:g} MB limit", code="too_large",
-                                retryable=False)
-        if isinstance(e, aiohttp.ClientError):
-            return self._client_error(e)
-        return RequestError(self.scrub(f"{type(e).__name__}: {e}"), code="client_error", retryable=False)
-
-    def lines(self, file_id: str) -> AsyncIterator[bytes]:
-        """The lines of a file's content (``GET /files/{id}/content``), as bytes, streamed."""
-        return self.lines_at(f"/files/{file_id}/content")
-
-    async def lines_at(self, path: str) -> AsyncIterator[bytes]:
-        """The lines of the answer to ``GET base_url + path``, as bytes, streamed (each line
-        capped as one answer is)."""
-        try:
-            async with self._session.get(self.base + path, proxy=self._proxy) as resp:
-                if resp.status != 200:
-                    raw = await read_capped(resp, self._cap)
-                    raise self._error(resp.status, _json(raw), raw, self._dialect.hints(resp.headers))
-                rest = b""
-                async for chunk in resp.content.iter_chunked(1 << 16):
-                    *complete, rest = (rest + chunk).split(b"\n")
-                    for line in complete:
-                        yield line
-                    if len(rest) > self._cap:  # one result line is one answer: the same cap
-                        raise TooLarge(len(rest))
-                if rest.strip():
-                    yield rest
-        except RequestError:
-            raise
-        except Exception as e:
-            raise self._failed(e) from None
 
 
 def _warn_if_clear(url: str) -> None:
