@@ -32,7 +32,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from chatmagic.batch.format import line_maker
+from chatmagic.batch.format import line_maker, utf8
 from chatmagic.errors import RequestError
 from chatmagic.providers.answer import count
 from chatmagic.providers.anthropic import message_answer
@@ -50,8 +50,7 @@ CHUNK = 1 << 16
 
 def request_item(custom_id: str, body: dict[str, Any]) -> bytes:
     """One request of a batch, as a line of the temporary file."""
-    return json.dumps({"custom_id": custom_id, "params": body},
-                      ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
+    return utf8(json.dumps({"custom_id": custom_id, "params": body}, ensure_ascii=False)) + b"\n"
 
 
 class AnthropicBatches:
@@ -72,20 +71,20 @@ class AnthropicBatches:
         size = os.path.getsize(path)
         headers = {"Content-Type": "application/json", "Content-Length": str(size - 1 + len(_HEAD) + len(_TAIL))}
         raw = await client.call("POST", _path(client, "/messages/batches"), data=_wire(path, size), headers=headers)
-        batch = read_batch(raw)
+        batch = _checked(raw, client)
         if not batch["id"]:  # nothing to poll, store or cancel: as if the server had refused it
             raise RequestError("the server accepted the batch but sent no usable id", status=200, code="bad_response")
         return batch
 
     async def recent(self, client: Any) -> list[dict[str, Any]]:
         found = (await client.call("GET", _path(client, "/messages/batches"), params={"limit": "100"})).get("data")
-        return [read_batch(b) for b in found[:100] if isinstance(b, dict)] if isinstance(found, list) else []
+        return [_checked(b, client) for b in found[:100] if isinstance(b, dict)] if isinstance(found, list) else []
 
     async def retrieve(self, client: Any, batch_id: str) -> dict[str, Any]:
-        return read_batch(await client.call("GET", _path(client, f"/messages/batches/{batch_id}")))
+        return _checked(await client.call("GET", _path(client, f"/messages/batches/{batch_id}")), client)
 
     async def cancel(self, client: Any, batch_id: str) -> dict[str, Any]:
-        return read_batch(await client.call("POST", _path(client, f"/messages/batches/{batch_id}/cancel")))
+        return _checked(await client.call("POST", _path(client, f"/messages/batches/{batch_id}/cancel")), client)
 
     def result_lines(self, client: Any, batch: dict[str, Any]) -> AsyncIterator[bytes]:
         lines: AsyncIterator[bytes] = client.lines_at(results_path(client.base, batch))
@@ -113,6 +112,14 @@ async def _wire(path: str, size: int) -> AsyncIterator[bytes]:
             sent += len(chunk)
             yield chunk.replace(b"\n", b",")[:-1] if sent == size else chunk.replace(b"\n", b",")
     yield _TAIL
+
+
+def _checked(raw: Any, client: Any) -> dict[str, Any]:
+    """``read_batch``, with an id that echoes the key (it would be stored and shown) as no id."""
+    batch = read_batch(raw)
+    if client.scrub(batch["id"]) != batch["id"]:
+        batch["id"] = ""
+    return batch
 
 
 def read_batch(raw: Any) -> dict[str, Any]:
@@ -158,7 +165,7 @@ def results_path(base: str, batch: dict[str, Any]) -> str:
 def read_result(line: Any, batch_id: str) -> tuple[str, Answer | None, str | None]:
     """(custom_id, the answer or None, why there is none) of one result line."""
     if not isinstance(line, dict):
-        return "", None, None
+        raise ValueError("a result line that is not an object")  # matched to no prompt
     custom_id = line.get("custom_id")
     custom_id = custom_id if isinstance(custom_id, str) else ""
     result = line.get("result")

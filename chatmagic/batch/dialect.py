@@ -18,7 +18,9 @@ waits, polls, and matches result lines to prompts by custom_id. A batch dialect 
   (validating, in_progress, finalizing, cancelling; terminal: completed, failed, expired,
   cancelled), ``request_counts`` {total, completed, failed}, and ``part`` when it has one;
 - ``result_lines(client, batch)``: the raw result lines of a finished batch;
-  ``read_line(line, batch_id)``: one parsed line as (custom_id, Answer or None, why none).
+  ``read_line(line, batch_id)``: one parsed line as (custom_id, Answer or None, why none),
+  ``ValueError`` for a line that names no request (not an object): whatever the server sent,
+  no other exception (the engine fails the requests left without a line, saying why).
 
 ``client`` is the run's ``FilesClient`` (the same capped, timed, scrubbed edge as every request).
 """

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -17,8 +18,20 @@ ID_HEX = 40  # hex digits of the request key in a custom_id (160 bits: no collis
 
 
 def request_line(custom_id: str, body: dict[str, Any]) -> bytes:
-    return json.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body},
-                      ensure_ascii=False).encode("utf-8", "surrogatepass") + b"\n"
+    return utf8(json.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body},
+                           ensure_ascii=False)) + b"\n"
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8(text: str) -> bytes:
+    """``text`` (JSON) as UTF-8, a lone surrogate (no UTF-8 exists for one: a Batch API refuses
+    the file) written as its escape ``\\ud800``, as ``json.dumps`` does for the interactive path."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8")
 
 
 def line_maker(body_of: Callable[[str], dict[str, Any]],
@@ -40,7 +53,7 @@ def line_maker(body_of: Callable[[str], dict[str, Any]],
 
 
 def _dumps(text: str) -> bytes:
-    return json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return utf8(json.dumps(text, ensure_ascii=False))
 
 
 def write_parts(lines: Iterable[tuple[str, bytes]], path: str, max_requests: int,
@@ -78,9 +91,11 @@ def unfinished(batch: dict[str, Any]) -> str:
     """Why a request of a finished batch has no line in its output or error file."""
     status = batch["status"]
     if status == "failed":
-        errors = (batch.get("errors") or {}).get("data") or []
+        errors = batch.get("errors")
+        errors = errors.get("data") if isinstance(errors, dict) else None
+        errors = [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
         shown = "; ".join(f"line {e['line']}: {e.get('message')}" if e.get("line") else str(e.get("message"))
-                          for e in errors[:3]) or "no reason given"
+                          for e in errors[:3])[:1000] or "no reason given"
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         return f"batch_failed: {shown}{more}"
     if status == "not_found":

@@ -28,14 +28,15 @@ import json
 import logging
 import os
 import sqlite3
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chatmagic.batch.dialect import TERMINAL, batch_dialect
 from chatmagic.batch.format import ID_HEX, unfinished, write_parts
+from chatmagic.batch.lock import scratch_file, submitting
 from chatmagic.batch.progress import BatchProgress
 from chatmagic.batch.store import INTENT, BatchStore
 from chatmagic.core.cache import CacheWarning, row_of
@@ -57,6 +58,8 @@ MAX_BYTES: int | None = None
 #: Seconds before the first status check; each wait is 1.5x the last, up to POLL_MAX.
 POLL_FIRST = 3.0
 POLL_MAX = 60.0
+#: Status checks of one batch failing in a row (timeouts, 5xx) before the run stops waiting.
+POLL_FAILURES = 5
 
 
 async def send(run: Run) -> Results:
@@ -80,16 +83,12 @@ class BatchRun:
         self.store: BatchStore | None = None
         self.collected: set[str] = set()           # batches whose results are in the records
         self._recent: list[dict[str, Any]] | None = None  # the server's last batches, listed once per run
+        self._poll_failures: dict[str, int] = {}  # batch id -> status checks failed in a row
 
     async def run_batch(self) -> Results:
         started = time.perf_counter()
         try:
-            todo = self.run.from_cache()
-            keys = self.run.request_keys()
-            if self.run.rows is not None:  # a rich row's key covers its images: read them now
-                todo = [r for r in todo if self.run.rich(r.index) is None or self.run.rich_ready(r)]
-            for record in todo:
-                self.wanted.setdefault(keys[record.index], []).append(record)
+            self._still_wanted()
             if self.wanted:
                 await self._submit_and_wait()
         finally:
@@ -101,15 +100,31 @@ class BatchRun:
             raise RunAborted(APIError("; ".join(self.failures), code="batch_failed"), self.results)
         return self.results
 
+    def _still_wanted(self) -> None:
+        """``wanted``: the records without a cached answer, by request key."""
+        todo = self.run.from_cache()
+        keys = self.run.request_keys()
+        if self.run.rows is not None:  # a rich row's key covers its images: read them now
+            todo = [r for r in todo if self.run.rich(r.index) is None or self.run.rich_ready(r)]
+        self.wanted = {}
+        for record in todo:
+            self.wanted.setdefault(keys[record.index], []).append(record)
+
     async def _submit_and_wait(self) -> None:
-        from chatmagic.transport.client import FilesClient  # aiohttp only once a batch run starts
+        from chatmagic.transport.files import FilesClient  # aiohttp only once a batch run starts
         self.store = _open_store()
-        attached = self._attach()
-        fresh = fit_batch(self.run, [k for k in self.wanted if k not in attached], self.wanted)  # --max-cost
         async with FilesClient(self.settings) as self.client:
             try:
-                if fresh:
-                    await self._submit(fresh)
+                # one process at a time: a second one running the same cell attaches to our batch
+                async with submitting() as folder:
+                    if self.run.settings.cache:  # another process may have collected them meanwhile
+                        self.run.close_cache()
+                        self._still_wanted()
+                    attached = self._attach()
+                    fresh = [k for k in self.wanted if k not in attached]
+                    fresh = fit_batch(self.run, fresh, self.wanted)  # --max-cost
+                    if fresh:
+                        await self._submit(fresh, folder)
                 if self.settings.wait:
                     await self._wait()
             except RequestError as e:  # what was submitted keeps running; a re-run collects it
@@ -133,10 +148,9 @@ class BatchRun:
 
     # ---- submitting ------------------------------------------------------------
 
-    async def _submit(self, fresh: list[str]) -> None:
-        """Submit ``fresh`` as one batch per file's worth (one temporary file, rewritten)."""
-        fd, path = tempfile.mkstemp(prefix="chatmagic-batch-", suffix=".jsonl")
-        os.close(fd)
+    async def _submit(self, fresh: list[str], folder: Path | None) -> None:
+        """Submit ``fresh`` as one batch per file's worth (one temporary file in ``folder``, rewritten)."""
+        path = scratch_file(folder)
         try:
             make = self.api.line_maker(self.run.body)
             lines = ((key, self._line(make, key)) for key in fresh)
@@ -227,44 +241,56 @@ class BatchRun:
         """The batch's state; a transient failure (timeout, 5xx, 429) keeps the last one seen."""
         try:
             # the batch asked for, whatever id the answer names (it files the results)
-            return {**await self.api.retrieve(self.client, batch_id), "id": batch_id}
+            batch = {**await self.api.retrieve(self.client, batch_id), "id": batch_id}
+            self._poll_failures.pop(batch_id, None)
+            return batch
         except RequestError as e:
             if e.status == 404:  # gone (or another server): recorded, so a re-run submits again
                 return {**self.batches[batch_id], "status": "not_found"}
-            if classify(e) != RETRY:
+            failed = self._poll_failures[batch_id] = self._poll_failures.get(batch_id, 0) + 1
+            if classify(e) != RETRY or failed >= POLL_FAILURES:  # the batch runs on; a re-run collects it
                 raise
             log.info("checking batch %s failed (%s); trying again later", batch_id, e)
             return self.batches[batch_id]
 
     async def _collect(self, batch: dict[str, Any]) -> None:
-        """Fill the records of one finished batch from its result lines."""
+        """Fill the records of one finished batch from its result lines. Total: a line that
+        cannot be read fails only the prompts left without a result, with that reason; the
+        batch is marked collected once its lines are read, so no re-run stumbles on it again."""
         keys = self.batch_keys[batch["id"]]
         by_id = {k[:ID_HEX]: k for k in keys}
-        seen: set[str] = set()
+        seen: dict[str, bool] = {}  # request key -> whether an answer was taken for it
+        unreadable = 0
         async for raw in self.api.result_lines(self.client, batch):
             try:
                 line = json.loads(raw) if raw.strip() else None
-            except (ValueError, RecursionError):
-                continue  # an unreadable line is no result: its request is recorded as unfinished
-            if line is not None:
-                self._take(line, batch["id"], by_id, seen)
+                if line is not None:
+                    self._take(line, batch["id"], by_id, seen)
+            except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
+                unreadable += 1  # matched to no prompt: those left without a line say why below
         why = self.client.scrub(unfinished(batch))
+        if unreadable:
+            why = (f"bad_response: no readable result line for this request ({unreadable:,} "
+                   f"unreadable line{'s' * (unreadable > 1)} in {batch['id']})")
         for key in keys:
             if key not in seen:
                 for record in self.wanted.get(key, ()):
                     record.status, record.error = "error", why
         if batch["status"] == "failed":
-            self.failures.append(f"batch {batch['id']} failed: {why.split(': ', 1)[1]}")
+            self.failures.append(f"batch {batch['id']} failed: {why.split(': ', 1)[-1]}")
         self.collected.add(batch["id"])
         if self.store is not None:
             self.store.update(batch["id"], batch["status"], batch.get("request_counts"), collected=True)
 
-    def _take(self, line: object, batch_id: str, by_id: dict[str, Any], seen: set[Any]) -> None:
+    def _take(self, line: object, batch_id: str, by_id: dict[str, Any], seen: dict[str, bool]) -> None:
+        """One result line into its records. A request answered twice (the same custom_id on two
+        lines) has one outcome, the same in the record and the cache: the first answer, else
+        the first failure."""
         custom_id, done, why = self.api.read_line(line, batch_id)
         key = by_id.get(custom_id.partition("-")[2])
-        if key is None:
-            return  # not ours (a line we cannot match is never guessed)
-        seen.add(key)
+        if key is None or seen.get(key) or (key in seen and done is None):
+            return  # not ours (a line we cannot match is never guessed), or already decided
+        seen[key] = done is not None
         if done is not None:
             done = self.client.scrub_answer(done)  # the key echoed into a field is never kept
             self.run.keep(key, row_of(done), attempts=1)  # one request in the batch; no latency of its own
@@ -273,6 +299,7 @@ class BatchRun:
             if done is None:
                 record.status, record.error = "error", self.client.scrub(why or "batch_error: no answer")
                 continue
+            record.status, record.error = "ok", None  # an earlier line may have failed it
             record.take(done, self.run.prices.cost(done, self.settings.model))  # at the batch price
             try:  # --json or --schema: parsed and checked as in an interactive run, not retried
                 record.data = self.run.decode(record, record.text or "")

@@ -15,6 +15,9 @@ error file). ``invalid`` (a message) fails every batch at validation; ``expire_a
 expires a batch after N requests, the rest going to the error file as ``batch_expired``.
 Registered by ``FakeOpenAI``; its constructor keywords ``batch_pace``, ``batch_invalid`` and
 ``batch_expire_after`` set these.
+``gzip`` (an attribute) gzips every answer the client accepts gzip for, as many gateways do.
+Input lines are read as strict UTF-8, as the real API reads them (a lone surrogate fails the
+batch at validation).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class BatchAPI:
                  expire_after: int | None = None):
         self.server = server  # the FakeOpenAI (server.py imports this module): answers each line as its chat endpoint
         self.pace, self.invalid, self.expire_after = pace, invalid, expire_after
+        self.gzip = False  # every answer gzipped when the client accepts it (as many gateways do)
         self.files: dict[str, dict[str, Any]] = {}
         self.contents: dict[str, bytes] = {}
         self.batches: dict[str, dict[str, Any]] = {}
@@ -54,6 +58,7 @@ class BatchAPI:
     def reset(self, *, pace: float = 0.0, invalid: str | None = None, expire_after: int | None = None) -> None:
         """Forget every file and batch, zero the counts, and set the modes."""
         self.pace, self.invalid, self.expire_after = pace, invalid, expire_after
+        self.gzip = False
         self.files.clear()
         self.contents.clear()
         self.batches.clear()
@@ -71,6 +76,8 @@ class BatchAPI:
         async def handle(request: web.Request) -> web.StreamResponse:
             # looked up per request: a test may replace it
             answer: web.StreamResponse = await getattr(self, name)(request)
+            if self.gzip and isinstance(answer, web.Response) and not answer.prepared:
+                answer.enable_compression()  # by the request's Accept-Encoding
             return answer
         return handle
 
@@ -256,7 +263,7 @@ def _validate(lines: list[bytes]) -> tuple[list[dict[str, Any]], list[dict[str, 
         if not raw.strip():
             continue
         try:
-            line = json.loads(raw)
+            line = json.loads(raw.decode("utf-8"))  # strictly, as the real API: no lone surrogates
             problem = None
             if not isinstance(line, dict) or not isinstance(line.get("body"), dict):
                 problem = "each line must be an object with a 'body'"
@@ -264,6 +271,8 @@ def _validate(lines: list[bytes]) -> tuple[list[dict[str, Any]], list[dict[str, 
                 problem = f"the url must be {ENDPOINT} and the method POST"
             elif not isinstance(line.get("custom_id"), str) or line["custom_id"] in seen:
                 problem = "custom_id must be a string, unique in the file"
+        except UnicodeDecodeError:
+            problem = "this line is not valid UTF-8"
         except ValueError:
             problem = "this line is not valid JSON"
         if problem:
