@@ -42,7 +42,9 @@ class FakeClock:
         self.now = max(self.now, when)  # on waking, in wake order
 
     def _wake_earliest(self):
-        heapq.heappop(self._heap)[2].set_result(None)
+        future = heapq.heappop(self._heap)[2]
+        if not future.done():  # a sleep cut short (cancelled) wakes no one
+            future.set_result(None)
 
 
 
@@ -274,6 +276,82 @@ def test_a_raised_pace_applies_to_the_next_start_at_once():
     t.observe(NONE, ticket)  # lifted
     (after,), _ = starts(t, clock, 1)
     assert after - start < 1 / FLOOR / 2
+
+
+def storm(t, clock, n=16):
+    """``n`` requests answered 429 (retry-after 1 s): a storm; the pace is at the floor."""
+    _, tickets = starts(t, clock, n)
+    for ticket in tickets:
+        t.rate_limited(parse({"retry-after": "1"}), ticket)
+    assert t.hidden.rate == FLOOR
+
+
+async def forever(seconds):
+    """A sleep that never ends by itself: what ends a wait on it is what woke it."""
+    await asyncio.Event().wait()
+
+
+@pytest.mark.timeout(10)  # hangs if nothing wakes the waiter
+def test_a_start_waiting_at_the_floor_goes_when_the_storm_ends_not_at_its_turn():
+    t, clock = make()
+    storm(t, clock)
+
+    async def main():
+        probe = await t.acquire()                    # the floor's next start
+        t.sleep = forever
+        waiter = asyncio.ensure_future(t.acquire())  # its turn would be 1 / FLOOR later
+        for _ in range(5):
+            await asyncio.sleep(0)                   # (yields only) it is asleep now
+        assert not waiter.done()
+        t.observe(NONE, probe)                       # the probe is answered: the storm is over
+        return probe, await waiter
+    probe, after = asyncio.run(main())
+    assert after.at == probe.at and t.hidden.rate == INF
+
+
+@pytest.mark.timeout(10)
+def test_a_storm_s_end_cuts_short_the_waits_its_429s_asked_for():
+    t, clock = make()
+    storm(t, clock)
+
+    async def main():
+        waiting = asyncio.ensure_future(t.pause(1.0, forever))  # a prompt's own retry-after
+        probe = await t.acquire()
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        t.observe(NONE, probe)  # answered: the server takes requests again
+        await waiting
+    asyncio.run(main())
+
+
+def test_a_storm_s_end_ends_its_cooldown_but_not_a_spent_budget_s():
+    t, clock = make()
+    _, tickets = starts(t, clock, 16)
+    for ticket in tickets[:-1]:
+        t.rate_limited(parse({"retry-after": "5"}), ticket)  # a real ask: everyone waits 5 s
+    assert t.cooldown_until == clock.now + 5
+    t.observe(NONE, tickets[-1])  # a request sent with them is answered: the storm is over
+    assert t.hidden.rate == INF and t.cooldown_until <= clock.now
+
+    t, clock = make()
+    storm(t, clock)
+    _, (spent, probe) = starts(t, clock, 2)
+    t.rate_limited(openai(60, 0, "30s"), spent)  # this budget is spent for 30 s
+    until = t.cooldown_until
+    t.observe(NONE, probe)
+    assert t.hidden.rate == INF and t.cooldown_until == until
+
+
+def test_an_answer_sent_before_the_storm_s_last_429_does_not_end_it():
+    t, clock = make()
+    (_,), (early,) = starts(t, clock, 1)   # a long request, sent before the storm
+    clock.now += 1
+    storm(t, clock)
+    t.observe(NONE, early)                 # its answer says nothing about the server now
+    assert t.hidden.rate == FLOOR
+    (_,), (probe,) = starts(t, clock, 1)
+    t.observe(NONE, probe)                 # one sent after the 429s does
+    assert t.hidden.rate == INF
 
 
 def test_a_storm_that_does_not_end_ends_the_run_after_the_quota_wait():

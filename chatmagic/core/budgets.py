@@ -175,6 +175,7 @@ class Hidden:
         self._clock = clock
         self._started = clock()
         self.lifted_at = -INF   # when the end of a storm lifted the pace
+        self.rejected_sent = -INF  # when the newest request answered 429 was sent
         self.gradual = False    # a lift met a storm again at once: recover by doubling instead
 
     def sent(self, at: float) -> None:
@@ -183,6 +184,7 @@ class Hidden:
     def rejected(self, ticket: Ticket, now: float) -> None:
         """A 429 no budget explains: pace at the rate accepted lately (or the floor)."""
         self._rejects.append(ticket.at)
+        self.rejected_sent = max(self.rejected_sent, ticket.at)
         horizon = now - WINDOW
         for times in (self._sends, self._rejects):
             while times and times[0] < horizon:
@@ -197,10 +199,14 @@ class Hidden:
         elif ticket.at >= self.decreased_at:  # sent at the current pace, and still too fast
             self.rate, self.decreased_at = max(FLOOR, self.rate * 0.9), now
 
-    def accepted(self) -> None:
-        """An answer that was not a 429: probe upwards; after a storm (nothing accepted, so no
-        rate learnt) lift the pace at once, or double it if a lift already met 429s again."""
+    def accepted(self, sent: float) -> None:
+        """An answer that was not a 429, to a request sent at ``sent``: probe upwards; after a
+        storm (nothing accepted, so no rate learnt) lift the pace at once, or double it if a lift
+        already met 429s again. Only an answer sent after the newest 429'd request ends a storm:
+        an older one (a long request from before it) says nothing about the server now."""
         if self.rate == INF:
+            return
+        if self.ceiling == INF and sent < self.rejected_sent:
             return
         if self.ceiling == INF and not self.gradual:
             self.rate, self.lifted_at = INF, self._clock()

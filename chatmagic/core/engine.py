@@ -332,8 +332,8 @@ class Run:
                     raise paced.error from None
                 wait = min(paced.error.retry_after or 0.0, self.settings.max_retry_wait)
                 log.info("retry %d in %.2fs after %s (pacing: no retry used up)", record.attempts, wait, paced.error)
-                if wait:
-                    await self._sleep(wait)
+                if wait:  # cut short when the storm ends (a later request was answered)
+                    await self._throttle.pause(wait, self._sleep)
                 self.results.retried()
                 self._progress.retried()
 

@@ -14,11 +14,13 @@ Every request start goes through one ``Throttle`` per run. The model, for every 
   enforced while a daily one is announced): a 429 the budget does not explain sets the pace to
   the rate the server accepted over the last seconds (AIMD-style: decrease to what worked, then
   probe upwards a few percent a second). If it accepted almost nothing (a 429 storm) the pace
-  drops to ``budgets.FLOOR`` (2) requests per second, never lower, and the first answer after
-  the storm lifts it (a storm taught no rate); if that lift meets a storm again at once, the
-  limit is that low, and each answer doubles the pace instead. A 429 uses up none of the prompt's retries (the
-  engine sends it again; retries count faults) and adds no backoff of its own beyond its
-  retry-after: the throttle is the shared backoff.
+  drops to ``budgets.FLOOR`` (2) requests per second, never lower, and the first answer to a
+  request sent after the storm's last 429 lifts it (a storm taught no rate): the start waiting
+  for its turn at the floor goes at once, and so do the prompts waiting out their own 429's
+  retry-after (``pause``) and the storm's cooldown (a spent budget's wait stays); if that lift
+  meets a storm again at once, the limit is that low, and each answer doubles the pace instead.
+  A 429 uses up none of the prompt's retries (the engine sends it again; retries count faults)
+  and adds no backoff of its own beyond its retry-after: the throttle is the shared backoff.
 - **Short windows**: a budget quoted per minute but enforced per second (OpenAI's quantized
   limits: ``remaining`` in the minute's units, ``reset`` under a second) is read in the short
   window's units (``Credit`` works out the window from limit, remaining and reset), so only that
@@ -60,10 +62,20 @@ PROBE_WAIT = 2.0
 PROBE_WAIT_LOCAL = 0.25
 #: Shared pause after a 429 that names no wait and that no budget explains.
 NO_HINT_WAIT = 0.5
-#: Longest sleep while a learnt pace holds the next start (seconds): an answer may raise the pace.
-HIDDEN_SLICE = 0.05
 #: A 429 whose budget is spent and resets at least this much later (and 10x max_wait) ends the run.
 QUOTA_WAIT = 600.0
+
+
+async def sleep_unless(sleep: Callable[[float], Awaitable[None]], seconds: float, event: asyncio.Event) -> None:
+    """``sleep(seconds)``, cut short when ``event`` is set (an answer changed what the wait is for)."""
+    if event.is_set():
+        return
+    nap, woke = asyncio.ensure_future(sleep(seconds)), asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((nap, woke), return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when the run is cancelled: neither is left behind
+        nap.cancel()
+        woke.cancel()
 
 
 def _advance(scheduled: float, now: float, interval: float) -> float:
@@ -100,6 +112,9 @@ class Throttle:
         self.estimate = estimate  # a request's token cost from its text (None: as given)
         self._last_start = -INF
         self._probing: asyncio.Event | None = None
+        # set (then renewed) when an answer raises a learnt pace, and when a storm's end lifts it
+        self._raised, self._lifted = asyncio.Event(), asyncio.Event()
+        self._paced_until = 0.0  # the cooldown a spent budget asked for (a lift does not end it)
         self.probe_wait = probe_wait
         self.url, self.paces = url, Paces() if paces is None else paces
         remembered = self.paces.get(url) if url is not None else None
@@ -137,10 +152,12 @@ class Throttle:
                 start = self._start(now, need, give_up)
                 if start <= now or self._stopped:
                     break
-                # a learnt pace can rise with any answer (a storm's end lifts it): wake often
-                # enough to see it, not at the old pace's next start
-                hidden = self.hidden.rate != INF and start == self._next["hidden"]
-                await self.sleep(min(start - now, HIDDEN_SLICE) if hidden else start - now)
+                # a learnt pace can rise with any answer (a storm's end lifts it): wake when it
+                # does, not at the old pace's next start
+                if self.hidden.rate != INF and start == self._next["hidden"]:
+                    await sleep_unless(self.sleep, start - now, self._raised)
+                else:
+                    await self.sleep(start - now)
             if self.user_rpm:
                 self._next["rpm"] = _advance(self._next["rpm"], now, 60 / self.user_rpm)
             if self.user_tpm:
@@ -193,10 +210,21 @@ class Throttle:
             return
         self._answered_at = self.clock()
         before = self.hidden.rate
-        self.hidden.accepted()
+        self.hidden.accepted(ticket.at)
         if self.hidden.rate > before:  # the next start at the new pace, not the old one
             self._next["hidden"] = min(self._next["hidden"], self._last_start + 1 / self.hidden.rate)
+            self._raised.set()
+            self._raised = asyncio.Event()
+            if self.hidden.rate == INF:  # the storm is over: its waits with it
+                self.cooldown_until = min(self.cooldown_until, self._paced_until)
+                self._lifted.set()
+                self._lifted = asyncio.Event()
         self._read(hints, ticket)
+
+    async def pause(self, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """A rate-limited prompt's own wait (its 429's retry-after), cut short when the storm
+        that caused it ends: a later request was answered, so the server is taking them again."""
+        await sleep_unless(sleep, seconds, self._lifted)
 
     def _read(self, hints: Hints, ticket: Ticket) -> None:
         if hints.requests is not None:
@@ -242,6 +270,8 @@ class Throttle:
             self._note(wait)
             wait = self.max_wait
         self.cooldown_until = max(self.cooldown_until, now + wait)
+        if spent:
+            self._paced_until = max(self._paced_until, now + wait)
         for kind in spent:
             (self.requests if kind == "requests" else self.tokens).hold(self.cooldown_until)
         return None

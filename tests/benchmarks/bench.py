@@ -51,7 +51,9 @@ SPAWN = mp.get_context("spawn")
 CLIENT_TIME_LIMIT = 240.0  # seconds; a client run still going then is killed and reported
 
 
-def make_prompts(n: int) -> list[str]:
+def make_prompts(n: int, short: bool = False) -> list[str]:
+    if short:  # a few tokens each: a token budget paced on an assumed output is far off here
+        return [f"Q{i}?" for i in range(n)]
     return [f"Prompt {i}: summarise item number {i} in one short sentence." for i in range(n)]
 
 
@@ -90,7 +92,8 @@ def _serve(conn, options: dict) -> None:
         if cmd == "stats":
             st = server.stats
             conn.send({"requests": st.requests, "by_status": dict(st.by_status),
-                       "peak_in_flight": st.peak_in_flight, "cpu_s": cpu_s() - cpu_at_reset})
+                       "peak_in_flight": st.peak_in_flight, "cpu_s": cpu_s() - cpu_at_reset,
+                       "storm_started": server._storm_started})
         elif cmd == "reset":
             cpu_at_reset = cpu_s()
             server.reset_stats()
@@ -282,7 +285,7 @@ def _client_main(conn, kind: str, url: str, n: int, cfg: dict) -> None:
     try:
         if cfg.get("quiet_stderr"):
             sys.stderr = open(os.devnull, "w")  # the progress bar is drawn, to nowhere
-        prompts = make_prompts(n)
+        prompts = make_prompts(n, cfg.get("short", False))
         run = CLIENTS[kind](cfg)
         if run is None:
             conn.send({"rss_mb": maxrss_mb(), "wall": 0.0, "cpu": 0.0, "lost": 0, "wrong": 0})
@@ -291,10 +294,11 @@ def _client_main(conn, kind: str, url: str, n: int, cfg: dict) -> None:
         t0, c0 = time.perf_counter(), time.process_time()
         texts = asyncio.run(run(url, prompts)) if asyncio.iscoroutinefunction(run) else run(url, prompts)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        ended = time.monotonic()  # the server's clock too (one machine): "done after the storm"
         missing = sum(t is None for t in texts) + max(0, n - len(texts))
         wrong = sum(t is not None and t != expected(p) for t, p in zip(texts, prompts))
         conn.send({"wall": wall, "cpu": cpu, "lost": missing + wrong, "wrong": wrong,
-                   "rss_mb": maxrss_mb()})
+                   "rss_mb": maxrss_mb(), "ended": ended})
     except BaseException as e:  # reported as the client's row, the benchmark goes on
         conn.send({"error": f"{type(e).__name__}: {e}"[:300]})
     finally:
@@ -326,7 +330,8 @@ def run_client(server: Server | None, label: str, kind: str, n: int, **cfg) -> d
     if server is not None:
         st = server.stats()
         m.update(requests=st["requests"], r429=st["by_status"].get(429, 0),
-                 peak=st["peak_in_flight"], by_status=st["by_status"], server_cpu=st["cpu_s"])
+                 peak=st["peak_in_flight"], by_status=st["by_status"], server_cpu=st["cpu_s"],
+                 storm_started=st.get("storm_started"))
     if "error" in m:
         print(f"  !! {label}: {m['error']}", flush=True)
     else:
