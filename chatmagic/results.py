@@ -245,10 +245,20 @@ class Results(Sequence[Result]):
         return html_table(self)
 
 
-def add_columns(frame: Any, extra: Any) -> Any:
-    """``frame`` with the columns of ``extra`` (same index) added; a name already taken gets
-    ``_json`` appended."""
-    return frame.join(extra.rename(columns=lambda c: f"{c}_json" if c in frame.columns else c))
+def add_columns(frame: Any, extra: Any, suffix: str = "") -> Any:
+    """``frame`` with the columns of ``extra`` (same index) added, each named with ``suffix``
+    appended; a name ``frame`` already has gets ``_json`` before the suffix, or ``_json2``,
+    ``_json3``, ... if that is taken too, by ``frame`` or by another of ``extra``'s columns (schema
+    fields ``status`` and ``status_json``: ``status_json2`` and ``status_json``). Names never repeat."""
+    taken = {*frame.columns, *(f"{c}{suffix}" for c in extra.columns)}
+    names = []
+    for column in extra.columns:
+        name, n = f"{column}{suffix}", 1
+        while name in frame.columns or (n > 1 and name in taken):
+            name, n = f"{column}_json{n if n > 1 else ''}{suffix}", n + 1
+        taken.add(name)
+        names.append(name)
+    return frame.join(extra.set_axis(names, axis=1))
 
 
 def _refused_schema(record: Result) -> bool:

@@ -172,3 +172,34 @@ def test_a_recursive_schema_that_steps_into_the_answer_is_fine(server):
     schema = {"type": "object", "properties": {"tree": {"$ref": "#/$defs/node"}}, "$defs": {"node": node}}
     results = run(server, ["t"], schema=schema)
     assert results[0].status == "ok" and "name" in results[0].data["tree"]
+
+
+# --- row 15: an answer with a lone surrogate is cached and read back equal ---------------------
+
+def test_an_answer_with_a_lone_surrogate_is_cached_and_read_back_equal(server):
+    prompts = ["odd [[surrogate]]", "plain", "ünïcode ✓"]
+    first = run(server, prompts)
+    assert first[0].text.startswith("lone \ud800 surrogate: echo: odd") and server.stats.requests == 3
+    again = run(server, prompts)  # a new run opens the file afresh: the rows come from disk
+    assert all(r.cached for r in again) and again.texts() == first.texts()
+    assert server.stats.requests == 3  # not sent again
+    import sqlite3
+    with sqlite3.connect(default_dir() / DB_NAME) as db:  # real text stays TEXT; only the odd one is a BLOB
+        kinds = sorted(k for (k,) in db.execute("SELECT typeof(text) FROM answers"))
+    assert kinds == ["blob", "text", "text"]
+
+
+# --- row 12: column names from a schema never repeat, nor take the record's own ------------------
+
+def test_schema_fields_named_like_the_records_columns_get_unique_names(server, ip):
+    spec = "status, status_json, error int, response_json"
+    frame = run(server, ["a", "b [[badschema]]"], schema=spec).to_pandas()
+    assert frame.columns.is_unique
+    assert frame.columns[-4:].tolist() == ["status_json2", "status_json", "error_json", "response_json"]
+    assert frame["status"].tolist() == ["ok", "error"] and frame.loc[0, "status_json2"] == "a"
+    ip.run_cell(f"%%chatmany --df -o one --schema '{spec}'\na\nb")
+    ip.run_cell(f"%%chatmany --df -o two -m m1,m2 --schema '{spec}'\na\nb")
+    one, two = ip.user_ns["one"], ip.user_ns["two"]
+    assert one.columns.is_unique and one.columns.tolist() == frame.columns.tolist()
+    assert two.columns.is_unique and {"status_m1", "status_json2_m1", "status_json_m1", "error_json_m2"} <= set(two)
+    assert two["status_json2_m1"].tolist() == ["a", "b"] and two["status_m1"].tolist() == ["ok", "ok"]

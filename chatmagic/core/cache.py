@@ -310,7 +310,7 @@ class Cache:
             for sql, chunk in _chunks("SELECT rowid, text, finish_reason, prompt_tokens, completion_tokens, "
                                       "model, latency_s, attempts, extra FROM answers WHERE rowid IN", sorted(ids)):
                 for row in conn.execute(sql, chunk):
-                    found[ids[row[0]]] = row[1:]
+                    found[ids[row[0]]] = tuple(_text_of(v) for v in row[1:])
         finally:
             conn.execute("COMMIT")
 
@@ -321,8 +321,9 @@ class Cache:
             latency_s: float | None = None, attempts: int | None = None) -> None:
         """Store one successful answer (replacing any earlier one), buffered; see the module
         docstring for when it reaches the file. Never raises for a database failure. A row SQLite
-        cannot store as it is (a list for text, a lone surrogate) is kept in memory only, so one
-        odd answer never fails the batch it would have been written with. ``extra``: the
+        cannot store (a list for text, a token count over 64 bits) is kept in memory only, so one
+        odd answer never fails the batch it would have been written with; a lone surrogate is
+        stored (as the bytes it encodes to) and read back equal. ``extra``: the
         ``EXTRA_FIELDS`` as JSON (``row_of`` makes it)."""
         row = (text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, extra, time.time())
         with self._lock:
@@ -373,7 +374,8 @@ class Cache:
                 try:
                     conn.executemany("INSERT OR REPLACE INTO answers (key, text, finish_reason, prompt_tokens, "
                                      "completion_tokens, model, latency_s, attempts, extra, created) "
-                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", [(k, *row) for k, row in rows.items()])
+                                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                                     [(k, *map(_sqlite_value, row)) for k, row in rows.items()])
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -493,8 +495,8 @@ def _storable(row: tuple[Any, ...]) -> bool:
         return False
     if not (attempts is None or (type(attempts) is int and 0 <= attempts < 2**31)):
         return False
-    for value in (text, finish_reason, model, extra):
-        if value is not None and not (isinstance(value, str) and _encodes(value)):
+    for value in (text, finish_reason, model, extra):  # a lone surrogate too: _sqlite_value
+        if value is not None and not isinstance(value, str):
             return False
     return all(n is None or (type(n) is int and -2**63 <= n < 2**63)
                for n in (prompt_tokens, completion_tokens))
@@ -505,12 +507,21 @@ def _unusable(e: BaseException) -> bool:
     return isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError)
 
 
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+def _sqlite_value(value: Any) -> Any:
+    """``value`` as SQLite can bind it: a string that is not valid UTF-8 (a lone surrogate, which
+    JSON's ``\\ud800`` escape gives) as a BLOB of its bytes, kept as they are (surrogatepass); a
+    real text is never a BLOB, so ``_text_of`` knows which to turn back."""
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogatepass")
+    return value
+
+
+def _text_of(value: Any) -> Any:
+    """A value read from the file: a BLOB (``_sqlite_value``'s) back to the string it was."""
+    return value.decode("utf-8", "surrogatepass") if isinstance(value, bytes) else value
 
 
 def _chunks(select: str, values: list[Any]) -> Iterator[tuple[str, list[Any]]]:

@@ -42,9 +42,7 @@ def _frame(plan: Plan, results: dict[str, Results], answers: dict[str, list[Any]
             if plan.schema is not None:
                 from chatmagic.core.schema import columns
                 typed = columns(plan.schema, answers[model], frame.index)
-                typed.columns = [f"{c}_json_{model}" if f"{c}_{model}" in frame.columns else f"{c}_{model}"
-                                 for c in typed.columns]  # a field named status, error, ...
-                frame = frame.join(typed)
+                frame = add_columns(frame, typed, f"_{model}")  # a field named status, error, ...
     if is_frame(plan.data):
         return join_results(plan.data, frame.drop(columns=["prompt"]))
     frame.index = pd.Index(plan.labels)
