@@ -215,11 +215,11 @@ class Results(Sequence[Result]):
         parts.append(f"{self.retries} retries")
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
         spent = self.cost
+        from chatmagic.core.prices import money, unknown_note
         if spent is None or any(r.ok and r.cached and r.cost is None for r in self._records):
             # a cached answer of no known price: as its first run said, not "$0.0000"
-            parts.append("price unknown")
+            parts.append(unknown_note())
         else:
-            from chatmagic.core.prices import money
             parts.append(money(spent) + (" (batch price)" if self.batch else ""))
         parts.append(f"{self.elapsed_s:.1f}s")
         return ", ".join(parts + self.notes)

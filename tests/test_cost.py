@@ -229,3 +229,31 @@ def test_batch_records_keep_the_request_id_and_every_usage_field_and_the_cache_k
     assert server.batch.stats["requests"] == 2 and all(r.cached for r in again)
     fields = [f for f in Result.__dataclass_fields__ if f != "cached"]
     assert [[getattr(r, f) for f in fields] for r in again] == [[getattr(r, f) for f in fields] for r in first]
+
+
+def test_without_genai_prices_the_summary_says_once_how_to_get_built_in_prices(server, monkeypatch):
+    import sys
+
+    from chatmagic.errors import ConfigError
+    monkeypatch.setitem(sys.modules, "genai_prices", None)  # as if the extra were not installed
+    line = run(server, ["a", "b"], cache=False).summary()
+    assert "price unknown (pip install 'chatmagic[prices]' for built-in prices)" in line
+    assert line.count("pip install") == 1
+    priced = run(server, ["a"], cache=False, prices={"gpt-4o-mini": [1000.0, 2000.0]})  # the user's still work
+    assert priced.cost > 0 and "price unknown" not in priced.summary()
+    with pytest.raises(ConfigError, match=r"--max-cost needs a price .*pip install 'chatmagic\[prices\]'"):
+        run(server, ["a"], max_cost=1.0)
+    assert server.stats.requests == 3
+    monkeypatch.undo()
+    assert "price unknown" not in run(server, ["a"], cache=False).summary()  # installed: priced again
+
+
+def test_genai_prices_is_the_prices_extra_not_a_runtime_dependency():
+    import pathlib
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((pathlib.Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    names = [d.split(">")[0].split("=")[0] for d in project["dependencies"]]
+    assert names == ["ipython", "aiohttp", "tenacity", "tqdm", "ipywidgets"]
+    extras = project["optional-dependencies"]
+    assert extras["prices"] == ["genai-prices>=0.2.3"]
+    assert all("prices" in extras[e][0] for e in ("dev", "quickstart"))

@@ -252,6 +252,16 @@ class Prices:
             return None
 
 
+#: What "price unknown" adds when genai-prices (the extra) is not installed.
+INSTALL_HINT = "pip install 'chatmagic[prices]' for built-in prices"
+
+
+def unknown_note() -> str:
+    """How the summary and the dry run say "price unknown": with how to get built-in prices when
+    genai-prices is not installed (only the user's ``prices`` are known then)."""
+    return "price unknown" if genai_installed() else f"price unknown ({INSTALL_HINT})"
+
+
 def genai_installed() -> bool:
     """genai-prices (the extra ``chatmagic[prices]``) is importable: built-in prices are known."""
     import importlib.util

@@ -26,7 +26,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chatmagic.core.prices import Prices, genai_installed, money
+from chatmagic.core.prices import INSTALL_HINT, Prices, genai_installed, money
 from chatmagic.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def check_priced(settings: Settings, prices: Prices) -> None:
         return
     how = 'set %config ChatMany.prices = {"' + settings.model + '": [input, output]} (dollars per 1M tokens)'
     if not genai_installed():
-        how += ", or pip install 'chatmagic[prices]' for built-in prices"
+        how += f", or {INSTALL_HINT}"
     raise ConfigError(f"--max-cost needs a price for model {settings.model!r} and none is known: {how}")
 
 

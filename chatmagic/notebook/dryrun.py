@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from chatmagic.core.media import peek
-from chatmagic.core.prices import Prices, estimate_tokens, money
+from chatmagic.core.prices import INSTALL_HINT, Prices, estimate_tokens, genai_installed, money
 from chatmagic.core.rows import Row, parts_in, turns
 from chatmagic.providers.imagetokens import image_tokens
 from chatmagic.providers.parts import DOCUMENT, MediaError
@@ -125,7 +125,8 @@ def _cost_line(prices: Prices, models: list[str], n: int, tokens_in: int, max_to
     known = [(m, n * low, n * high) for m, low, high in priced if low is not None and high is not None]
     unpriced = [m for m, low, _ in priced if low is None]
     if not known:
-        return f"cost: price unknown for {', '.join(models)}"
+        hint = "" if genai_installed() else f" ({INSTALL_HINT})"
+        return f"cost: price unknown for {', '.join(models)}{hint}"
     parts = [f"{m} {money(low)}–{money(high)}" for m, low, high in known]
     total = f"{money(sum(k[1] for k in known))}–{money(sum(k[2] for k in known))}"
     note = "" if max_tokens else f" (output assumed at most {ASSUMED_OUTPUT} tokens per answer: no max_tokens)"
