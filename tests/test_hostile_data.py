@@ -62,6 +62,20 @@ def test_the_key_echoed_into_an_anthropic_message_is_scrubbed_before_the_dialect
                                           cache_bytes().decode("utf-8", "replace")))
 
 
+
+def test_the_key_echoed_into_a_batch_result_line_is_never_kept(server, monkeypatch):
+    from chatmagic.batch import run as batchmod
+    monkeypatch.setattr(batchmod, "POLL_FIRST", 0.01)
+    server.batch.reset()
+    results = run(server, ["tell [[keyfields]]", "fine"], batch=True)
+    echoed = results[0]
+    assert echoed.status == "ok" and echoed.text.endswith("(you sent ***)")
+    assert echoed.model.endswith("x" * 100 + "***") and echoed.finish_reason == "stop:***"
+    assert echoed.request_id.startswith("req_xxx")  # the line's own request id, cut after it was scrubbed
+    shown = [echoed.model, echoed.request_id, echoed.reasoning, repr(results), results.to_pandas().to_csv(),
+             cache_bytes().decode("utf-8", "replace")]
+    assert not any(shows_key(s) for s in shown)
+
 # --- row 7, 10: structured answers nested thousands deep fail their prompt, never the run ------
 
 GOOD = [f"good {i} [[json]]" for i in range(20)]

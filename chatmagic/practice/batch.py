@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from chatmagic.practice import hostile_data
 from chatmagic.practice.shapes import openai_problem
 from chatmagic.practice.wire import DIRECTIVE, text_of
 from chatmagic.practice.wire import error_response as _error
@@ -148,7 +149,8 @@ class BatchAPI:
                  "metadata": body.get("metadata")}
         self.batches[batch_id] = batch
         self.stats["batches"] += 1
-        task = asyncio.ensure_future(self._process(batch))
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")  # for [[keyfields]] only
+        task = asyncio.ensure_future(self._process(batch, key))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return web.json_response(batch)
@@ -174,7 +176,7 @@ class BatchAPI:
 
     # ---- processing ----------------------------------------------------------
 
-    async def _process(self, batch: dict[str, Any]) -> None:
+    async def _process(self, batch: dict[str, Any], key: str = "") -> None:
         lines = self.contents[batch["input_file_id"]].splitlines()
         requests, errors = _validate(lines)
         if self.invalid:
@@ -195,7 +197,7 @@ class BatchAPI:
         while done < stop and batch["status"] == "in_progress":
             due = stop if not self.pace else int((time.monotonic() - started) / self.pace) + 1
             for line in requests[done:min(due, stop, done + CHUNK)]:
-                ok, record = self._answer(line)
+                ok, record = self._answer(line, key)
                 (out if ok else err).append(record)
                 counts["completed" if ok else "failed"] += 1
                 done += 1
@@ -204,7 +206,7 @@ class BatchAPI:
             batch["status"] = "expired"
         self._finish(batch, requests[done:], out, err)
 
-    def _answer(self, line: dict[str, Any]) -> tuple[bool, bytes]:
+    def _answer(self, line: dict[str, Any], key: str = "") -> tuple[bool, bytes]:
         body = line["body"]
         messages = body.get("messages") or []
         prompt = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
@@ -224,8 +226,11 @@ class BatchAPI:
                 "param": None, "code": script["code"][0] if "code" in script else None}}}
             ok = False
         else:
-            response = {"status_code": 200, "request_id": request_id,
-                        "body": self.server.completion(body, messages, prompt, script)}
+            answer = self.server.completion(body, messages, prompt, script)
+            if hostile_data.DIRECTIVES & set(script):  # the key echoed, deep JSON, a lone surrogate
+                hostile_data.shape(answer, script, key, None)
+                request_id = f"req_{answer['id']}"
+            response = {"status_code": 200, "request_id": request_id, "body": answer}
             ok = True
         record = {"id": f"batch_req_{request_id}", "custom_id": line["custom_id"],
                   "response": response, "error": None}

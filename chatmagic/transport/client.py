@@ -124,8 +124,7 @@ class Client:
                                        retryable=False) from None
                 await asyncio.sleep(FILES_WAIT)
                 waited += FILES_WAIT
-        for secret in self._raw_secrets:  # before parsing: a dialect may cut a field (a key cut in two hides)
-            raw = raw.replace(secret, b"***")
+        raw = self.scrub_raw(raw)
         data = _json(raw)
         if status != 200:
             raise self._error(status, data, raw, said)
@@ -185,6 +184,13 @@ class Client:
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+    def scrub_raw(self, raw: bytes) -> bytes:
+        """An answer's bytes without the key and header values, before they are parsed: a dialect
+        may cut a field (Anthropic's model, a request id), and a key cut in two is no longer found."""
+        for secret in self._raw_secrets:
+            raw = raw.replace(secret, b"***")
+        return raw
 
     def scrub_answer(self, answer: Answer) -> Answer:
         """``answer`` with every string the server sent scrubbed (text, model, finish reason,

@@ -95,11 +95,11 @@ class FilesClient(Client):
                 async for chunk in self._timed(_inflated(resp)):
                     *complete, rest = (rest + chunk).split(b"\n")
                     for line in complete:
-                        yield line
+                        yield self.scrub_raw(line)  # a result line is an answer: scrubbed before parsing
                     if len(rest) > self._cap:  # one result line is one answer: the same cap
                         raise TooLarge(len(rest))
                 if rest.strip():
-                    yield rest
+                    yield self.scrub_raw(rest)
         except RequestError:
             raise
         except Exception as e:
