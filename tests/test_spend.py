@@ -112,3 +112,22 @@ def test_with_batch_the_cap_applies_to_the_batchs_estimate_before_it_is_submitte
     assert f"stopped at the cost cap of {money(cap)} after {len(ok)} of 30 prompts" in results.summary()
     again = run(server, PROMPTS[:30], batch=True, max_cost=100 * cap, max_tokens=20)
     assert all(r.ok for r in again) and server.batch.stats["requests"] == 30  # only the rest submitted
+
+
+@pytest.mark.kernel
+def test_one_cap_covers_every_model_of_a_cell_in_a_real_kernel(server):
+    cap = 12 * one_cost(server)
+    prices = {**PRICES, "gpt-4.1-mini": PRICES["gpt-4o-mini"]}
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in [
+        "%load_ext chatmagic",
+        f"%config ChatMany.prices = {prices!r}",
+        f"%%chatmany -o answers -q -m gpt-4o-mini,gpt-4.1-mini --max-tokens 20 --max-cost {cap!r} "
+        f"--base-url {server.base_url}\n" + "\n".join(PROMPTS[:20]),
+        "print(sum(v is not None for a in answers for v in a.values()))",
+    ]]
+    NotebookClient(nb, timeout=60, kernel_name="python3").execute()
+    sent = int("".join(o.get("text", "") for o in nb.cells[3].outputs))
+    assert 6 <= sent <= 12 and server.stats.requests == sent  # both models' answers under the one cap
+    shown = "".join(o.get("text", "") for o in nb.cells[2].outputs if o.output_type == "stream")
+    assert f"stopped at the cost cap of {money(cap)}" in shown

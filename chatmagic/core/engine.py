@@ -23,7 +23,7 @@ from chatmagic.core.progress import make_progress
 from chatmagic.core.ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Throttle
 from chatmagic.core.retry import ABORT, RETRY, classify, policy, slows
 from chatmagic.core.rows import Row, loaded, parts_in, rows_of, turns
-from chatmagic.core.spend import REASON, Capped, Hold, Spend, check_priced, mark_unsent
+from chatmagic.core.spend import REASON, Capped, Hold, Purse, Spend, check_priced, mark_unsent
 from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
 from chatmagic.errors import ConfigError, RequestError, RunAborted
 from chatmagic.providers.imagetokens import openai_image_tokens
@@ -62,14 +62,15 @@ class Run:
     Collaborators can be passed in: ``client`` makes the HTTP client (``Client(settings,
     limit=...)``), ``cache`` is an open answer cache to share (the caller closes it; without one
     the run opens and closes its own when ``settings.cache``), ``sleep`` waits between retries,
-    ``memory`` is what runs remember about servers (learnt paces, cache names; default: a fresh one).
+    ``memory`` is what runs remember about servers (learnt paces, cache names; default: a fresh one),
+    ``purse`` the ``--max-cost`` money shared with other runs (default: this run's own).
     """
 
     def __init__(self, prompts: Iterable[str | list[dict[str, Any]]], settings: Settings, *,
                  images: Sequence[Any] | None = None, progress: object = None, sleep: Sleep | None = None,
                  desc: str = "chatmany",
                  memory: Memory | None = None, client: Callable[..., Client] = Client,
-                 cache: Cache | None = None):
+                 cache: Cache | None = None, purse: Purse | None = None):
         if len(settings.models) > 1:  # -m a,b is the magic's: one run per model (settings.for_model)
             raise ConfigError(f"model {settings.model!r}: a run sends to one model; call once per model, "
                               "or use %%chatmany -m a,b")
@@ -98,7 +99,7 @@ class Run:
         self._head = self.dialect.head(settings)  # the body's fields shared by every prompt
         self.prices = Prices.of(settings)
         check_priced(settings, self.prices)  # --max-cost without a price: before anything is sent
-        self.spend = Spend.of(self)
+        self.spend = Spend.of(self, purse)  # purse: the cap shared by the runs of a -m a,b cell
         _dumps(self._head)  # bad input fails here, before anything is sent
         # a request's text estimate; the throttle's TokenEstimate adds what the answers' usage showed
         self._fixed_tokens = len(settings.system_prompt or "") // 4

@@ -41,6 +41,9 @@ PRIOR_RATIO = 2.0
 PRIOR_EXTRA = 16
 #: Output assumed for a request without max_tokens before any answer (the engine's default).
 PRIOR_OUTPUT = 256
+#: A batch learns nothing before it is submitted: its input is assumed this many times its text
+#: estimate (or ``PRIOR_EXTRA`` tokens more, whichever is more).
+BATCH_RATIO = 1.25
 
 
 class Run(Protocol):
@@ -49,6 +52,7 @@ class Run(Protocol):
     settings: Settings
     prices: Prices
     results: Results
+    spend: Spend | None
 
     @property
     def head(self) -> dict[str, Any]: ...
@@ -95,25 +99,37 @@ class Hold:
             self.spend.settle(self.amount, answer, self.text_tokens)
 
 
-class Spend:
-    """The cap of one run (one model): what was spent, what is reserved, whether it stopped."""
+class Purse:
+    """The money under one cap: one run's, or every model's of a ``-m a,b`` cell (run on one loop)."""
 
-    def __init__(self, cap: float, prices: Prices, model: str, max_tokens: int | None):
-        self.cap, self.prices, self.model, self.max_tokens = cap, prices, model, max_tokens
+    def __init__(self, cap: float):
+        self.cap = cap
         self.spent = 0.0     # dollars, by the usage the answers returned
         self.reserved = 0.0  # the worst cases of the requests in flight
         self.in_flight = 0
+        self.wake = asyncio.Event()  # set when a request in flight is over
+
+
+class Spend:
+    """The cap of one run (one model): its worst cases, what it learnt, whether it stopped."""
+
+    def __init__(self, purse: Purse, prices: Prices, model: str, max_tokens: int | None):
+        self.purse, self.prices, self.model, self.max_tokens = purse, prices, model, max_tokens
+        self.cap = purse.cap
+        self.in_flight = 0   # this run's requests in flight
         self.stopped = False
         self._answers = 0
         self._ratio, self._extra = PRIOR_RATIO, float(PRIOR_EXTRA)  # input over its text estimate
         self._output = 0     # the most output an answer had
-        self._wake = asyncio.Event()
 
     @classmethod
-    def of(cls, run: Run) -> Spend | None:
-        """The cap of ``run``, or None without ``max_cost`` (its price is checked by ``check_priced``)."""
+    def of(cls, run: Run, purse: Purse | None = None) -> Spend | None:
+        """The cap of ``run`` (in ``purse`` when the cap is shared), or None without ``max_cost``
+        (its price is checked by ``check_priced``)."""
         cap = run.settings.max_cost
-        return None if cap is None else cls(cap, run.prices, run.settings.model, max_tokens_of(run.head))
+        if cap is None:
+            return None
+        return cls(purse or Purse(cap), run.prices, run.settings.model, max_tokens_of(run.head))
 
     def worst(self, text_tokens: int) -> float:
         """The most a request of ``text_tokens`` (its text estimate) can cost, in dollars."""
@@ -125,36 +141,40 @@ class Spend:
     async def reserve(self, text_tokens: int) -> Hold:
         """Wait until the request fits, and reserve its worst case (``Hold.settle`` gives it
         back); raise ``Capped`` when the cap is reached."""
+        purse = self.purse
         while True:
             if self.stopped:
                 raise Capped
             need = self.worst(text_tokens)
-            fits = self.spent + self.reserved + need <= self.cap
+            fits = purse.spent + purse.reserved + need <= purse.cap
             if fits and (self._answers or not self.in_flight):
-                self.reserved += need
+                purse.reserved += need
+                purse.in_flight += 1
                 self.in_flight += 1
                 return Hold(self, need, text_tokens)
-            if not self.in_flight:  # nothing in flight will free room: the cap is reached
+            if not purse.in_flight:  # nothing in flight will free room: the cap is reached
                 self.stopped = True
-                self._wake.set()
+                purse.wake.set()
                 raise Capped
-            self._wake.clear()
-            await self._wake.wait()
+            purse.wake.clear()
+            await purse.wake.wait()
 
     def settle(self, held: float, answer: Any, text_tokens: int) -> None:
         """A request reserved with ``held`` is over: ``answer`` (what came back, with its usage;
         None: nothing did, nothing is billed) is charged at its price, or at the worst case when its
         price or usage is unknown."""
-        self.reserved -= held
+        purse = self.purse
+        purse.reserved -= held
+        purse.in_flight -= 1
         self.in_flight -= 1
         if answer is not None:
             cost = self.prices.cost(answer, self.model)
             prompt, output = answer.prompt_tokens, answer.completion_tokens
             if cost is None and isinstance(prompt, int) and isinstance(output, int):
                 cost = self.prices.bound(prompt, output, self.model)  # a model of no known price answered
-            self.spent += held if cost is None else cost
+            purse.spent += held if cost is None else cost
             self._learn(text_tokens, prompt, output)
-        self._wake.set()
+        purse.wake.set()
 
     def _learn(self, text_tokens: int, prompt: object, output: object) -> None:
         if type(prompt) is not int or type(output) is not int:
@@ -192,22 +212,25 @@ def mark_unsent(records: Iterable[Result]) -> None:
 def fit_batch(run: Run, keys: list[str], wanted: dict[str, list[Result]]) -> list[str]:
     """The request keys of a batch, in order, whose worst cases together fit ``max_cost`` (all of
     them without a cap); the records of the rest are not sent, with the cost cap's reason, and the
-    summary says so. The output of each request is its ``max_tokens``, else ``PRIOR_OUTPUT``."""
-    cap = run.settings.max_cost
-    if cap is None:
+    summary says so. The output of each request is its ``max_tokens``, else ``PRIOR_OUTPUT``. The
+    estimate submitted counts as spent in the run's purse (shared by the models of a cell)."""
+    if run.spend is None:
         return keys
+    purse, cap = run.spend.purse, run.spend.cap
     output = max_tokens_of(run.head) or PRIOR_OUTPUT
-    total, fit = 0.0, []
+    total, fit = purse.spent, []
     for i, key in enumerate(keys):
         record = wanted[key][0]
         text = run.text_tokens(record)
-        bound = run.prices.bound(max(text + PRIOR_EXTRA, math.ceil(text * 1.25)), output, run.settings.model)
+        prompt = max(text + PRIOR_EXTRA, math.ceil(text * BATCH_RATIO))
+        bound = run.prices.bound(prompt, output, run.settings.model)
         total += math.inf if bound is None else bound
         if total > cap:
             for rest in keys[i:]:
                 mark_unsent(wanted[rest])
             break
         fit.append(key)
+        purse.spent = total
     note = stopped_note(cap, run.results)
     if note:
         run.results.noted(note)

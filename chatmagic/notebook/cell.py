@@ -78,6 +78,7 @@ def plan(settings: Settings, *, cell: str, out: str, as_df: bool, over: str | No
          user_ns: dict[str, Any] | None = None, images: str | None = None,
          messages: str | None = None, memory: Memory | None = None) -> Plan:
     from chatmagic.core.engine import Run  # here, so that %load_ext does not import aiohttp
+    from chatmagic.core.spend import Purse
     prompts, labels, data = prompts_of(cell, over=over, sep=sep, user_ns=user_ns or {}, images=images,
                                        messages=messages, system=settings.system)
     if over is not None and settings.system and "{" in settings.system and not Template(settings.system).fields:
@@ -85,9 +86,11 @@ def plan(settings: Settings, *, cell: str, out: str, as_df: bool, over: str | No
     models = settings.models  # -m a,b,c as written (settings.py split and checked them)
     # -m a,b: one connection to the answer cache for every model's run (one model opens its own)
     shared = Cache.open() if settings.cache and len(models) > 1 else None
+    # -m a,b --max-cost: one cap for the cell, what every model's run spends counted together
+    purse = Purse(settings.max_cost) if settings.max_cost is not None and len(models) > 1 else None
     try:
         runs = {m: Run(prompts, settings.for_model(m), desc=m if len(models) > 1 else "chatmany",
-                       cache=shared, memory=memory) for m in models}
+                       cache=shared, memory=memory, purse=purse) for m in models}
     except BaseException:
         if shared is not None:
             shared.close()
