@@ -217,3 +217,32 @@ def test_schema_fields_named_like_the_records_columns_get_unique_names(server, i
     assert one.columns.is_unique and one.columns.tolist() == frame.columns.tolist()
     assert two.columns.is_unique and {"status_m1", "status_json2_m1", "status_json_m1", "error_json_m2"} <= set(two)
     assert two["status_json2_m1"].tolist() == ["a", "b"] and two["status_m1"].tolist() == ["ok", "ok"]
+
+
+# --- in a real kernel: a hostile answer fails its prompt, the cell and the next one run ----------
+
+@pytest.mark.kernel
+def test_in_a_kernel_deep_answers_bad_refs_and_surrogates_fail_only_their_prompt_or_cell(server):
+    import nbformat
+    from nbclient import NotebookClient
+    good = "\n".join(GOOD)
+    loop = {"type": "object", "properties": {"x": {"$ref": "#/$defs/a"}}, "$defs": {"a": {"$ref": "#/$defs/a"}}}
+    cells = ["%load_ext chatmagic\n%config ChatMany.quiet = True",
+             f"%%chatmany --json -o vals --base-url {server.base_url}\n{good}\ndeep [[deep:2000]]",
+             "print(sum(v is not None for v in vals), vals[20], vals[0])",
+             f"loop = {loop!r}",
+             f"%%chatmany --schema loop -o never --base-url {server.base_url}\na",
+             f"%%chatmany -o odd --base-url {server.base_url}\nodd [[surrogate]]",
+             "print(repr(odd[0][:8]), 'never' in dir())",
+             f"import chatmagic\nchatmagic.chat_many(['odd [[surrogate]]', 'plain'], base_url={server.base_url!r})"]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in cells]
+    NotebookClient(nb, timeout=60, kernel_name="python3", allow_errors=True).execute()
+    out = ["".join(o.get("text", "") for o in c.outputs if o.output_type == "stream") for c in nb.cells]
+    assert out[2].strip() == "20 None {'echo': 'good 0'}"  # the run ended, its 20 good answers kept
+    error = next(o for o in nb.cells[4].outputs if o.output_type == "error")
+    assert len(error.traceback) == 1 and error.traceback[0].startswith("ConfigError: schema: $ref loop #/$defs/a")
+    assert out[6].strip() == "'lone \\ud800 s' False"
+    shown = next(o for o in nb.cells[7].outputs if o.output_type == "execute_result")["data"]
+    assert "lone \ufffd surrogate" in shown["text/html"] and "2/2 ok (1 from cache)" in shown["text/plain"]
+    assert server.stats.attempts["a"] == 0

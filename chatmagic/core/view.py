@@ -9,6 +9,7 @@ server sent is escaped in the HTML and cut short in both, so an answer cannot br
 from __future__ import annotations
 
 import html
+import re
 from collections import Counter
 from collections.abc import Iterator
 from operator import attrgetter
@@ -67,7 +68,12 @@ def reason(record: Result) -> str:
 
 def _short(value: object, width: int) -> str:
     text = " ".join(str(value).split()) if value is not None else ""  # one line: newlines and tabs go
-    return text if len(text) <= width else text[: width - 1] + "…"
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    # a lone surrogate (JSON's \ud800 escape) is no UTF-8: a notebook could not send the table
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def counts_line(results: Results) -> str:
