@@ -235,6 +235,17 @@ def test_no_headers_a_burst_of_429s_sets_the_pace_to_what_was_accepted():
     assert t.cooldown_until == pytest.approx(clock.now + NO_HINT_WAIT)  # no wait named: a short one
 
 
+def test_a_hidden_limit_s_wait_to_the_millisecond_pauses_all_a_whole_second_is_rounding():
+    t, clock = make()
+    _, tickets = starts(t, clock, 30)
+    t.rate_limited(parse({"retry-after-ms": "900"}), tickets[0])
+    assert t.cooldown_until == pytest.approx(clock.now + 0.9)  # a fixed window's end: sent before, refused
+    t, clock = make()
+    _, tickets = starts(t, clock, 30)
+    t.rate_limited(parse({"retry-after": "1"}), tickets[0])
+    assert t.cooldown_until <= clock.now  # a per-second limiter's rounding: the learnt pace spaces them
+
+
 def test_a_storm_drops_to_the_floor_and_its_end_lifts_the_pace_at_once():
     t, clock = make()
     _, tickets = starts(t, clock, 16)

@@ -30,7 +30,9 @@ Every request start goes through one ``Throttle`` per run. The model, for every 
 - **Waits**, every one capped at ``max_wait`` (max_retry_wait): a 429 the budget explains
   (remaining 0) makes every request wait the server's retry-after (or reset); a longer ask is
   noted once (``notes``). A 429 it does not explain pauses the others only for a retry-after
-  over 1 s (shorter ones are a per-second limiter's rounding; the new pace spaces them). A
+  over 1 s or one to the millisecond (``retry-after-ms``: a fixed window's end, before which
+  every send is refused too); a whole second or less is a per-second limiter's rounding, and
+  the new pace spaces them. A
   budget refilling too slowly is waited for ``max_wait`` at most, then tried: a 429 whose budget
   is spent and resets later than ``QUOTA_WAIT`` (and 10x ``max_wait``) is a quota the run cannot
   outwait, so ``rate_limited`` returns a reason and the engine ends the run. So does a server
@@ -263,9 +265,10 @@ class Throttle:
             wait = wait if wait is not None else max(resets, default=NO_HINT_WAIT)
         else:
             self.hidden.rejected(ticket, now)
-            # the new pace spaces the others; a wait of a second or less is a per-second
-            # limiter's rounding, a longer one a real ask
-            wait = NO_HINT_WAIT if wait is None else (wait if wait > 1.0 else 0.0)
+            # the new pace spaces the others; a whole second or less is a per-second limiter's
+            # rounding, a longer wait or one to the millisecond (retry-after-ms: a fixed
+            # window's end) a real ask: what is sent before it would be refused too
+            wait = NO_HINT_WAIT if wait is None else (wait if wait > 1.0 or wait != int(wait) else 0.0)
         if wait > self.max_wait:
             self._note(wait)
             wait = self.max_wait
