@@ -34,3 +34,11 @@ def test_image_memory_benchmark_runs():
     assert done.returncode == 0, done.stderr[-2000:]
     row = next(line for line in done.stdout.splitlines() if line.startswith("| chatmagic, --images |"))
     assert row.endswith("| 40/40 |") and "-> PASS" in done.stdout
+
+
+def test_structured_guard_benchmark_runs():
+    script = BENCH.parent / "bench_structured.py"
+    done = subprocess.run([sys.executable, str(script), "--repeat", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| hostile, 5,000 deep"))
+    assert row.split("|")[2].strip() == "RecursionError" and row.endswith("| refused |")

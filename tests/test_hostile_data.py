@@ -142,6 +142,23 @@ def test_an_answer_at_the_depth_limit_is_read():
         loads("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
 
 
+@pytest.mark.parametrize("inner, deep", [
+    ('"' + "[" * 300 + '"', False),                 # brackets in a string
+    (r'"\\", "' + "{" * 300 + '"', False),           # an escaped backslash ends its string
+    (r'"\"' + "[" * 300 + '"', False),              # an escaped quote does not end it
+    (r'"\"]]]]", ' + "[" * 200 + "]" * 200, True),  # closing brackets in a string hide nothing
+    (", ".join(["[[[]]]"] * 500), False),            # many brackets, shallow
+])
+def test_the_depth_count_reads_strings_and_escapes_as_json_does(inner, deep):
+    import json
+
+    from chatmagic.core.jsonparse import MAX_DEPTH, too_deep
+    text = "[" + inner + "]"
+    depth = json.loads(text)  # the truth, from the parser itself (these stay within its stack)
+    assert depth is not None and too_deep(text) is deep
+    assert too_deep(text, limit=MAX_DEPTH) is deep
+
+
 # --- rows 9, 11: $ref loops and pointers that cannot work are one line before anything is sent ---
 
 def _with(field: dict, **defs) -> dict:

@@ -9,7 +9,6 @@ whole run. Here the depth is counted first, without recursion, and an answer dee
 from __future__ import annotations
 
 import json
-import re
 from itertools import accumulate
 from typing import Any
 
@@ -17,27 +16,41 @@ from typing import Any
 #: structured answers stay far below it, and every later step has room to recurse within it.
 MAX_DEPTH = 128
 
-_STRINGS = re.compile(r'"(?:[^"\\]+|\\.)*"')  # JSON strings, whose brackets do not nest
-_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+#: Bytes that are not a bracket or a quote (deleted before counting), and brackets of one kind.
+_NOT_MARKS = bytes(c for c in range(256) if c not in b'[]{}"')
+_ONE_KIND = bytes.maketrans(b"[]{}", b"()()")
 
 
 class TooDeep(ValueError):
     """JSON nested deeper than ``MAX_DEPTH``."""
 
 
-def depth(text: str) -> int:
-    """How deep the objects and lists of the JSON ``text`` nest, exactly when that is over
-    ``MAX_DEPTH``, else a bound at most ``MAX_DEPTH`` (all a check needs). Validity is not
-    checked. Linear, no recursion."""
-    if text.count("[") + text.count("{") <= MAX_DEPTH:  # the common case, at C speed
-        return text.count("[") + text.count("{")  # an upper bound, which is all a check needs
-    brackets = re.findall(r"[\[\]{}]", _STRINGS.sub("", text))
-    return max(accumulate(_STEP[b] for b in brackets), default=0)
+def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """True if the objects and lists of the JSON ``text`` nest deeper than ``limit`` (JSON that
+    is not balanced is left to the parser to refuse). No recursion, linear, mostly at C speed:
+    escapes and strings are dropped (their brackets do not nest); a few passes remove the
+    innermost ``()`` pairs, which ends any shallow answer; what is left is counted in one pass."""
+    if text.count("[") + text.count("{") <= limit:  # the common case: too few brackets to nest deeper
+        return False
+    raw = text.encode("utf-8", "surrogatepass").replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = b"".join(raw.translate(None, _NOT_MARKS).split(b'"')[::2]).translate(_ONE_KIND)
+    passes = 0
+    while passes < min(_PASSES, limit):
+        shorter = marks.replace(b"()", b"")  # each pass lowers every nesting by one
+        if not shorter or len(shorter) == len(marks):
+            return False  # within the limit; or unbalanced, which json.loads says
+        marks, passes = shorter, passes + 1
+    return max(accumulate(map(_STEP.__getitem__, marks)), default=0) + passes > limit
+
+
+#: Passes of removing innermost pairs before counting (each copies what is left).
+_PASSES = 8
+_STEP = {ord("("): 1, ord(")"): -1}
 
 
 def loads(text: str) -> Any:
     """``json.loads(text)``, or TooDeep (a ValueError, as for JSON that does not parse)."""
-    if depth(text) > MAX_DEPTH:
+    if too_deep(text):
         raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
     try:
         return json.loads(text)

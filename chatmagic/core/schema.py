@@ -25,7 +25,7 @@ import re
 from typing import Any
 
 from chatmagic.core import schemarefs
-from chatmagic.core.jsonparse import MAX_DEPTH, TooDeep, depth, loads
+from chatmagic.core.jsonparse import MAX_DEPTH, TooDeep, loads, too_deep
 from chatmagic.errors import ConfigError
 
 #: Concise type names and their JSON-schema types.
@@ -79,7 +79,7 @@ class Schema:
         bounded (``core/jsonparse.py``): a hostile answer fails its prompt, never the run."""
         try:
             if self.model is not None:
-                if depth(text) > MAX_DEPTH:  # pydantic parses it itself
+                if too_deep(text):  # pydantic parses it itself
                     raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
                 return self._validate_model(text)
             data = loads(text)
