@@ -267,6 +267,19 @@ def test_a_status_object_without_status_is_one_clear_line(bserver, monkeypatch):
     assert caught.value.results[0].status == "pending"
 
 
+def test_request_counts_of_the_wrong_type_are_read_as_unknown(bserver, monkeypatch):
+    real = bserver.batch._get
+
+    async def odd_counts(request):
+        answer = json.loads((await real(request)).body)
+        return web.json_response({**answer, "request_counts": "lots" if answer["status"] != "completed"
+                                  else {"total": "1", "completed": [1], "failed": None}})
+    monkeypatch.setattr(bserver.batch, "_get", odd_counts)
+    assert run(bserver, ["c1"]).texts() == ["echo: c1"]
+    stored = BatchStore().get("batch_fake1")
+    assert (stored.total, stored.completed, stored.failed, stored.collected) == (1, 0, 0, True)
+
+
 # --- row 16: temporary files ------------------------------------------------------------------------------
 
 def test_temporary_files_live_in_the_cache_and_a_kill_leaves_none_for_long(bserver, monkeypatch, tmp_path, wait_until):
@@ -313,3 +326,39 @@ def test_a_custom_id_twice_has_one_outcome_in_the_record_and_the_cache(bserver, 
     assert (results[0].status, results[0].text, results[0].error) == ("ok", "echo: d1", None)
     again = run(bserver, ["d1"])  # from the cache: the same outcome
     assert again[0].cached and again[0].text == "echo: d1" and bserver.batch.stats["batches"] == 1
+
+
+# --- the same through Anthropic's Message Batches ---------------------------------------------------------
+
+ANT_KEY, ANT_MODEL = "sk-ant-" + "Pw8rTy3Ku6" * 6, "claude-haiku-4-5"
+
+
+@pytest.fixture(scope="module")
+def _anthropic():
+    from chatmagic.practice.anthropic import FakeAnthropic
+    with FakeAnthropic(api_key=ANT_KEY) as srv:
+        yield srv
+
+
+def test_anthropic_results_gzipped_with_bad_and_repeated_lines(_anthropic, monkeypatch):
+    srv = _anthropic
+    srv.batches.reset()
+    monkeypatch.setattr(batchmod, "POLL_FIRST", 0.01)
+    real = srv.batches._results
+
+    async def hostile(request):
+        lines = (await real(request)).body.splitlines()
+        line = next(raw for raw in lines if b"echo: a2" in raw)
+        failed = {"custom_id": json.loads(line)["custom_id"], "result": {"type": "errored", "error": {
+            "type": "error", "error": {"type": "api_error", "message": "late"}}}}
+        odd = [raw for raw in lines if b"echo: a2" not in raw and b"echo: bad" not in raw]
+        body = b"\n".join([b"{not json", b"[]", json.dumps(failed).encode(), line, *odd]) + b"\n"
+        answer = web.Response(body=body, content_type="application/binary")
+        answer.enable_compression()  # gzip: the client asks for it
+        return answer
+    monkeypatch.setattr(srv.batches, "_results", hostile)
+    results = chatmagic.chat_many(["a1", "a2", "bad"], batch=True, progress=False, provider="anthropic",
+                                  base_url=srv.base_url, api_key=ANT_KEY, model=ANT_MODEL)
+    assert results.texts()[:2] == ["echo: a1", "echo: a2"]  # an answer after a failure of the same id wins
+    assert results[2].error.startswith("bad_response: no readable result line for this request (2 unreadable lines")
+    assert BatchStore().listing()[0].collected

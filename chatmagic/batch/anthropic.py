@@ -70,7 +70,8 @@ class AnthropicBatches:
     async def create(self, client: Any, path: str, part: str) -> dict[str, Any]:
         size = os.path.getsize(path)
         headers = {"Content-Type": "application/json", "Content-Length": str(size - 1 + len(_HEAD) + len(_TAIL))}
-        raw = await client.call("POST", _path(client, "/messages/batches"), data=_wire(path, size), headers=headers)
+        raw = await client.call("POST", _path(client, "/messages/batches"), data=_wire(path, size), headers=headers,
+                               size=size)
         batch = _checked(raw, client)
         if not batch["id"]:  # nothing to poll, store or cancel: as if the server had refused it
             raise RequestError("the server accepted the batch but sent no usable id", status=200, code="bad_response")

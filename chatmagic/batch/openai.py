@@ -18,7 +18,7 @@ from typing import Any
 
 from chatmagic.batch.format import ENDPOINT, line_error, line_maker, request_line
 from chatmagic.errors import RequestError
-from chatmagic.providers.answer import request_id
+from chatmagic.providers.answer import count, request_id
 from chatmagic.providers.dialect import Answer
 from chatmagic.providers.openai import completion_of
 
@@ -106,7 +106,10 @@ def _named(batch: Any, client: Any) -> dict[str, Any]:
         status = client.scrub(status)[:30]
     meta = batch.get("metadata")
     part = meta.get("chatmagic_part") if isinstance(meta, dict) else None
-    return {**batch, "status": status, **({"part": part} if isinstance(part, str) else {})}
+    counts = batch.get("request_counts")
+    counts = counts if isinstance(counts, dict) else {}  # numbers only: they go to the store and the bar
+    counts = {k: count(counts.get(k)) or 0 for k in ("total", "completed", "failed")}
+    return {**batch, "status": status, "request_counts": counts, **({"part": part} if isinstance(part, str) else {})}
 
 
 def _listed(batch: Any, client: Any) -> dict[str, Any] | None:

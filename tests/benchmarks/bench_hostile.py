@@ -66,7 +66,10 @@ else:
         outcome = "ok"
     except chatmagic.RunAborted as e:
         outcome = str(e).split(":")[0]
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+try:  # this process's own peak: ru_maxrss keeps the parent's peak across fork and exec
+    rss = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 1024
+except OSError:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"rss_mb": rss, "outcome": outcome}))
 """
 
