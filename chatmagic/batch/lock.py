@@ -13,6 +13,7 @@ killed while submitting is removed by the next one, under the lock (so never a l
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import tempfile
@@ -25,6 +26,8 @@ from chatmagic.core.cache import default_dir
 LOCK_NAME = "batch.lock"
 FILES_DIR = "batch-files"
 PREFIX, SUFFIX = "chatmagic-batch-", ".jsonl"
+log = logging.getLogger("chatmagic")
+
 #: Seconds between tries while another process holds the lock.
 LOCK_POLL = 0.05
 
@@ -56,6 +59,8 @@ async def submitting(folder: Path | None = None) -> AsyncIterator[Path | None]:
         yield None
         return
     try:
+        if not _try_lock(fd):
+            log.info("chatmagic: another process is submitting a batch from this cache; waiting for it")
         while not _try_lock(fd):
             await asyncio.sleep(LOCK_POLL)  # the other process is uploading: it ends, or dies
         yield _emptied(folder / FILES_DIR)
