@@ -320,6 +320,28 @@ def test_a_start_waiting_at_the_floor_goes_when_the_storm_ends_not_at_its_turn()
     assert after.at == probe.at and t.hidden.rate == INF
 
 
+@pytest.mark.timeout(10)  # hangs if nothing wakes the waiter
+def test_a_start_waiting_for_the_refill_goes_when_a_new_reading_shows_credit():
+    # LiteLLM's proxy: limit and remaining, no reset, a window per calendar minute
+    t, _ = make()
+
+    def reading(remaining):
+        return parse({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": str(remaining)})
+
+    async def main():
+        first = await t.acquire()
+        t.observe(reading(0), first)   # spent: the next one a second away at the refill
+        t.sleep = forever
+        waiter = asyncio.ensure_future(t.acquire())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not waiter.done()
+        t.observe(reading(59), first)  # the minute turned: credit again
+        return first, await waiter
+    first, after = asyncio.run(main())
+    assert after.at == first.at
+
+
 @pytest.mark.timeout(10)
 def test_a_storm_s_end_cuts_short_the_waits_its_429s_asked_for():
     t, clock = make()

@@ -116,6 +116,7 @@ class Throttle:
         self._probing: asyncio.Event | None = None
         # set (then renewed) when an answer raises a learnt pace, and when a storm's end lifts it
         self._raised, self._lifted = asyncio.Event(), asyncio.Event()
+        self._sleeping = False  # a start is waiting (under the lock) for its time
         self._paced_until = 0.0  # the cooldown a spent budget asked for (a lift does not end it)
         self.probe_wait = probe_wait
         self.url, self.paces = url, Paces() if paces is None else paces
@@ -154,12 +155,13 @@ class Throttle:
                 start = self._start(now, need, give_up)
                 if start <= now or self._stopped:
                     break
-                # a learnt pace can rise with any answer (a storm's end lifts it): wake when it
-                # does, not at the old pace's next start
-                if self.hidden.rate != INF and start == self._next["hidden"]:
+                # any answer may move the start earlier (a new reading, a learnt pace raised, a
+                # storm's end): wake when one comes, not at the start computed before it
+                self._sleeping = True
+                try:
                     await sleep_unless(self.sleep, start - now, self._raised)
-                else:
-                    await self.sleep(start - now)
+                finally:
+                    self._sleeping = False
             if self.user_rpm:
                 self._next["rpm"] = _advance(self._next["rpm"], now, 60 / self.user_rpm)
             if self.user_tpm:
@@ -215,13 +217,14 @@ class Throttle:
         self.hidden.accepted(ticket.at)
         if self.hidden.rate > before:  # the next start at the new pace, not the old one
             self._next["hidden"] = min(self._next["hidden"], self._last_start + 1 / self.hidden.rate)
-            self._raised.set()
-            self._raised = asyncio.Event()
             if self.hidden.rate == INF:  # the storm is over: its waits with it
                 self.cooldown_until = min(self.cooldown_until, self._paced_until)
                 self._lifted.set()
                 self._lifted = asyncio.Event()
         self._read(hints, ticket)
+        if self._sleeping:  # the waiting start looks again (the wake is cheap; none is missed)
+            self._raised.set()
+            self._raised = asyncio.Event()
 
     async def pause(self, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
         """A rate-limited prompt's own wait (its 429's retry-after), cut short when the storm

@@ -157,7 +157,7 @@ def client_chatmagic(cfg: dict):
     import chatmagic.core.engine
     from chatmagic.settings import DEFAULTS
 
-    options = dict(model="fake-model", concurrency=cfg["concurrency"], timeout=cfg["timeout"],
+    options = dict(model=cfg.get("model", "fake-model"), concurrency=cfg["concurrency"], timeout=cfg["timeout"],
                    progress=cfg.get("progress", False))
     for name in ("retries", "max_tokens", "max_retry_wait"):
         if cfg.get(name) is not None:
@@ -194,7 +194,7 @@ def client_recipe(cfg: dict):
 
         @retry(wait=wait_random_exponential(min=1, max=60), stop=stop_after_attempt(20))
         async def complete(session, prompt):
-            body = {"model": "fake-model", "messages": [{"role": "user", "content": prompt}]}
+            body = {"model": cfg.get("model", "fake-model"), "messages": [{"role": "user", "content": prompt}]}
             async with session.post(endpoint, json=body) as resp:
                 if resp.status != 200:
                     raise RuntimeError(f"HTTP {resp.status}: {await resp.text()}")
@@ -227,7 +227,7 @@ def client_openai(cfg: dict):
             async with sem:
                 try:
                     r = await client.chat.completions.create(
-                        model="fake-model", messages=[{"role": "user", "content": prompt}])
+                        model=cfg.get("model", "fake-model"), messages=[{"role": "user", "content": prompt}])
                     return r.choices[0].message.content
                 except Exception:
                     return None
@@ -249,7 +249,7 @@ def client_bare(cfg: dict):
         connector = aiohttp.TCPConnector(limit=concurrency)
 
         async def one(session, prompt):
-            body = {"model": "fake-model", "messages": [{"role": "user", "content": prompt}]}
+            body = {"model": cfg.get("model", "fake-model"), "messages": [{"role": "user", "content": prompt}]}
             async with sem:
                 try:
                     async with session.post(endpoint, json=body) as resp:

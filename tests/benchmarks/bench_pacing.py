@@ -1,30 +1,38 @@
 #!/usr/bin/env python
 """Issue 20's rows: servers that enforce a limit but say little or say it in other units.
 
-    python tests/benchmarks/bench_pacing.py                # every row, full size (~6 min)
+    python tests/benchmarks/bench_pacing.py                # every practice-server row (~10 min)
     python tests/benchmarks/bench_pacing.py quantized storm
     python tests/benchmarks/bench_pacing.py --quick        # ~5x smaller (smoke run)
     python tests/benchmarks/bench_pacing.py --external     # also the rows on mocklimit (PyPI)
+    python tests/benchmarks/bench_pacing.py --external --litellm /path/venv/bin/litellm   # and LiteLLM's proxy
 
 Each row runs chatmagic (never told the limit), the recipe (tenacity) and the openai SDK (its
-default max_retries=2) against the same practice server, one fresh process each, in one run
-(bench.py's machinery), and prints the table with wall / ideal and the row's targets. The ideal
-is the limit's own pace: N / (limit per second).
+default max_retries=2) against the same server, one fresh process each, in one run (bench.py's
+machinery), and prints the table with wall / ideal and the row's targets. The ideal is the
+limit's own pace: N / (limit per second); for the storm rows, the time after the storm's end.
 
 ``--external`` runs the per-second rows again against a limiter nobody here wrote: mocklimit
 (``pip install mocklimit``), one server process per client run, configured by the files in
 ``mocklimit/`` (fixed 1 s windows under a 60 s one, a sliding 1 s window, a 20/s token bucket,
 and the windows with no rate-limit headers, 429 + retry-after-ms only). Its answers are all
 one fixed completion, so there an answer counts when it came back at all.
+
+``--litellm PATH``: LiteLLM's proxy (``pip install 'litellm[proxy]'`` in a venv of its own: it
+pins its own pydantic, httpx and more) with an rpm limit per deployment in front of the practice
+server; see ``LiteLLM``. Its 429s are not counted (the proxy shows no count).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -205,6 +213,93 @@ def run_external(q: bool, only: list[str], peers: bool = True) -> None:
         print()
 
 
+class LiteLLM:
+    """LiteLLM's proxy (its own venv: ``pip install 'litellm[proxy]'``, then ``--litellm
+    PATH/bin/litellm``) in front of the practice server (no limit of its own), with an rpm limit
+    per deployment (usage-based-routing-v2: a fixed window per calendar minute; answers carry
+    ``x-ratelimit-{limit,remaining}-requests`` without a reset, its 429s only
+    ``llm_provider-retry-after: 60``). One deployment per client, so each run has its own count;
+    each run starts at second ``PHASE`` of a minute, so its ideal is the time to that minute's end."""
+
+    PHASE = 30
+
+    def __init__(self, binary: str, upstream: str, rpms: dict[str, int]):
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-litellm-"))
+        deployments = "".join(
+            f"  - model_name: {name}\n    litellm_params:\n      model: openai/fake-model\n"
+            f"      api_base: {upstream}\n      api_key: sk-local\n      rpm: {rpm}\n" for name, rpm in rpms.items())
+        (self.dir / "config.yaml").write_text(
+            f"model_list:\n{deployments}router_settings:\n  routing_strategy: usage-based-routing-v2\n"
+            "litellm_settings:\n  num_retries: 0\n")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        env = {**os.environ, "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true", "LITELLM_LOG": "ERROR"}
+        self.proc = subprocess.Popen([binary, "--config", str(self.dir / "config.yaml"), "--host", "127.0.0.1",
+                                      "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     env=env, cwd=self.dir)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.phased = True
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # polls until it answers (~30 s: a heavy import)
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).close()
+                return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("LiteLLM's proxy did not start within 120 s")
+
+    def reset(self) -> None:
+        """Wait for second PHASE of a minute (the windows are calendar minutes)."""
+        if self.phased:
+            time.sleep((self.PHASE - time.time()) % 60)
+
+    def stats(self) -> dict:  # the proxy counts nothing we can read: 429s unknown
+        return {"requests": float("nan"), "by_status": {}, "peak_in_flight": float("nan"), "cpu_s": 0.0}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+def run_litellm(binary: str, q: bool, peers: bool = True) -> None:
+    rpm, n, conc = 60, (75 if q else 90), 10
+    clients = [("chatmagic", "chatmagic", {})] + (PEERS if peers else [])
+    print(f"### LiteLLM proxy: {rpm} rpm per deployment, a fixed window per calendar minute; answers say "
+          f"limit and remaining (no reset), 429s only llm_provider-retry-after: 60\n\n{n} prompts, concurrency "
+          f"{conc}, latency {LATENCY:g} s (the practice server behind it); each run starts at second "
+          f"{LiteLLM.PHASE} of a minute: ideal = the time to that minute's end (the second window opens) + "
+          f"the time bare aiohttp takes for the {n - rpm} left through the proxy without a limit (its own "
+          "latency, ~0.5 s a request on a loaded machine)\n")
+    rpms = {f"fake-model-{i}": rpm for i in range(len(clients))}
+    with Server(latency=LATENCY) as upstream:
+        proxy = LiteLLM(binary, upstream.base_url, {**rpms, "fake-model-free": 10**6})
+        try:
+            proxy.phased = False
+            free = run_client(proxy, "bare aiohttp, no limit", "bare", n - rpm, concurrency=conc, timeout=60.0,
+                              model="fake-model-free")  # type: ignore[arg-type]
+            proxy.phased = True
+            got = [run_client(proxy, label, kind, n, concurrency=conc, timeout=60.0, model=f"fake-model-{i}",
+                              time_limit=180, **cfg)  # type: ignore[arg-type]
+                   for i, (label, kind, cfg) in enumerate(clients)]
+        finally:
+            proxy.stop()
+    drain = free["wall"] if ok(free) else float("nan")
+    print(f"bare aiohttp, {n - rpm} prompts through the proxy without a limit: {drain:.2f} s\n")
+    offset = time.time() - time.monotonic()
+    for r in got:
+        if ok(r):
+            started = r["ended"] - r["wall"] + offset
+            r["ideal"] = math.ceil(started / 60) * 60 - started + drain
+    table(got, "wall/ideal", lambda r: r["wall"] / r["ideal"], extra=[("ideal s", lambda r: fmt(r.get("ideal")))])
+    cm = got[0]
+    note = f"{cm['wall'] / cm['ideal']:.3f}x, lost {cm['lost']}" if ok(cm) else cm["error"]
+    target("litellm", "[LiteLLM] chatmagic wall <= 1.2x ideal", ok(cm) and cm["wall"] <= 1.2 * cm["ideal"], note)
+    target("litellm", "[LiteLLM] chatmagic loses no prompt", ok(cm) and cm["lost"] == 0, note)
+    print()
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("rows", nargs="*", help="row names (default: all)")
@@ -212,6 +307,7 @@ def main(argv=None) -> int:
     p.add_argument("--external", action="store_true", help="also run the rows on mocklimit (PyPI)")
     p.add_argument("--only-external", action="store_true", help="only the rows on mocklimit")
     p.add_argument("--no-peers", action="store_true", help="chatmagic alone (a quick look)")
+    p.add_argument("--litellm", metavar="PATH", help="also the row on LiteLLM's proxy (PATH: its litellm command)")
     args = p.parse_args(argv)
     sys.stdout.reconfigure(line_buffering=True)
     chosen = [r for r in rows(args.quick) if not args.rows or r["name"] in args.rows]
@@ -221,8 +317,11 @@ def main(argv=None) -> int:
     print(f"## pacing (issue 20){' (quick)' if args.quick else ''}\n\nload average at start: {load()}\n")
     for row in [] if args.only_external else chosen:
         run_row(row)
-    if args.external or args.only_external:
-        run_external(args.quick, [name for name, _ in EXTERNAL if name in args.rows], not args.no_peers)
+    mine = [name for name, _ in EXTERNAL if name in args.rows]
+    if (args.external or args.only_external) and (mine or not args.rows):
+        run_external(args.quick, mine, not args.no_peers)
+    if args.litellm:
+        run_litellm(args.litellm, args.quick, not args.no_peers)
     failed = [t for _, t, passed in RESULTS if not passed]
     print(f"## summary\n\n{len(RESULTS) - len(failed)}/{len(RESULTS)} targets met; load average {load()}")
     for t in failed:
