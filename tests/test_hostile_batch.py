@@ -116,7 +116,7 @@ def _gzipped_zeros(size: int) -> bytes:
     return b"".join(pack.compress(block) for _ in range(size >> 20)) + pack.flush()
 
 
-@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+@pytest.mark.parametrize("encoding", ["identity", "gzip", "announced"])
 def test_a_huge_error_body_on_the_download_is_cut_at_the_cap(bserver, monkeypatch, encoding):
     body = _gzipped_zeros(GB_1_5) if encoding == "gzip" else None
 
@@ -124,6 +124,8 @@ def test_a_huge_error_body_on_the_download_is_cut_at_the_cap(bserver, monkeypatc
         resp = web.StreamResponse(status=500, headers={"Content-Type": "application/json"})
         if body is not None:
             resp.headers["Content-Encoding"] = "gzip"
+        if encoding == "announced":  # a Content-Length of 1.5 GB: refused before reading
+            resp.content_length = GB_1_5
         await resp.prepare(request)
         try:
             if body is not None:
@@ -137,6 +139,7 @@ def test_a_huge_error_body_on_the_download_is_cut_at_the_cap(bserver, monkeypatc
     monkeypatch.setattr(bserver.batch, "_content", huge_500)
     got = outcome(child(bserver, ["h1", "h2"], timeout=30))
     assert got["aborted"].startswith("too_large: answer over the 8 MB limit")
+    assert ("1,500 MB announced" in got["aborted"]) == (encoding == "announced")
     assert got["status"] == ["pending", "pending"]  # the batch is done: a re-run collects it
     assert got["rss_mb"] < 250  # against 1,500 MB read (3.9 GB peak before)
 
@@ -226,9 +229,10 @@ def test_a_batch_id_or_status_echoing_the_key_is_never_stored_or_shown(bserver, 
     assert not shows_key((tmp_path / "cache" / DB_NAME).read_bytes().decode("latin-1"))
 
 
-# --- row 8: a trickling status endpoint ---------------------------------------------------------
+# --- row 8: a trickling status endpoint (and download) -----------------------------------------------------
 
-def test_a_status_endpoint_trickling_a_byte_at_a_time_ends_at_the_timeout(bserver, monkeypatch):
+@pytest.mark.parametrize("endpoint", ["_get", "_content"])
+def test_a_status_or_download_trickling_a_byte_at_a_time_ends_at_the_timeout(bserver, monkeypatch, endpoint):
     async def trickle(request):
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         await resp.prepare(request)
@@ -239,7 +243,7 @@ def test_a_status_endpoint_trickling_a_byte_at_a_time_ends_at_the_timeout(bserve
         except (ConnectionError, RuntimeError):
             pass
         return resp
-    monkeypatch.setattr(bserver.batch, "_get", trickle)
+    monkeypatch.setattr(bserver.batch, endpoint, trickle)
     got = outcome(child(bserver, ["t1"], timeout=2, poll_failures=1), timeout=60)  # was: still running after 40 s
     assert got["aborted"] == "timeout: no answer within 2s" and got["status"] == ["pending"]
 
