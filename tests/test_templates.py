@@ -430,3 +430,13 @@ def test_join_a_series():
 def test_join_errors(frame, answers, message):
     with pytest.raises(ConfigError, match=message):
         join_results(frame, answers)
+
+
+def test_dry_run_report_says_how_many_requests_a_cost_cap_lets_through():
+    report = dry_run_report(["abcd"] * 100, ["big"], prices=PRICES, max_tokens=10, max_cost=0.01)
+    per = (1 * 10 + 10 * 30) / 1e6  # the high estimate of one request: 1 token in, 10 out
+    assert report.splitlines()[-1] == (f"--max-cost $0.0100: at the high estimate about {int(0.01 // per)} of 100 "
+                                       "requests fit; the run stops sending there (usually later: answers cost "
+                                       "less than their worst case)")
+    fits = dry_run_report(["abcd"] * 100, ["big"], prices=PRICES, max_tokens=10, max_cost=5.0)
+    assert fits.splitlines()[-1] == "--max-cost $5.00: every request fits, even at the high estimate"

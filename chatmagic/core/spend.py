@@ -235,3 +235,12 @@ def fit_batch(run: Run, keys: list[str], wanted: dict[str, list[Result]]) -> lis
     if note:
         run.results.noted(note)
     return fit
+
+
+def cap_line(cap: float, requests: int, worst: float) -> str:
+    """The dry run's line on ``--max-cost``: how many of ``requests`` fit at the ``worst`` estimate of them all."""
+    if worst <= cap:
+        return f"--max-cost {money(cap)}: every request fits, even at the high estimate"
+    fit = int(cap // (worst / requests))
+    return (f"--max-cost {money(cap)}: at the high estimate about {fit:,} of {requests:,} requests fit; the run "
+            "stops sending there (usually later: answers cost less than their worst case)")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from chatmagic.core.media import peek
 from chatmagic.core.prices import INSTALL_HINT, Prices, estimate_tokens, genai_installed, money
 from chatmagic.core.rows import Row, parts_in, turns
+from chatmagic.core.spend import cap_line
 from chatmagic.providers.imagetokens import image_tokens
 from chatmagic.providers.parts import DOCUMENT, MediaError
 
@@ -34,7 +35,8 @@ def _preview(prompt: str, indent: str = "      ") -> str:
 def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str | None = None,
                    max_tokens: int | None = None, prices: Prices | Mapping[str, Any] | None = None, show: int = 3,
                    labels: Sequence[object] | None = None, schema: Schema | None = None,
-                   media: tuple[str, int] | None = None, structured: Mapping[str, Any] | None = None) -> str:
+                   media: tuple[str, int] | None = None, structured: Mapping[str, Any] | None = None,
+                   max_cost: float | None = None) -> str:
     """What a run would send, as a few lines of text (nothing is sent or printed).
 
     Requests (prompts × models), the first ``show`` prompts (at most ~200 characters each, shown
@@ -47,6 +49,7 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
     ``structured`` replaces it with the body fields a dialect sends for it (Anthropic: ``tools``
     and ``tool_choice``).
     ``media`` is ``media_report``'s (line, tokens): the images' line, their tokens added to the input.
+    ``max_cost``: how many requests the cap lets through at the high estimate.
     """
     models = list(models)
     n = len(prompts)
@@ -80,8 +83,12 @@ def dry_run_report(prompts: Sequence[str], models: Sequence[str], *, system: str
     else:
         tokens += "; output not counted (no max_tokens)"
     lines.append(tokens)
-    lines.append(_cost_line(prices if isinstance(prices, Prices) else Prices(prices), models, n,
-                            tokens_in, max_tokens))
+    priced = prices if isinstance(prices, Prices) else Prices(prices)
+    lines.append(_cost_line(priced, models, n, tokens_in, max_tokens))
+    if max_cost is not None:
+        highs = [priced.bound(-(-tokens_in // max(n, 1)), max_tokens or ASSUMED_OUTPUT, m) for m in models]
+        if all(h is not None for h in highs):  # an unpriced model: the run refuses the cap anyway
+            lines.append(cap_line(max_cost, n * len(models), n * sum(h for h in highs if h is not None)))
     return "\n".join(lines)
 
 

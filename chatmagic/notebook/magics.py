@@ -137,7 +137,7 @@ class ChatMany(Magics):
             print(dry_run_report(plan_.prompts, list(plan_.runs), system=settings.system_prompt,
                                  max_tokens=head.get("max_tokens", settings.max_tokens), prices=Prices.of(settings),
                                  labels=plan_.labels, schema=settings.schema, media=plan_.media(),
-                                 structured=structured))
+                                 structured=structured, max_cost=settings.max_cost))
             if settings.batch:
                 from chatmagic.batch.run import dry_run_note
                 print(dry_run_note(len(plan_.prompts), len(plan_.runs), settings))
