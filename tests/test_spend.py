@@ -131,3 +131,41 @@ def test_one_cap_covers_every_model_of_a_cell_in_a_real_kernel(server):
     assert 6 <= sent <= 12 and server.stats.requests == sent  # both models' answers under the one cap
     shown = "".join(o.get("text", "") for o in nb.cells[2].outputs if o.output_type == "stream")
     assert f"stopped at the cost cap of {money(cap)}" in shown
+
+
+def test_a_server_that_sends_no_usage_is_charged_the_worst_case_and_still_runs_concurrently():
+    import asyncio
+
+    from aiohttp import web
+
+    async def main():
+        seen = {"now": 0, "most": 0, "requests": 0}
+
+        async def handler(request):  # an OpenAI-compatible server whose answers carry no usage
+            seen["requests"] += 1
+            seen["now"] += 1
+            seen["most"] = max(seen["most"], seen["now"])
+            try:
+                await asyncio.sleep(0.02)  # the server's latency, so requests overlap
+                return web.json_response({"model": "gpt-4o-mini", "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}]})
+            finally:
+                seen["now"] -= 1
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", handler)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        try:
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+            # each answer is charged its worst case: the text's 9 tokens + 16 (nothing learnt), 10 out
+            worst = (9 + 16) * 1000 / 1e6 + 10 * 2000 / 1e6
+            return await chatmagic.achat_many(PROMPTS[:40], base_url=url, prices=PRICES, max_cost=20.5 * worst,
+                                              max_tokens=10, concurrency=8, progress=False, cache=False), seen
+        finally:
+            await runner.cleanup()
+    results, seen = asyncio.run(main())
+    sent = sum(r.ok for r in results)
+    assert seen["most"] > 1  # the first answer opened the run to its concurrency, usage or not
+    assert seen["requests"] == sent == 20 and results.cost is None  # no usage: no figure
+    assert "stopped at the cost cap" in results.summary()

@@ -118,7 +118,8 @@ class Spend:
         self.cap = purse.cap
         self.in_flight = 0   # this run's requests in flight
         self.stopped = False
-        self._answers = 0
+        self._back = 0      # answers that came back (with usage or not): one at a time before the first
+        self._answers = 0   # answers whose usage was learnt from
         self._ratio, self._extra = PRIOR_RATIO, float(PRIOR_EXTRA)  # input over its text estimate
         self._output = 0     # the most output an answer had
 
@@ -147,7 +148,7 @@ class Spend:
                 raise Capped
             need = self.worst(text_tokens)
             fits = purse.spent + purse.reserved + need <= purse.cap
-            if fits and (self._answers or not self.in_flight):
+            if fits and (self._back or not self.in_flight):
                 purse.reserved += need
                 purse.in_flight += 1
                 self.in_flight += 1
@@ -168,6 +169,7 @@ class Spend:
         purse.in_flight -= 1
         self.in_flight -= 1
         if answer is not None:
+            self._back += 1
             cost = self.prices.cost(answer, self.model)
             prompt, output = answer.prompt_tokens, answer.completion_tokens
             if cost is None and isinstance(prompt, int) and isinstance(output, int):
