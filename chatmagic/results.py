@@ -7,9 +7,11 @@ that partly fails still hands back every answer that came in.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal, overload
+
+from chatmagic.core.columns import Table
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -28,9 +30,12 @@ COLUMNS = ("prompt", "response", "status", "error", "attempts", "latency_s",
            "cost", "finish_reason", "model", "refusal", "reasoning", "request_id")
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Result:
-    """One prompt's outcome (``status``: see ``Status``); ``text`` is None unless ok."""
+    """One prompt's outcome (``status``: see ``Status``); ``text`` is None unless ok.
+
+    A run's records are ``Row``s, a view of one row of the run's columns; they read, compare,
+    print and pickle as a ``Result`` with the same fields."""
 
     index: int
     prompt: str
@@ -70,6 +75,81 @@ class Result:
         """Answered, but cut short (``length``) or filtered (``content_filter``)."""
         return self.finish_reason in ("length", "content_filter")
 
+    def __eq__(self, other: object) -> bool:
+        """Equal fields, whether a record is a ``Row`` of a run or made by hand."""
+        if not isinstance(other, Result):
+            return NotImplemented
+        return _values(self) == _values(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+
+FIELDS = tuple(f.name for f in fields(Result))
+
+
+def _values(record: Result) -> tuple[Any, ...]:
+    return tuple(getattr(record, name) for name in FIELDS)
+
+
+class Row(Result):
+    """Row ``i`` of a run's ``Table``: reading or setting a field reads or sets the column, so
+    a run of a million prompts holds columns, not a million objects. Made when asked for."""
+
+    __slots__ = ("_table", "_i")
+
+    def __init__(self, table: Table, i: int):  # not the dataclass one: the fields are the columns
+        self._table, self._i = table, i
+
+    def __repr__(self) -> str:
+        return "Result(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in FIELDS) + ")"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (and copied) as the ``Result`` it reads as, detached from the run."""
+        return Result, _values(self)
+
+    def take(self, answer: Answer, cost: float | None, request_id: str | None = None) -> None:
+        """As ``Result.take``, written straight to the columns (the hot path of a run)."""
+        columns, i = self._table.columns, self._i
+        for name, value in (("text", answer.text), ("status", "ok"), ("model", answer.model),
+                            ("finish_reason", answer.finish_reason), ("prompt_tokens", answer.prompt_tokens),
+                            ("completion_tokens", answer.completion_tokens), ("cached_tokens", answer.cached_tokens),
+                            ("cache_write_tokens", answer.cache_write_tokens),
+                            ("reasoning_tokens", answer.reasoning_tokens), ("refusal", answer.refusal),
+                            ("reasoning", answer.reasoning), ("cost", cost), ("request_id", request_id)):
+            columns[name].set(i, value)
+
+
+def _row_field(name: str) -> property:
+    def get(self: Row) -> Any:
+        return self._table.columns[name].get(self._i)
+
+    def put(self: Row, value: Any) -> None:
+        self._table.columns[name].set(self._i, value)
+    return property(get, put)
+
+
+def _prompt_get(self: Row) -> str:
+    return self._table.prompts[self._i]
+
+
+def _prompt_put(self: Row, value: str) -> None:
+    self._table.prompts[self._i] = value
+
+
+def _index_get(self: Row) -> int:
+    return self._i
+
+
+def _index_put(self: Row, value: int) -> None:
+    raise AttributeError("a run's record keeps its index (its place in the run)")
+
+
+for _name in FIELDS:
+    if _name not in ("index", "prompt"):
+        setattr(Row, _name, _row_field(_name))
+Row.prompt = property(_prompt_get, _prompt_put)  # type: ignore[assignment]
+Row.index = property(_index_get, _index_put)  # type: ignore[assignment]
+
 
 class Results(Sequence[Result]):
     """The records of a run in prompt order, with a summary and conversions.
@@ -77,10 +157,10 @@ class Results(Sequence[Result]):
     Every attribute is set here: by the constructor, and while the run goes by ``retried``,
     ``finished`` and ``pending_in`` (the run's modules call those; they assign nothing)."""
 
-    def __init__(self, records: list[Result], *, elapsed_s: float = 0.0, retries: int = 0,
+    def __init__(self, records: list[Result] | Table, *, elapsed_s: float = 0.0, retries: int = 0,
                  model: str | None = None, schema: Schema | None = None, timeline: Timeline | None = None,
                  batch: bool = False):
-        self._records = records
+        self._records = records  # a run's Table (records made when read), or records made by hand
         self.elapsed_s = elapsed_s
         self.retries = retries  # attempts beyond the first, over all prompts
         self.batch = batch      # sent through the Batch API (priced as such)
@@ -114,19 +194,42 @@ class Results(Sequence[Result]):
     def __getitem__(self, i: slice) -> list[Result]: ...
 
     def __getitem__(self, i: int | slice) -> Result | list[Result]:
-        return self._records[i]
+        records = self._records
+        if not isinstance(records, Table):
+            return records[i]
+        if isinstance(i, slice):
+            return [Row(records, j) for j in range(*i.indices(len(records)))]
+        i = i.__index__()
+        if i < 0:
+            i += len(records)
+        if not 0 <= i < len(records):
+            raise IndexError("Results index out of range")
+        return Row(records, i)
+
+    def __iter__(self) -> Iterator[Result]:
+        records = self._records
+        if not isinstance(records, Table):
+            return iter(records)
+        return (Row(records, i) for i in range(len(records)))
 
     def __len__(self) -> int:
         return len(self._records)
 
+    def column(self, name: str) -> Iterable[Any]:
+        """Every record's field ``name``, in prompt order (read from the columns of a run)."""
+        records = self._records
+        if isinstance(records, Table):
+            return records.values(name)
+        return (getattr(r, name) for r in records)
+
     def texts(self) -> list[str | None]:
         """The answers in prompt order, None where a prompt did not succeed."""
-        return [r.text if r.ok else None for r in self._records]
+        return [t if s == "ok" else None for s, t in zip(self.column("status"), self.column("text"))]
 
     def values(self) -> list[Any]:
         """With json=True or a schema: the parsed answers in prompt order (dicts, or instances of
         the schema's pydantic model), None where a prompt failed."""
-        return [r.data if r.ok else None for r in self._records]
+        return [d if s == "ok" else None for s, d in zip(self.column("status"), self.column("data"))]
 
     def to_pandas(self) -> Any:  # a pandas DataFrame (pandas is optional, so typed Any)
         """One row per prompt; columns as in ``COLUMNS``. Needs pandas."""
@@ -135,9 +238,8 @@ class Results(Sequence[Result]):
         except ImportError:
             from chatmagic.errors import ConfigError
             raise ConfigError("a DataFrame needs pandas: pip install 'chatmagic[pandas]'") from None
-        names = [f.name for f in fields(Result) if f.name not in ("cached", "data")]
-        rows = [[getattr(r, n) for n in names] for r in self._records]
-        df = pd.DataFrame(rows, columns=names).rename(columns={"text": "response"})
+        names = [n for n in FIELDS if n not in ("cached", "data")]
+        df = pd.DataFrame({n: list(self.column(n)) for n in names}, columns=names).rename(columns={"text": "response"})
         df = df.set_index("index").rename_axis(None)[list(COLUMNS)]
         # One missing-value convention in every table, whatever else is in a column: pandas's own
         # for text (NaN with pandas 3's str columns), NaN for numbers; a column with no value at
@@ -166,8 +268,8 @@ class Results(Sequence[Result]):
     def counts(self) -> Counter[str]:
         """Outcomes by status, with failures by reason: {"ok": 8, "error: 400 ...": 1, ...}."""
         c: Counter[str] = Counter()
-        for r in self._records:
-            c[r.status if r.status != "error" else f"error: {_reason(r.error)}"] += 1
+        for status, error in zip(self.column("status"), self.column("error")):
+            c[status if status != "error" else f"error: {_reason(error)}"] += 1
         return c
 
     @property
@@ -175,24 +277,26 @@ class Results(Sequence[Result]):
         """Dollars this run spent: the sum of its answers' ``cost`` (an answer from the cache
         cost nothing); None when the price of one of them is unknown."""
         total = 0.0
-        for r in self._records:
-            if r.ok and not r.cached:
-                if type(r.cost) is not float and type(r.cost) is not int:
+        for status, cached, cost in zip(self.column("status"), self.column("cached"), self.column("cost")):
+            if status == "ok" and not cached:
+                if type(cost) is not float and type(cost) is not int:
                     return None
-                total += r.cost
+                total += cost
         return total
 
     def summary(self) -> str:
         """One line: ok, failed (by reason), cancelled, retried, tokens, cost (or "price
         unknown"), elapsed, and what the run had to say (a cost cap, a long wait)."""
-        ok = sum(r.ok for r in self._records)
-        failed = Counter(_reason(r.error) for r in self._records if r.status == "error")
-        cancelled = sum(r.status == "cancelled" for r in self._records)
-        flagged = Counter(r.finish_reason for r in self._records if r.ok and r.flagged)
-        tokens_in = sum(_count(r.prompt_tokens) or 0 for r in self._records)
-        tokens_out = sum(_count(r.completion_tokens) or 0 for r in self._records)
+        statuses = Counter(self.column("status"))
+        ok = statuses["ok"]
+        failed = Counter(_reason(e) for s, e in zip(self.column("status"), self.column("error")) if s == "error")
+        cancelled = statuses["cancelled"]
+        flagged = Counter(f for s, f in zip(self.column("status"), self.column("finish_reason"))
+                          if s == "ok" and f in ("length", "content_filter"))
+        tokens_in = sum(_count(t) or 0 for t in self.column("prompt_tokens"))
+        tokens_out = sum(_count(t) or 0 for t in self.column("completion_tokens"))
         parts = [f"{ok}/{len(self)} ok"]
-        cached = sum(r.cached for r in self._records)
+        cached = sum(self.column("cached"))
         if cached:
             parts[0] += f" ({cached} from cache)"
         if failed:
@@ -200,14 +304,15 @@ class Results(Sequence[Result]):
                          + ", ".join(f"{n} {why}" for why, n in failed.most_common()) + ")")
         if cancelled:
             parts.append(f"{cancelled} cancelled")
-        pending = sum(r.status == "pending" for r in self._records)
+        pending = statuses["pending"]
         if pending:
             ids = ", ".join(self.batch_ids)
             parts.append(f"{pending} pending in batch {ids} (run again to collect, or "
                          f"%chatmany_batches cancel {self.batch_ids[0] if self.batch_ids else 'ID'})")
         if flagged:
             parts.append(", ".join(f"{n} cut by {why}" for why, n in flagged.items()))
-        if self.schema is not None and any(_refused_schema(r) for r in self._records):
+        if self.schema is not None and any(_refused_schema(s, e) for s, e in
+                                           zip(self.column("status"), self.column("error"))):
             parts.append("the server does not support schemas (response_format json_schema)")
         other = self._other_models()
         if other:
@@ -231,7 +336,8 @@ class Results(Sequence[Result]):
             return []
         import re
         same = re.compile(re.escape(self.model) + r"(-[\d-]+)?")
-        answered = {r.model for r in self._records if r.ok and isinstance(r.model, str) and r.model}
+        answered = {m for s, m in zip(self.column("status"), self.column("model"))
+                    if s == "ok" and isinstance(m, str) and m}
         return sorted(m for m in answered if not same.fullmatch(m))
 
     def __repr__(self) -> str:
@@ -261,12 +367,12 @@ def add_columns(frame: Any, extra: Any, suffix: str = "") -> Any:
     return frame.join(extra.set_axis(names, axis=1))
 
 
-def _refused_schema(record: Result) -> bool:
+def _refused_schema(status: object, error: object) -> bool:
     """A 400 saying that response_format json_schema is not supported (OpenAI's older models,
     older llama.cpp: 'must be one of "text" or "json_object"'); not a 400 about the schema
     itself, whose own message says what to change."""
-    error = (record.error or "").lower()
-    return (record.status == "error" and error.startswith("400")
+    error = str(error or "").lower()
+    return (status == "error" and error.startswith("400")
             and ("response_format" in error or "json_schema" in error)
             and any(w in error for w in ("not supported", "unsupported", "not support", "must be one of")))
 

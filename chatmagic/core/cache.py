@@ -138,22 +138,26 @@ def request_key(url: str, body: dict[str, Any]) -> str:
 
 def request_keys(url: str, body_of: Callable[[str], dict[str, Any]], prompts: Iterable[str]) -> list[str]:
     """``request_key`` of each body ``body_of(prompt)`` (the dialect's one builder, which puts
-    the prompt in one place), computed fast: the canonical JSON around the prompt is hashed
-    once and the hash state copied per prompt."""
+    the prompt in one place), computed fast: see ``request_digests``."""
+    return [d.hex() for d in request_digests(url, body_of, prompts)]
+
+
+def request_digests(url: str, body_of: Callable[[str], dict[str, Any]], prompts: Iterable[str]) -> Iterator[bytes]:
+    """The raw 32 bytes of each ``request_key`` (a run keeps these, not 113-byte strings): the
+    canonical JSON around the prompt is hashed once and the hash state copied per prompt."""
     marker = "\x00chatmagic-prompt\x00"
     whole = _dumps([url, body_of(marker)])
     if whole.count(_dumps(marker)) != 1:  # the marker in the settings too: key each body whole
-        return [request_key(url, body_of(p)) for p in prompts]
+        yield from (bytes.fromhex(request_key(url, body_of(p))) for p in prompts)
+        return
     before, after = whole.split(_dumps(marker))
     start = _sha256(KEY_VERSION + before.encode("utf-8", "surrogatepass"))
     tail = after.encode("utf-8", "surrogatepass")
-    keys = []
     for prompt in prompts:
         h = start.copy()
         h.update(_dumps(prompt).encode("utf-8", "surrogatepass"))
         h.update(tail)
-        keys.append(h.hexdigest())
-    return keys
+        yield h.digest()
 
 
 class Cache:

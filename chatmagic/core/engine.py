@@ -11,11 +11,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from array import array
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 from chatmagic.core.budgets import TokenEstimate
-from chatmagic.core.cache import Cache, fill, request_key, request_keys, row_of
+from chatmagic.core.cache import Cache, fill, request_digests, request_key, row_of
+from chatmagic.core.columns import Digests, Table
 from chatmagic.core.jsonparse import TooDeep, loads
 from chatmagic.core.memory import Memory
 from chatmagic.core.prices import Prices
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from chatmagic.settings import Settings
 from chatmagic.transport.proxies import is_loopback
 
+#: Request keys looked up in the answer cache at a time (as strings only while looked up).
+LOOKUP_CHUNK = 20_000
 #: Output tokens counted per request for token pacing, without max_tokens, until an answer shows them.
 DEFAULT_OUTPUT_TOKENS = 256
 
@@ -79,12 +83,12 @@ class Run:
         self._make_client = client
         self._shared_cache = cache
         self._cache: Cache | None = None        # the answer cache while the run is on
-        self._keys: list[str] = []              # request key of each prompt, made by request_keys()
+        self._keys: Digests | list[str] = Digests()  # request key of each prompt, made by request_keys()
         self._slots: asyncio.Semaphore | None = None  # one per request in flight, made by run()
         self._client: Client | None = None      # open while the run sends
         texts, self._rows = rows_of(check_prompts(prompts), images)  # rows: None when all are text
         self.timeline = Timeline(settings.concurrency, label=settings.model)
-        self.results = Results([Result(i, p) for i, p in enumerate(texts)], model=settings.model,
+        self.results = Results(Table(texts), model=settings.model,
                                schema=settings.schema, timeline=self.timeline, batch=settings.batch)
         self.abort: RequestError | None = None
         self._sleep = self.timeline.sleeper(sleep or asyncio.sleep)
@@ -196,29 +200,42 @@ class Run:
 
     def request_keys(self) -> list[str]:
         """Every prompt's request key, made once (the answer cache and a batch file use the same;
-        a rich row's is replaced by ``rich_ready`` when its images are read)."""
-        if not self._keys:
-            self._keys = request_keys(self.memory.server_name(self.settings.url), self.body,
-                                      [r.prompt for r in self.results])
+        a rich row's is replaced by ``rich_ready`` when its images are read). The run's own path
+        keeps them as raw digests (``_digests``); asked for here, they become the run's list."""
+        if not isinstance(self._keys, list):
+            self._keys = list(self._digests())
         return self._keys
 
-    def from_cache(self) -> list[Result]:
+    def _digests(self) -> Digests | list[str]:
+        if not len(self._keys):
+            self._keys = Digests(request_digests(self.memory.server_name(self.settings.url), self.body,
+                                                 self.results.column("prompt")))
+        return self._keys
+
+    def from_cache(self) -> Sequence[Result]:
         """Open the answer cache (with ``settings.cache``), fill in the cached answers, and return
-        the records still to send."""
+        the records still to send (read from the results as they are reached)."""
         if self.settings.cache:
             self._cache = self._shared_cache or Cache.open()
         if self._cache is None:
-            return list(self.results)
-        self.request_keys()
-        # a rich row's key covers its images' bytes: it is made (and looked up) when it is sent
-        plain = [k for i, k in enumerate(self._keys) if self.rich(i) is None]
-        found = {} if self.settings.refresh else self._cache.get_many(plain)
-        todo = []
-        for record, key in zip(self.results, self._keys):
-            row = found.get(key) if self.rich(record.index) is None else None
-            if not self._take_cached(record, row):
-                todo.append(record)
-        return todo
+            return self.results
+        keys = self._digests()
+        todo = array("q")
+        n = len(self.results)
+        for first in range(0, n, LOOKUP_CHUNK):  # a million keys are not made into strings at once
+            chunk = range(first, min(n, first + LOOKUP_CHUNK))
+            # a rich row's key covers its images' bytes: it is made (and looked up) when it is sent
+            plain = [i for i in chunk if self.rich(i) is None]
+            found = {} if self.settings.refresh else self._cache.get_many([keys[i] for i in plain])
+            if not found:
+                todo.extend(chunk)
+                continue
+            hits = set(plain)
+            for i in chunk:
+                row = found.get(keys[i]) if i in hits else None
+                if row is None or not self._take_cached(self.results[i], row):
+                    todo.append(i)
+        return _Picked(self.results, todo)
 
     def keep(self, key: str, row: tuple[Any, ...], *, latency_s: float | None = None,
              attempts: int | None = None) -> None:
@@ -242,7 +259,7 @@ class Run:
             record.cost = self.prices.cost(record, self.settings.model)
         return True
 
-    def rich_ready(self, record: Result, keys: list[str] | None = None) -> dict[str, Any] | None:
+    def rich_ready(self, record: Result, keys: Digests | list[str] | None = None) -> dict[str, Any] | None:
         """A rich row's body, its key put in ``keys`` (the run's own by default), or None when
         it is done already: answered from the cache, or failed before sending (a missing file,
         an unknown type, a file over the limit)."""
@@ -255,7 +272,7 @@ class Run:
             self._progress.advance(False)
             return None
         keys = self._keys if keys is None else keys
-        if keys:  # the key covers everything sent, the images' bytes too
+        if len(keys):  # the key covers everything sent, the images' bytes too
             keys[record.index] = request_key(self.memory.server_name(self.settings.url), body)
         if self._cache is not None and not self.settings.refresh:
             key = keys[record.index]
@@ -405,6 +422,31 @@ class Run:
             if finish_reason == "length":
                 message += " (cut off at max_tokens)"
             raise RequestError(message, status=200, code=code, retryable=record.attempts < 2) from None
+
+
+class _Picked(Sequence[Result]):
+    """The records at ``indices`` of ``results``, each read when reached."""
+
+    def __init__(self, results: Results, indices: Sequence[int]):
+        self._results, self._indices = results, indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    @overload
+    def __getitem__(self, i: int) -> Result: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Result]: ...
+
+    def __getitem__(self, i: int | slice) -> Result | list[Result]:
+        if isinstance(i, slice):
+            return [self._results[j] for j in self._indices[i]]
+        return self._results[self._indices[i]]
+
+    def __iter__(self) -> Iterator[Result]:
+        results = self._results
+        return (results[i] for i in self._indices)
 
 
 def check_prompts(prompts: Iterable[Any]) -> list[Any]:

@@ -1,0 +1,312 @@
+"""A run's records stored column-wise: a few bytes a prompt instead of an object per prompt.
+
+A million ``Result`` objects cost ~200 MB and make every full garbage collection walk a
+million objects; as columns they cost ~40 bytes a prompt and nothing for the collector. Each
+column holds its common values in a typed ``array`` and anything else (a value set by hand
+that does not fit: a negative count, a string where a number goes) in a small ``odd`` dict, so
+every record reads back exactly what was written. A column nobody has written costs nothing.
+``results.Row`` is the record a user sees of one row.
+
+Answers repeat a handful of short strings (``model``, ``finish_reason``): a ``Vocab`` column
+keeps each distinct value once. ``request_id`` is one short ASCII string per answer: a ``Blob``
+keeps its bytes back to back. ``Digests`` keeps request keys (sha256 hex, 113 bytes as a str)
+as their 32 raw bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, overload
+
+_NONE_INT = -1  # an int column's None
+_INT_MAX = 2**31 - 1
+
+
+class Column:
+    """Values of any kind, one a row: a list, made when the first value other than ``default`` is set."""
+
+    __slots__ = ("n", "default", "items")
+
+    def __init__(self, n: int, default: Any = None):
+        self.n, self.default = n, default
+        self.items: list[Any] | None = None
+
+    def get(self, i: int) -> Any:
+        return self.default if self.items is None else self.items[i]
+
+    def set(self, i: int, value: Any) -> None:
+        if self.items is None:
+            if value is self.default:
+                return
+            self.items = [self.default] * self.n
+        self.items[i] = value
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.items) if self.items is not None else iter([self.default] * self.n)
+
+
+class Ints(Column):
+    """Whole numbers 0 .. 2**31-2 (token counts, attempts) or None, 4 bytes a row."""
+
+    __slots__ = ("codes", "odd")
+
+    def __init__(self, n: int, default: int | None = None):
+        super().__init__(n, default)
+        self.codes: array[int] | None = None
+        self.odd: dict[int, Any] = {}
+
+    def get(self, i: int) -> Any:
+        if self.odd and i in self.odd:
+            return self.odd[i]
+        if self.codes is None:
+            return self.default
+        code = self.codes[i]
+        return None if code == _NONE_INT else code
+
+    def set(self, i: int, value: Any) -> None:
+        if self.odd:
+            self.odd.pop(i, None)
+        if value is None:
+            code = _NONE_INT
+        elif type(value) is int and 0 <= value < _INT_MAX:
+            code = value
+        else:
+            self.odd[i] = value
+            return
+        if self.codes is None:
+            if value == self.default and type(value) is type(self.default):
+                return
+            fill = _NONE_INT if self.default is None else self.default
+            self.codes = array("i", [fill]) * self.n
+        self.codes[i] = code
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.codes is None and not self.odd:
+            return iter([self.default] * self.n)
+        return (self.get(i) for i in range(self.n))
+
+
+class Floats(Column):
+    """Floats (latency, cost) or None, 8 bytes a row (None is stored as NaN; a NaN set by hand, or
+    an int, is kept as it is among the odd values)."""
+
+    __slots__ = ("values", "odd")
+
+    def __init__(self, n: int):
+        super().__init__(n, None)
+        self.values: array[float] | None = None
+        self.odd: dict[int, Any] = {}
+
+    def get(self, i: int) -> Any:
+        if self.odd and i in self.odd:
+            return self.odd[i]
+        if self.values is None:
+            return None
+        v = self.values[i]
+        return None if v != v else v
+
+    def set(self, i: int, value: Any) -> None:
+        if self.odd:
+            self.odd.pop(i, None)
+        if value is None:
+            if self.values is not None:
+                self.values[i] = math.nan
+            return
+        if type(value) is not float or value != value:
+            self.odd[i] = value
+            return
+        if self.values is None:
+            self.values = array("d", [math.nan]) * self.n
+        self.values[i] = value
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.values is None and not self.odd:
+            return iter([None] * self.n)
+        return (self.get(i) for i in range(self.n))
+
+
+class Vocab(Column):
+    """Few distinct values, each kept once (status, model, finish_reason): 1 byte a row, 2 once
+    there are more than 255 of them; an unhashable value goes among the odd ones."""
+
+    __slots__ = ("codes", "words", "code_of", "odd")
+
+    def __init__(self, n: int, default: Any = None):
+        super().__init__(n, default)
+        self.words: list[Any] = [default]
+        self.code_of: dict[tuple[type, Any], int] = {(type(default), default): 0}
+        self.codes: array[int] | None = None
+        self.odd: dict[int, Any] = {}
+
+    def get(self, i: int) -> Any:
+        if self.odd and i in self.odd:
+            return self.odd[i]
+        return self.default if self.codes is None else self.words[self.codes[i]]
+
+    def set(self, i: int, value: Any) -> None:
+        if self.odd:
+            self.odd.pop(i, None)
+        try:
+            key = (type(value), value)  # the type too: 1 and True (and 1.0) are equal, not the same
+            code = self.code_of.get(key)
+        except TypeError:  # unhashable (a list set by hand)
+            self.odd[i] = value
+            return
+        if code is None:
+            if len(self.words) > 65535:  # more distinct values than codes: kept as they are
+                self.odd[i] = value
+                return
+            code = self.code_of[key] = len(self.words)
+            self.words.append(value)
+        if self.codes is None:
+            if code == 0:
+                return
+            self.codes = array("B", bytes(self.n))
+        if code > 255 and self.codes.typecode == "B":
+            self.codes = array("H", self.codes)
+        self.codes[i] = code
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.odd:
+            return (self.get(i) for i in range(self.n))
+        if self.codes is None:
+            return iter([self.default] * self.n)
+        words = self.words
+        return (words[c] for c in self.codes)
+
+
+class Blob(Column):
+    """Short ASCII strings (request ids) back to back in one buffer: their length plus 6 bytes a
+    row, not ~90. A value set again is appended anew (the old bytes stay: rare); anything else
+    (non-ASCII, long, not a str) goes among the odd values."""
+
+    __slots__ = ("data", "starts", "lengths", "odd")
+
+    def __init__(self, n: int):
+        super().__init__(n, None)
+        self.data = bytearray()
+        self.starts: array[int] | None = None
+        self.lengths: array[int] | None = None
+        self.odd: dict[int, Any] = {}
+
+    def get(self, i: int) -> Any:
+        if self.odd and i in self.odd:
+            return self.odd[i]
+        if self.starts is None or self.lengths is None or not self.lengths[i]:
+            return None
+        start = self.starts[i]
+        return self.data[start:start + self.lengths[i] - 1].decode("ascii")
+
+    def set(self, i: int, value: Any) -> None:
+        if self.odd:
+            self.odd.pop(i, None)
+        if value is None:
+            if self.lengths is not None:
+                self.lengths[i] = 0
+            return
+        if type(value) is not str or not value.isascii() or len(value) >= 65535 or len(self.data) >= _INT_MAX:
+            self.odd[i] = value
+            return
+        if self.starts is None or self.lengths is None:
+            self.starts, self.lengths = array("I", bytes(4 * self.n)), array("H", bytes(2 * self.n))
+        self.starts[i] = len(self.data)
+        self.lengths[i] = len(value) + 1  # 0 is None, 1 the empty string
+        self.data += value.encode("ascii")
+
+    def __iter__(self) -> Iterator[Any]:
+        return (self.get(i) for i in range(self.n))
+
+
+#: The columns of a record, by field name of ``results.Result`` (index and prompt are the table's own).
+KINDS: dict[str, tuple[type[Column], Any]] = {
+    "text": (Column, None), "status": (Vocab, "cancelled"), "error": (Column, None), "attempts": (Ints, 0),
+    "latency_s": (Floats, None), "prompt_tokens": (Ints, None), "completion_tokens": (Ints, None),
+    "cached_tokens": (Ints, None), "cache_write_tokens": (Ints, None), "reasoning_tokens": (Ints, None),
+    "cost": (Floats, None), "finish_reason": (Vocab, None), "model": (Vocab, None), "refusal": (Column, None),
+    "reasoning": (Column, None), "request_id": (Blob, None), "cached": (Vocab, False), "data": (Column, None)}
+
+
+class Table:
+    """Every record of a run: ``prompts`` (the user's strings, held once) and one column per field."""
+
+    __slots__ = ("prompts", "columns")
+
+    def __init__(self, prompts: list[str]):
+        self.prompts = prompts
+        n = len(prompts)
+        self.columns: dict[str, Column] = {
+            name: kind(n) if kind in (Floats, Blob) else kind(n, default)
+            for name, (kind, default) in KINDS.items()}
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def values(self, name: str) -> Iterable[Any]:
+        """Every row's value of field ``name``, in order."""
+        if name == "prompt":
+            return self.prompts
+        if name == "index":
+            return range(len(self.prompts))
+        return self.columns[name]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the columns hold (not the prompts, nor the values the lists point to)."""
+        import sys
+        total = 0
+        for c in self.columns.values():
+            for part in ("items", "codes", "values", "data", "starts", "lengths"):
+                held = getattr(c, part, None)
+                total += sys.getsizeof(held) if held is not None else 0
+        return total
+
+
+class Digests(Sequence[str]):
+    """Request keys (sha256 hex strings) kept as their raw 32 bytes each; read back as hex."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Iterable[bytes] = ()):
+        self.raw = bytearray()
+        for digest in raw:  # one at a time: a million bytes objects at once would be 65 MB
+            self.raw += digest
+
+    def __len__(self) -> int:
+        return len(self.raw) // 32
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("key index out of range")
+        return self.raw[32 * i:32 * i + 32].hex()
+
+    def __setitem__(self, i: int, key: str) -> None:
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError("key index out of range")
+        self.raw[32 * i:32 * i + 32] = bytes.fromhex(key)
+
+    def append(self, digest: bytes) -> None:
+        self.raw += digest
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Digests):
+            return self.raw == other.raw
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a list
+
+    def __repr__(self) -> str:
+        return f"<Digests: {len(self)} keys>"
