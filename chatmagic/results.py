@@ -107,17 +107,6 @@ class Row(Result):
         """Pickled (and copied) as the ``Result`` it reads as, detached from the run."""
         return Result, _values(self)
 
-    def take(self, answer: Answer, cost: float | None, request_id: str | None = None) -> None:
-        """As ``Result.take``, written straight to the columns (the hot path of a run)."""
-        columns, i = self._table.columns, self._i
-        for name, value in (("text", answer.text), ("status", "ok"), ("model", answer.model),
-                            ("finish_reason", answer.finish_reason), ("prompt_tokens", answer.prompt_tokens),
-                            ("completion_tokens", answer.completion_tokens), ("cached_tokens", answer.cached_tokens),
-                            ("cache_write_tokens", answer.cache_write_tokens),
-                            ("reasoning_tokens", answer.reasoning_tokens), ("refusal", answer.refusal),
-                            ("reasoning", answer.reasoning), ("cost", cost), ("request_id", request_id)):
-            columns[name].set(i, value)
-
 
 def _row_field(name: str) -> property:
     def get(self: Row) -> Any:
@@ -321,7 +310,8 @@ class Results(Sequence[Result]):
         parts.append(f"tokens {tokens_in:,} in / {tokens_out:,} out")
         spent = self.cost
         from chatmagic.core.prices import money, unknown_note
-        if spent is None or any(r.ok and r.cached and r.cost is None for r in self._records):
+        if spent is None or any(s == "ok" and cached and cost is None for s, cached, cost in
+                                zip(self.column("status"), self.column("cached"), self.column("cost"))):
             # a cached answer of no known price: as its first run said, not "$0.0000"
             parts.append(unknown_note())
         else:
