@@ -2,6 +2,7 @@
 prompt answered, few 429s, no crawl; waits capped and said; a far quota ends the run; storms
 and 429-only servers end. Shapes are set before the limit (setting rpm/tpm builds the buckets)."""
 
+import asyncio
 import json
 import math
 import socket
@@ -119,6 +120,22 @@ def test_a_prompt_rate_limited_more_often_than_its_retries_is_answered(server):
     results = run(server, 4, concurrency=4, retries=0)  # no retry for a fault; 429s are pacing
     assert all_ok(results) and max(r.attempts for r in results) >= 2  # was: failed at its first 429
     assert results.retries == server.stats.by_status[429]  # each re-send is shown as a retry
+
+
+def test_429s_and_overloads_use_no_retry_and_add_no_backoff_of_their_own(server):
+    # retries=0: a fault fails its prompt at once, while 429s and an overload (503) are sent
+    # again; the prompt's own waits, on a recorded (fake) sleep, are each 429's retry-after only
+    from chatmagic.core.engine import Run
+    from chatmagic.settings import resolve
+    slept = []
+
+    async def sleep(seconds):
+        slept.append(seconds)
+    prompts = ["p [[fail:429:3]] [[retry_after:0.2]]", "q [[fail:503:1]]", "r [[fail:500:1]]"]
+    results = asyncio.run(Run(prompts, resolve({"base_url": server.base_url, "progress": False, "retries": 0}),
+                              sleep=sleep).run())
+    assert [(r.status, r.attempts) for r in results] == [("ok", 4), ("ok", 2), ("error", 1)], results.summary()
+    assert slept == [pytest.approx(0.2)] * 3
 
 
 def test_a_quantized_limit_is_paced_at_its_second_with_few_429s(server):

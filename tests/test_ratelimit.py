@@ -335,6 +335,9 @@ def test_a_start_waiting_for_the_refill_goes_when_a_new_reading_shows_credit():
         waiter = asyncio.ensure_future(t.acquire())
         for _ in range(5):
             await asyncio.sleep(0)
+        t.observe(reading(0), first)   # a reading that shows nothing new wakes no one
+        for _ in range(5):
+            await asyncio.sleep(0)
         assert not waiter.done()
         t.observe(reading(59), first)  # the minute turned: credit again
         return first, await waiter

@@ -212,19 +212,30 @@ class Throttle:
             self._end_probe()
         if hints is None:
             return
-        self._answered_at = self.clock()
-        before = self.hidden.rate
+        now = self._answered_at = self.clock()
+        before, credit = self.hidden.rate, self._credit(now)
         self.hidden.accepted(ticket.at)
-        if self.hidden.rate > before:  # the next start at the new pace, not the old one
+        raised = self.hidden.rate > before
+        if raised:  # the next start at the new pace, not the old one
             self._next["hidden"] = min(self._next["hidden"], self._last_start + 1 / self.hidden.rate)
             if self.hidden.rate == INF:  # the storm is over: its waits with it
                 self.cooldown_until = min(self.cooldown_until, self._paced_until)
                 self._lifted.set()
                 self._lifted = asyncio.Event()
         self._read(hints, ticket)
-        if self._sleeping:  # the waiting start looks again (the wake is cheap; none is missed)
+        # the waiting start looks again when the pace rose or the reading shows a request's worth
+        # more than projected (a window that came back: LiteLLM's calendar minutes); not for
+        # every reading: each is a little early (stamped at the send), and the earliest of all
+        # would start too soon
+        if self._sleeping and (raised or any(after - was >= unit for was, after, unit in
+                                             zip(credit, self._credit(now), (1.0, ticket.cost or INF)))):
             self._raised.set()
             self._raised = asyncio.Event()
+
+    def _credit(self, now: float) -> tuple[float, float]:
+        """The announced budgets' credit now (requests, tokens): -INF for one not known."""
+        return (self.requests.available(now, self.sent) if self.requests.known else -INF,
+                self.tokens.available(now, self.tokens_sent) if self.tokens.known else -INF)
 
     async def pause(self, seconds: float, sleep: Callable[[float], Awaitable[None]]) -> None:
         """A rate-limited prompt's own wait (its 429's retry-after), cut short when the storm
