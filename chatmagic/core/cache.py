@@ -46,9 +46,16 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+# a row's fields by name (core/cacherows.py), imported from here as before
+from chatmagic.core.cacherows import ANSWER_FIELDS as ANSWER_FIELDS
+from chatmagic.core.cacherows import EXTRA_FIELDS as EXTRA_FIELDS
+from chatmagic.core.cacherows import HOW_FIELDS as HOW_FIELDS
+from chatmagic.core.cacherows import fill as fill
+from chatmagic.core.cacherows import row_of as row_of
 
 DB_NAME = "answers.sqlite3"
 #: Bump when the meaning of a key changes; old entries then simply stop matching.
@@ -81,49 +88,6 @@ def default_dir() -> Path:
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Caches" / "chatmagic"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "chatmagic"
-
-
-#: What a row holds of an answer, in its columns' order: the names of a record's (``Result``) and an
-#: answer's (``Completion``) fields. The one place a row's positions are mapped to names.
-ANSWER_FIELDS = ("text", "finish_reason", "prompt_tokens", "completion_tokens", "model")
-#: How the answer came, stored after the answer fields (None: not known, e.g. a version 1 row).
-HOW_FIELDS = ("latency_s", "attempts")
-#: The rest of a record's answer, in one JSON column (``extra``): its kind of each, checked when read.
-EXTRA_FIELDS: dict[str, type] = {"cached_tokens": int, "cache_write_tokens": int, "reasoning_tokens": int,
-                                 "refusal": str, "reasoning": str, "request_id": str, "cost": float}
-
-
-def row_of(answer: object) -> tuple[Any, ...]:
-    """The row to store for ``answer`` (a record, or an answer: anything with the
-    ``ANSWER_FIELDS`` as attributes): those, then the ``EXTRA_FIELDS`` it has as JSON (or None)."""
-    more = {n: v for n in EXTRA_FIELDS if (v := getattr(answer, n, None)) is not None}
-    try:  # ASCII JSON: a lone surrogate in the reasoning is escaped, so the row is storable
-        extra = json.dumps(more, allow_nan=False) if more else None
-    except (TypeError, ValueError):
-        extra = None
-    return (*(getattr(answer, name) for name in ANSWER_FIELDS), extra)
-
-
-def fill(record: object, row: Sequence[Any]) -> None:
-    """Set ``record``'s answer fields from a row of ``get_many``, and the ``HOW_FIELDS`` and
-    ``EXTRA_FIELDS`` that a cached row knows (a value of another kind is left out)."""
-    for name, value in zip(ANSWER_FIELDS, row):
-        setattr(record, name, value)
-    n = len(ANSWER_FIELDS)
-    for name, value in zip(HOW_FIELDS, row[n:n + len(HOW_FIELDS)]):
-        if value is not None:
-            setattr(record, name, value)
-    extra = row[n + len(HOW_FIELDS)] if len(row) > n + len(HOW_FIELDS) else None
-    try:
-        more = json.loads(extra) if isinstance(extra, str) else {}
-    except ValueError:
-        more = {}
-    for name, kind in EXTRA_FIELDS.items():
-        value = more.get(name) if isinstance(more, dict) else None
-        if kind is float and type(value) is int:
-            value = float(value)
-        if type(value) is kind:
-            setattr(record, name, value)
 
 
 def request_key(url: str, body: dict[str, Any]) -> str:
