@@ -86,7 +86,7 @@ def test_a_json_answer_2000_deep_fails_its_prompt_and_the_20_good_answers_are_ke
     deep = results[10]
     assert len(deep.text) > 4000 and deep.status == "error" and deep.attempts == 2  # retried once, as any bad JSON
     assert deep.error.startswith("200 invalid_json: not valid JSON: nested deeper than 128 levels: '{\"deep\": [[[")
-    good = [r for r in results if r is not deep]
+    good = [r for i, r in enumerate(results) if i != 10]
     assert [r.data for r in good] == [{"echo": p.removesuffix(" [[json]]")} for p in GOOD]
     assert results.summary().startswith("20/21 ok, 1 failed (1 200 invalid_json)") and "good 4" in repr(results)
 
@@ -263,3 +263,21 @@ def test_in_a_kernel_deep_answers_bad_refs_and_surrogates_fail_only_their_prompt
     shown = next(o for o in nb.cells[7].outputs if o.output_type == "execute_result")["data"]
     assert "lone \ufffd surrogate" in shown["text/html"] and "2/2 ok (1 from cache)" in shown["text/plain"]
     assert server.stats.attempts["a"] == 0
+
+
+@pytest.mark.parametrize("depth", [500, 5000])  # the answer's check refuses it; its body is too deep to parse
+def test_an_anthropic_tool_answer_nested_deep_fails_its_prompt_and_the_run_goes_on(depth):
+    from chatmagic.practice.anthropic import FakeAnthropic
+    prompts = [f"fine {i}" for i in range(20)] + [f"deep [[deep:{depth}]]"]
+    with FakeAnthropic(api_key=KEY) as srv:
+        results = chatmagic.chat_many(prompts, provider="anthropic", model="claude-haiku-4-5", schema=SCHEMA,
+                                      base_url=srv.base_url, api_key=KEY, progress=False)
+    assert [r.data["label"] for r in results[:20]] == [f"fine {i}" for i in range(20)]
+    deep = results[20]
+    assert deep.status == "error" and deep.data is None
+    if depth < 1000:  # parsed, then refused by the answer's check, retried once as any mismatch
+        assert deep.error.endswith("schema_mismatch: does not match the schema: nested deeper than 128 levels")
+        assert deep.attempts == 2
+    else:  # the body itself cannot be parsed: the same every time, so it fails at once
+        assert deep.error == "200 too_deep: not a completion: the answer is nested too deep to read"
+        assert deep.attempts == 1

@@ -23,7 +23,7 @@ token bucket that starts full, Anthropic's documented semantics) announce
 request; ``overload_above=N`` answers 529 whenever more than N requests are in flight (a server
 that recovers once the client slows down). Prompts script their own failures: ``[[fail:529]]``,
 ``[[fail:400:2]]`` (the first 2 attempts), ``[[sleep:0.5]]``, ``[[cacheread:N]]``; ``[[keyfields]]``
-echoes the key into the Message's fields (practice/hostile_data.py).
+echoes the key into the Message's fields, ``[[deep:N]]`` nests the answer N deep (practice/hostile_data.py).
 Message Batches live in practice/anthropic_batch.py, the buckets in practice/anthropic_limits.py.
 Only binds 127.0.0.1.
 """
@@ -158,6 +158,10 @@ class FakeAnthropic(InThread):
         answer = self.message(body, prompt, script)
         if "keyfields" in script:  # practice/hostile_data.py
             headers = {**headers, "request-id": hostile_data.echo_key(answer, request.headers.get("x-api-key", ""))}
+        if "deep" in script:
+            depth = int(script["deep"][0]) if script["deep"] and script["deep"][0] else 2000
+            return web.Response(text=hostile_data.deep_body(answer, depth), content_type="application/json",
+                                headers=headers)
         return web.json_response(answer, headers=headers)
 
     def _overloaded(self, st: Stats) -> web.Response | None:

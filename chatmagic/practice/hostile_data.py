@@ -8,7 +8,9 @@ transport-level ones, such as ``[[gzipbomb]]``, are in ``practice/server.py``):
   the ``request-id`` header;
 - ``[[deep:N]]``: the answer a JSON object whose first field (the schema's first property, or
   ``deep``) is a list nested N deep (2N bytes: 2,000 deep is 4 KB);
-- ``[[surrogate]]``: the text holds a lone surrogate, sent as the valid JSON escape ``\\ud800``.
+- ``[[surrogate]]``: the text holds a lone surrogate, sent as the valid JSON escape ``\\ud800``;
+- in an Anthropic Message, ``[[deep:N]]`` nests a forced tool's ``input`` (``deep_body``): its
+  whole body is that deep, written as text (``json.dumps`` itself cannot go so deep).
 """
 
 from __future__ import annotations
@@ -49,3 +51,15 @@ def echo_key(message: dict[str, Any], key: str) -> str:
     message["model"] = f"{message['model']}-{PAD}{key}"
     message["stop_reason"] = f"end_turn:{key}"
     return f"req_{PAD}{key}"
+
+
+def deep_body(message: dict[str, Any], depth: int) -> str:
+    """The JSON text of an Anthropic ``message`` whose forced tool's input (or text) is a list
+    nested ``depth`` deep under its first field."""
+    marker = "\x00deep\x00"
+    block = message["content"][0]
+    if block.get("type") == "tool_use":
+        block["input"] = {next(iter(block["input"]), "deep"): marker}
+    else:
+        block["text"] = marker
+    return json.dumps(message).replace(json.dumps(marker), "[" * depth + "]" * depth)

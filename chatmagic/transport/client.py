@@ -125,7 +125,15 @@ class Client:
                 await asyncio.sleep(FILES_WAIT)
                 waited += FILES_WAIT
         raw = self.scrub_raw(raw)
-        data = _json(raw)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        except RecursionError:  # a hostile answer the same every time: it fails its prompt at once
+            if status == 200:
+                raise RequestError("not a completion: the answer is nested too deep to read", status=200,
+                                   code="too_deep", retryable=False) from None
+            data = None
         if status != 200:
             raise self._error(status, data, raw, said)
         done = self._dialect.answer(data)
