@@ -11,7 +11,7 @@ import pickle
 
 import pytest
 
-from chatmagic.core.columns import Digests, Table
+from chatmagic.core.columns import Table
 from chatmagic.providers.dialect import Answer
 from chatmagic.results import FIELDS, Result, Results, Row
 
@@ -134,14 +134,3 @@ def test_a_run_of_rows_holds_a_few_bytes_a_prompt_and_no_object_per_prompt():
     # latency, request id (24 bytes + 6): about 64 bytes; a Result object was ~200 plus its strings
     assert table.nbytes / n < 80
     assert results[n - 1].request_id == f"req_{n - 1:020d}" and results.texts()[-1] == answers[-1]
-
-
-def test_digests_read_back_as_the_hex_keys_and_compare_with_a_list():
-    keys = [f"{i:064x}" for i in range(3)]
-    digests = Digests(bytes.fromhex(k) for k in keys)
-    assert len(digests) == 3 and list(digests) == keys and digests == keys and digests[-1] == keys[2]
-    assert digests[1:] == keys[1:]
-    digests[1] = "ff" * 32
-    assert digests[1] == "ff" * 32 and digests != keys
-    with pytest.raises(IndexError):
-        digests[3]

@@ -179,7 +179,12 @@ class Hidden:
         self.gradual = False    # a lift met a storm again at once: recover by doubling instead
 
     def sent(self, at: float) -> None:
-        self._sends.append(at)
+        sends = self._sends
+        sends.append(at)
+        # only the last WINDOW counts (rejected reads no further back): without this a run with
+        # no 429 kept every send time, 32 bytes a request (32 MB for a million prompts)
+        while sends[0] < at - WINDOW:
+            sends.popleft()
 
     def rejected(self, ticket: Ticket, now: float) -> None:
         """A 429 no budget explains: pace at the rate accepted lately (or the floor)."""

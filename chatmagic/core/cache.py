@@ -102,26 +102,29 @@ def request_key(url: str, body: dict[str, Any]) -> str:
 
 def request_keys(url: str, body_of: Callable[[str], dict[str, Any]], prompts: Iterable[str]) -> list[str]:
     """``request_key`` of each body ``body_of(prompt)`` (the dialect's one builder, which puts
-    the prompt in one place), computed fast: see ``request_digests``."""
-    return [d.hex() for d in request_digests(url, body_of, prompts)]
+    the prompt in one place), computed fast: see ``key_maker``."""
+    key = key_maker(url, body_of)
+    return [key(p) for p in prompts]
 
 
-def request_digests(url: str, body_of: Callable[[str], dict[str, Any]], prompts: Iterable[str]) -> Iterator[bytes]:
-    """The raw 32 bytes of each ``request_key`` (a run keeps these, not 113-byte strings): the
-    canonical JSON around the prompt is hashed once and the hash state copied per prompt."""
+def key_maker(url: str, body_of: Callable[[str], dict[str, Any]]) -> Callable[[str], str]:
+    """A function giving ``request_key(url, body_of(prompt))`` of a prompt, fast (a run makes
+    each key when needed instead of holding a million): the canonical JSON around the prompt
+    is hashed once and the hash state copied per prompt."""
     marker = "\x00chatmagic-prompt\x00"
     whole = _dumps([url, body_of(marker)])
     if whole.count(_dumps(marker)) != 1:  # the marker in the settings too: key each body whole
-        yield from (bytes.fromhex(request_key(url, body_of(p))) for p in prompts)
-        return
+        return lambda prompt: request_key(url, body_of(prompt))
     before, after = whole.split(_dumps(marker))
     start = _sha256(KEY_VERSION + before.encode("utf-8", "surrogatepass"))
     tail = after.encode("utf-8", "surrogatepass")
-    for prompt in prompts:
+
+    def key(prompt: str) -> str:
         h = start.copy()
         h.update(_dumps(prompt).encode("utf-8", "surrogatepass"))
         h.update(tail)
-        yield h.digest()
+        return h.hexdigest()
+    return key
 
 
 class Cache:
@@ -343,7 +346,9 @@ class Cache:
                     conn.executemany("INSERT OR REPLACE INTO answers (key, text, finish_reason, prompt_tokens, "
                                      "completion_tokens, model, latency_s, attempts, extra, created) "
                                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                     [(k, *map(_sqlite_value, row)) for k, row in rows.items()])
+                                     # in key order: the key index's pages are then walked forwards, not
+                                     # at random (a million-row file: ~25% less CPU a row)
+                                     [(k, *map(_sqlite_value, row)) for k, row in sorted(rows.items())])
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:

@@ -9,16 +9,15 @@ every record reads back exactly what was written. A column nobody has written co
 
 Answers repeat a handful of short strings (``model``, ``finish_reason``): a ``Vocab`` column
 keeps each distinct value once. ``request_id`` is one short ASCII string per answer: a ``Blob``
-keeps its bytes back to back. ``Digests`` keeps request keys (sha256 hex, 113 bytes as a str)
-as their 32 raw bytes.
+keeps its bytes back to back.
 """
 
 from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, overload
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 _NONE_INT = -1  # an int column's None
 _INT_MAX = 2**31 - 1
@@ -261,52 +260,3 @@ class Table:
                 held = getattr(c, part, None)
                 total += sys.getsizeof(held) if held is not None else 0
         return total
-
-
-class Digests(Sequence[str]):
-    """Request keys (sha256 hex strings) kept as their raw 32 bytes each; read back as hex."""
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: Iterable[bytes] = ()):
-        self.raw = bytearray()
-        for digest in raw:  # one at a time: a million bytes objects at once would be 65 MB
-            self.raw += digest
-
-    def __len__(self) -> int:
-        return len(self.raw) // 32
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-
-    @overload
-    def __getitem__(self, i: slice) -> list[str]: ...
-
-    def __getitem__(self, i: int | slice) -> str | list[str]:
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError("key index out of range")
-        return self.raw[32 * i:32 * i + 32].hex()
-
-    def __setitem__(self, i: int, key: str) -> None:
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError("key index out of range")
-        self.raw[32 * i:32 * i + 32] = bytes.fromhex(key)
-
-    def append(self, digest: bytes) -> None:
-        self.raw += digest
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Digests):
-            return self.raw == other.raw
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as a list
-
-    def __repr__(self) -> str:
-        return f"<Digests: {len(self)} keys>"

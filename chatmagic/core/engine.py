@@ -16,8 +16,8 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from chatmagic.core.budgets import TokenEstimate
-from chatmagic.core.cache import Cache, fill, request_digests, request_key, row_of
-from chatmagic.core.columns import Digests, Table
+from chatmagic.core.cache import Cache, fill, key_maker, request_key, row_of
+from chatmagic.core.columns import Table
 from chatmagic.core.jsonparse import TooDeep, loads
 from chatmagic.core.memory import Memory
 from chatmagic.core.prices import Prices
@@ -83,7 +83,9 @@ class Run:
         self._make_client = client
         self._shared_cache = cache
         self._cache: Cache | None = None        # the answer cache while the run is on
-        self._keys: Digests | list[str] = Digests()  # request key of each prompt, made by request_keys()
+        self._keys: list[str] | None = None     # every prompt's request key, made only by request_keys()
+        self._rich_keys: dict[int, str] = {}    # a rich row's key (covering its images), made when it is sent
+        self._key_of: Callable[[str], str] | None = None  # a prompt's key, made when it is needed
         self._slots: asyncio.Semaphore | None = None  # one per request in flight, made by run()
         self._client: Client | None = None      # open while the run sends
         texts, self._rows = rows_of(check_prompts(prompts), images)  # rows: None when all are text
@@ -200,17 +202,26 @@ class Run:
 
     def request_keys(self) -> list[str]:
         """Every prompt's request key, made once (the answer cache and a batch file use the same;
-        a rich row's is replaced by ``rich_ready`` when its images are read). The run's own path
-        keeps them as raw digests (``_digests``); asked for here, they become the run's list."""
-        if not isinstance(self._keys, list):
-            self._keys = list(self._digests())
+        a rich row's is replaced by ``rich_ready`` when its images are read). A run without
+        --batch never holds them all: each is made when it is looked up or stored (``key``)."""
+        if self._keys is None:
+            keys = [self._maker()(p) for p in self.results.column("prompt")]
+            for i, key in self._rich_keys.items():
+                keys[i] = key
+            self._keys = keys
         return self._keys
 
-    def _digests(self) -> Digests | list[str]:
-        if not len(self._keys):
-            self._keys = Digests(request_digests(self.memory.server_name(self.settings.url), self.body,
-                                                 self.results.column("prompt")))
-        return self._keys
+    def _maker(self) -> Callable[[str], str]:
+        if self._key_of is None:
+            self._key_of = key_maker(self.memory.server_name(self.settings.url), self.body)
+        return self._key_of
+
+    def key(self, index: int) -> str:
+        """The request key of the prompt at ``index``."""
+        if self._keys is not None:
+            return self._keys[index]
+        rich = self._rich_keys.get(index)
+        return rich if rich is not None else self._maker()(self.results[index].prompt)
 
     def from_cache(self) -> Sequence[Result]:
         """Open the answer cache (with ``settings.cache``), fill in the cached answers, and return
@@ -219,20 +230,20 @@ class Run:
             self._cache = self._shared_cache or Cache.open()
         if self._cache is None:
             return self.results
-        keys = self._digests()
         todo = array("q")
-        n = len(self.results)
-        for first in range(0, n, LOOKUP_CHUNK):  # a million keys are not made into strings at once
+        n, prompts = len(self.results), iter(self.results.column("prompt"))
+        keys, key_of = self._keys, self._maker()
+        for first in range(0, n, LOOKUP_CHUNK):  # a million keys are never held at once
             chunk = range(first, min(n, first + LOOKUP_CHUNK))
             # a rich row's key covers its images' bytes: it is made (and looked up) when it is sent
-            plain = [i for i in chunk if self.rich(i) is None]
-            found = {} if self.settings.refresh else self._cache.get_many([keys[i] for i in plain])
+            plain = {i: key_of(p) if keys is None else keys[i]
+                     for i, p in zip(chunk, prompts) if self.rich(i) is None}
+            found = {} if self.settings.refresh else self._cache.get_many(plain.values())
             if not found:
                 todo.extend(chunk)
                 continue
-            hits = set(plain)
             for i in chunk:
-                row = found.get(keys[i]) if i in hits else None
+                row = found.get(plain[i]) if i in plain else None
                 if row is None or not self._take_cached(self.results[i], row):
                     todo.append(i)
         return _Picked(self.results, todo)
@@ -259,7 +270,7 @@ class Run:
             record.cost = self.prices.cost(record, self.settings.model)
         return True
 
-    def rich_ready(self, record: Result, keys: Digests | list[str] | None = None) -> dict[str, Any] | None:
+    def rich_ready(self, record: Result, keys: list[str] | None = None) -> dict[str, Any] | None:
         """A rich row's body, its key put in ``keys`` (the run's own by default), or None when
         it is done already: answered from the cache, or failed before sending (a missing file,
         an unknown type, a file over the limit)."""
@@ -271,12 +282,15 @@ class Run:
             record.status, record.error = "error", f"not sent: {e}"
             self._progress.advance(False)
             return None
-        keys = self._keys if keys is None else keys
-        if len(keys):  # the key covers everything sent, the images' bytes too
-            keys[record.index] = request_key(self.memory.server_name(self.settings.url), body)
-        if self._cache is not None and not self.settings.refresh:
-            key = keys[record.index]
-            if self._take_cached(record, self._cache.get_many([key]).get(key)):
+        if keys is not None or self._keys is not None or self._cache is not None:
+            # the key covers everything sent, the images' bytes too (hashed only when a key is used)
+            key = request_key(self.memory.server_name(self.settings.url), body)
+            for held in (keys, self._keys):
+                if held is not None:
+                    held[record.index] = key
+            self._rich_keys[record.index] = key
+            if (self._cache is not None and not self.settings.refresh
+                    and self._take_cached(record, self._cache.get_many([key]).get(key))):
                 self._progress.advance(True)
                 return None
         return body
@@ -319,7 +333,7 @@ class Run:
             return
         record.take(done.answer, self.prices.cost(done.answer, self.settings.model), done.request_id)
         if self._cache is not None:
-            self.keep(self._keys[record.index], row_of(record), latency_s=record.latency_s,
+            self.keep(self.key(record.index), row_of(record), latency_s=record.latency_s,
                       attempts=record.attempts)
         self._progress.advance(True)
 
