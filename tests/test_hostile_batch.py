@@ -195,12 +195,18 @@ def test_two_processes_running_the_same_cell_at_once_pay_once(bserver, monkeypat
     try:
         wait_until(lambda: len(list(tmp_path.glob("go.ready*"))) == 2, "both clients to be ready")
         (tmp_path / "go").touch()
-        got = [outcome(k) for k in kids]
+        said = [k.communicate(timeout=120) for k in kids]
     finally:
         for k in kids:
             k.kill()
             k.wait(10)
+    assert all(k.returncode == 0 and "Traceback" not in err for k, (_, err) in zip(kids, said)), said
+    got = [json.loads(out.strip().splitlines()[-1]) for out, _ in said]
     assert all(g["texts"] == [f"echo: {p}" for p in prompts] for g in got)
+    # the one that waited said so, naming the other's pid; the first did not
+    waited = [i for i, (_, err) in enumerate(said) if "is submitting a batch from" in err]
+    assert len(waited) == 1, said
+    assert f"another process (pid {kids[1 - waited[0]].pid}) is submitting" in said[waited[0]][1]
     assert (bserver.batch.stats["batches"], bserver.batch.stats["requests"]) == (1, 40)  # was 2 and 80
 
 

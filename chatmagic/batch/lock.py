@@ -3,7 +3,7 @@
 Two processes running the same ``--batch`` cell at once on one cache would both find no batch
 stored and both pay. So submitting holds a lock file beside the cache (``batch.lock``, an OS
 lock the kernel drops with the process, so a killed run never leaves it held): the second
-process waits, then reads the store again and attaches to the first one's batch.
+process waits (saying so, with the holder's pid), then reads the store again and attaches to the first one's batch.
 
 The temporary JSONL files (the prompts, up to 256 MB each) are written in the cache folder's
 ``batch-files/`` (owner-only, as the cache), not the system temp folder; one left by a run
@@ -13,20 +13,20 @@ killed while submitting is removed by the next one, under the lock (so never a l
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from chatmagic.core.cache import default_dir
+from chatmagic.errors import ChatmagicWarning
 
 LOCK_NAME = "batch.lock"
 FILES_DIR = "batch-files"
 PREFIX, SUFFIX = "chatmagic-batch-", ".jsonl"
-log = logging.getLogger("chatmagic")
 
 #: Seconds between tries while another process holds the lock.
 LOCK_POLL = 0.05
@@ -60,12 +60,33 @@ async def submitting(folder: Path | None = None) -> AsyncIterator[Path | None]:
         return
     try:
         if not _try_lock(fd):
-            log.info("chatmagic: another process is submitting a batch from this cache; waiting for it")
+            # a wait the user did not ask for: said out loud, with whom it waits for
+            warnings.warn(f"chatmagic: another process{_holder(fd)} is submitting a batch from {folder}; "
+                          "waiting until it has (interrupt to stop waiting)", ChatmagicWarning, stacklevel=3)
         while not _try_lock(fd):
             await asyncio.sleep(LOCK_POLL)  # the other process is uploading: it ends, or dies
+        _claim(fd)
         yield _emptied(folder / FILES_DIR)
     finally:
         os.close(fd)  # releases the lock
+
+
+def _claim(fd: int) -> None:
+    """Write this process's id in the lock file, for a waiting process to name."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    except (OSError, AttributeError):  # pwrite: not on Windows; the id is only for the message
+        pass
+
+
+def _holder(fd: int) -> str:
+    """`` (pid N)`` for the process holding the lock, as it wrote itself there, else ''."""
+    try:
+        pid = os.pread(fd, 20, 0).decode("ascii").strip()
+    except (OSError, AttributeError, UnicodeDecodeError):
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
 
 
 def _emptied(files: Path) -> Path | None:
