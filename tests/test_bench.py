@@ -42,3 +42,13 @@ def test_structured_guard_benchmark_runs():
     assert done.returncode == 0, done.stderr[-2000:]
     row = next(line for line in done.stdout.splitlines() if line.startswith("| hostile, 5,000 deep"))
     assert row.split("|")[2].strip() == "RecursionError" and row.endswith("| refused |")
+
+
+def test_scale_benchmark_runs_and_loses_nothing():
+    script = BENCH.parent / "bench_scale.py"
+    done = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| 10,000 |")]
+    assert rows and rows[0][-2].strip() == "0", done.stdout  # the memory row at its largest N: none lost
+    assert "target: no prompt lost (chatmagic) -> PASS" in done.stdout
+    assert "CPU per prompt flat in N" in done.stdout and "x bare aiohttp at concurrency 100" in done.stdout
