@@ -25,6 +25,7 @@ from chatmagic.core.progress import make_progress
 from chatmagic.core.ratelimit import PROBE_WAIT, PROBE_WAIT_LOCAL, Throttle
 from chatmagic.core.retry import ABORT, RETRY, classify, policy, slows
 from chatmagic.core.rows import Row, loaded, parts_in, rows_of, turns
+from chatmagic.core.slots import Slots
 from chatmagic.core.spend import REASON, Capped, Hold, Purse, Spend, check_priced, mark_unsent
 from chatmagic.core.timeline import CANCELLED, ERROR, OK, Timeline, known_limit, outcome_of, throttle_wait
 from chatmagic.errors import ConfigError, RequestError, RunAborted
@@ -86,7 +87,7 @@ class Run:
         self._keys: list[str] | None = None     # every prompt's request key, made only by request_keys()
         self._rich_keys: dict[int, str] = {}    # a rich row's key (covering its images), made when it is sent
         self._key_of: Callable[[str], str] | None = None  # a prompt's key, made when it is needed
-        self._slots: asyncio.Semaphore | None = None  # one per request in flight, made by run()
+        self._slots: Slots | None = None  # one per request in flight, made by run()
         self._client: Client | None = None      # open while the run sends
         texts, self._rows = rows_of(check_prompts(prompts), images)  # rows: None when all are text
         self.timeline = Timeline(settings.concurrency, label=settings.model)
@@ -115,7 +116,7 @@ class Run:
         if self.settings.batch:  # batch/ drives a batch run; core does not import it
             raise ValueError("a --batch run is sent by chatmagic.batch.run.send(run)")
         c = connection_cap(self.settings.concurrency)
-        self._slots, places = asyncio.Semaphore(c), asyncio.Semaphore(2 * c)
+        self._slots, places = Slots(c), Slots(2 * c)  # not asyncio's: its release scans its waiters
         tasks: set[asyncio.Task[None]] = set()
 
         def finished(task: asyncio.Task[None]) -> None:

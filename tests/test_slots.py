@@ -1,0 +1,74 @@
+"""core/slots.Slots: the engine's semaphore. At most n held, first come first served, and a
+cancelled waiter never keeps a slot (nor loses one)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from chatmagic.core.slots import Slots
+
+
+def test_at_most_n_are_held_and_waiters_get_slots_in_order():
+    async def main() -> tuple[int, list[int]]:
+        slots, held, peak, order = Slots(3), [0], [0], []
+        gates = [asyncio.Event() for _ in range(10)]
+
+        async def one(i: int) -> None:
+            async with slots:
+                order.append(i)
+                held[0] += 1
+                peak[0] = max(peak[0], held[0])
+                await gates[i].wait()
+                held[0] -= 1
+
+        tasks = [asyncio.create_task(one(i)) for i in range(10)]
+        for i in range(10):  # release them one by one, in order
+            while len(order) <= i:
+                await asyncio.sleep(0)
+            gates[i].set()
+        await asyncio.gather(*tasks)
+        return peak[0], order
+    peak, order = asyncio.run(main())
+    assert peak == 3 and order == list(range(10))
+
+
+def test_a_cancelled_waiter_is_skipped_and_keeps_no_slot():
+    async def main() -> tuple[list[str], int]:
+        slots, got = Slots(1), []
+        await slots.acquire()
+
+        async def wait(name: str) -> None:
+            await slots.acquire()
+            got.append(name)
+
+        a, b = asyncio.create_task(wait("a")), asyncio.create_task(wait("b"))
+        await asyncio.sleep(0)
+        a.cancel()
+        await asyncio.gather(a, return_exceptions=True)
+        slots.release()  # goes past the cancelled a to b
+        await b
+        slots.release()
+        return got, slots.free
+    got, free = asyncio.run(main())
+    assert got == ["b"] and free == 1
+
+
+def test_a_waiter_cancelled_after_it_was_handed_a_slot_passes_it_on():
+    async def main() -> tuple[list[str], int]:
+        slots, got = Slots(1), []
+        await slots.acquire()
+
+        async def wait(name: str) -> None:
+            await slots.acquire()
+            got.append(name)
+
+        a, b = asyncio.create_task(wait("a")), asyncio.create_task(wait("b"))
+        await asyncio.sleep(0)
+        slots.release()  # handed to a, which is cancelled before it runs
+        a.cancel()
+        await asyncio.gather(a, return_exceptions=True)
+        await b  # a passed the slot on
+        slots.release()
+        return got, slots.free
+    got, free = asyncio.run(main())
+    assert got == ["b"] and free == 1
