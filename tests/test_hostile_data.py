@@ -281,3 +281,12 @@ def test_an_anthropic_tool_answer_nested_deep_fails_its_prompt_and_the_run_goes_
     else:  # the body itself cannot be parsed: the same every time, so it fails at once
         assert deep.error == "200 too_deep: not a completion: the answer is nested too deep to read"
         assert deep.attempts == 1
+
+
+def test_boolean_subschemas_are_read_as_any_value(server):
+    schema = {"type": "object", "properties": {"a": {"anyOf": [True, {"type": "null"}]},
+                                               "b": {"type": "array", "items": True}}}
+    results = run(server, ["x"], schema=schema)
+    assert results[0].status == "ok" and set(results[0].data) == {"a", "b"}
+    assert chatmagic.core.schema.load(schema).instruction().endswith(
+        '"a" (any JSON value, or null), "b" (a list, each any JSON value).')

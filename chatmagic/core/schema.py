@@ -241,10 +241,12 @@ def _plain(node: Any, root: dict[str, Any]) -> dict[str, Any]:
 
 
 def _nullable(prop: dict[str, Any]) -> bool:
-    return any(o.get("type") == "null" for o in prop.get("anyOf", ()))
+    return any(isinstance(o, dict) and o.get("type") == "null" for o in prop.get("anyOf", ()))
 
 
-def _kind_text(prop: dict[str, Any]) -> str:
+def _kind_text(prop: Any) -> str:  # a subschema: a dict, or true/false
+    if not isinstance(prop, dict):
+        return "any JSON value"
     if "enum" in prop:
         return "one of " + ", ".join(json.dumps(v) for v in prop["enum"])
     kind = prop.get("type")

@@ -593,6 +593,8 @@ def conforming(schema: dict[str, Any], text: str, root: dict[str, Any] | None = 
     """A value that matches ``schema``, the same for the same ``text``: enums pick one of their
     values, numbers and booleans come from a hash of the text and the field's path."""
     root = schema if root is None else root
+    if not isinstance(schema, dict):  # true (or false): any value
+        return text[:40]
     ref = schema.get("$ref", "")
     if ref.startswith("#/"):
         target = root
@@ -606,7 +608,8 @@ def conforming(schema: dict[str, Any], text: str, root: dict[str, Any] | None = 
         return schema["enum"][h % len(schema["enum"])]
     options = schema.get("anyOf") or schema.get("oneOf")
     if options:
-        return conforming(next((o for o in options if o.get("type") != "null"), options[0]), text, root, path)
+        chosen = next((o for o in options if not (isinstance(o, dict) and o.get("type") == "null")), options[0])
+        return conforming(chosen, text, root, path)
     kind = schema.get("type")
     kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
     if kind == "object" or "properties" in schema:
