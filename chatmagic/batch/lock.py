@@ -59,9 +59,11 @@ async def submitting(folder: Path | None = None) -> AsyncIterator[Path | None]:
         yield None
         return
     try:
-        if not _try_lock(fd):
-            # a wait the user did not ask for: said out loud, with whom it waits for
-            warnings.warn(f"chatmagic: another process{_holder(fd)} is submitting a batch from {folder}; "
+        if not _try_lock(fd) and (holder := _holder(fd)) != os.getpid():
+            # a wait the user did not ask for: said out loud, with whom it waits for (not when the
+            # holder is this process: another model's run of the same -m a,b cell)
+            named = f" (pid {holder})" if holder else ""
+            warnings.warn(f"chatmagic: another process{named} is submitting a batch from {folder}; "
                           "waiting until it has (interrupt to stop waiting)", ChatmagicWarning, stacklevel=3)
         while not _try_lock(fd):
             await asyncio.sleep(LOCK_POLL)  # the other process is uploading: it ends, or dies
@@ -80,13 +82,13 @@ def _claim(fd: int) -> None:
         pass
 
 
-def _holder(fd: int) -> str:
-    """`` (pid N)`` for the process holding the lock, as it wrote itself there, else ''."""
+def _holder(fd: int) -> int | None:
+    """The id of the process holding the lock, as it wrote itself there, else None."""
     try:
         pid = os.pread(fd, 20, 0).decode("ascii").strip()
     except (OSError, AttributeError, UnicodeDecodeError):
-        return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
+        return None
+    return int(pid) if pid.isdigit() else None
 
 
 def _emptied(files: Path) -> Path | None:

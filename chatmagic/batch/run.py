@@ -117,10 +117,13 @@ class BatchRun:
             try:
                 # one process at a time: a second one running the same cell attaches to our batch
                 async with submitting() as folder:
+                    # the open batches before the cache: a batch another process collects in between
+                    # is then either still open here or all in the cache (it flushes, then marks)
+                    open_batches = self._open_batches()
                     if self.run.settings.cache:  # another process may have collected them meanwhile
                         self.run.close_cache()
                         self._still_wanted()
-                    attached = self._attach()
+                    attached = self._attach(open_batches)
                     fresh = [k for k in self.wanted if k not in attached]
                     fresh = fit_batch(self.run, fresh, self.wanted)  # --max-cost
                     if fresh:
@@ -133,12 +136,15 @@ class BatchRun:
             finally:
                 self._mark_pending("not submitted: the run was interrupted")
 
-    def _attach(self) -> set[str]:
+    def _open_batches(self) -> dict[str, list[str]]:
+        if self.store is None or self.settings.refresh:
+            return {}
+        return self.store.open_batches(self.settings.url)
+
+    def _attach(self, open_batches: dict[str, list[str]]) -> set[str]:
         """Keys already in this server's open batches: those are waited for, not submitted."""
         found: set[str] = set()
-        if self.store is None or self.settings.refresh:
-            return found
-        for batch_id, keys in self.store.open_batches(self.settings.url).items():
+        for batch_id, keys in open_batches.items():
             mine = [k for k in keys if k in self.wanted and k not in found]
             if mine:
                 found.update(mine)
@@ -280,6 +286,7 @@ class BatchRun:
             self.failures.append(f"batch {batch['id']} failed: {why.split(': ', 1)[-1]}")
         self.collected.add(batch["id"])
         if self.store is not None:
+            self.run.flush_cache()  # its answers in the cache before the batch is marked collected
             self.store.update(batch["id"], batch["status"], batch.get("request_counts"), collected=True)
 
     def _take(self, line: object, batch_id: str, by_id: dict[str, Any], seen: dict[str, bool]) -> None:

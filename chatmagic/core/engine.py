@@ -167,6 +167,11 @@ class Run:
         if self._cache is not None and self._cache is not self._shared_cache:
             self._cache.close()
 
+    def flush_cache(self) -> None:
+        """Write the answers kept so far (the cache writes in groups) before saying they are kept."""
+        if self._cache is not None:
+            self._cache.flush()
+
     def body(self, prompt: str) -> dict[str, Any]:
         """The one request body of ``prompt``: what is sent, cached and written to a batch file."""
         body: dict[str, Any] = self.dialect.body(self._head, prompt)
