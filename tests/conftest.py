@@ -96,8 +96,9 @@ def wait_until():
     return wait
 
 
-def _rows(path, table: str) -> int:
-    """Rows of ``table`` in the SQLite file at ``path``, read as another process would; 0 until it exists."""
+def _rows(path, table: str, where: str = "") -> int:
+    """Rows of ``table`` (``where`` them) in the SQLite file at ``path``, read-only as another
+    process would (never a write lock nor the WAL's checkpoint a writable close may run); 0 until it exists."""
     if not path.exists():
         return 0
     try:
@@ -105,7 +106,7 @@ def _rows(path, table: str) -> int:
     except sqlite3.OperationalError:
         return 0
     try:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return conn.execute(f"SELECT count(*) FROM {table} {where}").fetchone()[0]
     except sqlite3.OperationalError:  # the table is not made yet
         return 0
     finally:
@@ -122,5 +123,5 @@ def cached_answers(tmp_path):
 @pytest.fixture
 def stored_batches(tmp_path):
     """``stored_batches()``: how many submitted batches this test's batch store remembers (a batch is
-    stored as soon as it is submitted, so a re-run re-attaches)."""
-    return lambda: _rows(tmp_path / "cache" / DB_NAME, "batches")
+    stored as soon as it is submitted, so a re-run re-attaches; an intent to submit is not one)."""
+    return lambda: _rows(tmp_path / "cache" / DB_NAME, "batches", "WHERE id NOT LIKE 'submitting:%'")

@@ -16,7 +16,6 @@ from aiohttp import web
 import chatmagic
 from chatmagic.batch import admin as batchadmin
 from chatmagic.batch import run as batchmod
-from chatmagic.batch.store import BatchStore
 from chatmagic.practice.anthropic import FakeAnthropic
 from chatmagic.settings import resolve
 
@@ -149,17 +148,18 @@ def test_summary_shows_the_batch_price(srv):
     assert f"${tokens / 1e6 / 2:.4f} (batch price)" in results.summary()
 
 
-def test_a_killed_process_then_a_rerun_reattaches_with_nothing_submitted_again(srv, tmp_path):
+def test_a_killed_process_then_a_rerun_reattaches_with_nothing_submitted_again(srv, stored_batches):
     srv.batches.pace = 0.25  # 5 s for 20 requests: the kill lands while the client waits, also on a loaded machine
     prompts = [f"k{i}" for i in range(20)]
     script = ("import chatmagic\n"
               f"chatmagic.chat_many({prompts!r}, provider='anthropic', base_url={srv.base_url!r}, "
               f"api_key={KEY!r}, model={MODEL!r}, batch=True, progress=False)\n")
     child = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ))
-    store_path = tmp_path / "cache" / "answers.sqlite3"
     deadline = time.monotonic() + 60
     try:
-        while not (store_path.exists() and BatchStore(store_path).listing()):  # recorded: now it waits
+        # read-only polls: a writable store opened and closed every 20 ms (its schema, the WAL's
+        # checkpoint) held the child's write back for seconds on a loaded machine
+        while not stored_batches():  # recorded: now it waits
             assert time.monotonic() < deadline and child.poll() is None
             time.sleep(0.02)
         assert srv.batches.batches["msgbatch_fake0001"]["processing_status"] == "in_progress"
