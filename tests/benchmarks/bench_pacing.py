@@ -256,7 +256,8 @@ class LiteLLM:
             time.sleep((self.PHASE - time.time()) % 60)
 
     def stats(self) -> dict:  # the proxy counts nothing we can read: 429s unknown
-        return {"requests": float("nan"), "by_status": {}, "peak_in_flight": float("nan"), "cpu_s": 0.0}
+        return {"requests": float("nan"), "by_status": {429: float("nan")}, "peak_in_flight": float("nan"),
+                "cpu_s": 0.0}
 
     def stop(self) -> None:
         self.proc.terminate()
