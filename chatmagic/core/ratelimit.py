@@ -10,6 +10,9 @@ Every request start goes through one ``Throttle`` per run. The model, for every 
   per day) and a fixed window. When ``reset`` has passed with nothing sent since the reading, the
   whole budget is back (the largest ``remaining`` seen): a fixed window's credit returns at its
   end, not bit by bit. The reading that counts is the newest request's, not the last to arrive.
+  A start waiting for the refill goes at once when a reading shows a request's worth more
+  than projected (a window that came back without a ``reset`` announced: LiteLLM's calendar
+  minutes); not at every reading, each stamped at its send and so a little early.
 - **Hidden limit** (no headers at all, Azure's remaining-only once spent, or a per-minute limit
   enforced while a daily one is announced): a 429 the budget does not explain sets the pace to
   the rate the server accepted over the last seconds (AIMD-style: decrease to what worked, then
