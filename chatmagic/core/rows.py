@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from chatmagic.core.media import LIMITS, Media, load, media_of
 from chatmagic.errors import ConfigError
@@ -59,7 +59,9 @@ def text_of(content: object) -> str:
 
 def rows_of(prompts: Sequence[object], images: Sequence[object] | None = None) -> tuple[list[str], list[Row] | None]:
     """The prompts' texts and, when any is more than text, their rows. A prompt is a string, a
-    list of ``{"role", "content"}`` messages, or a Row; ``images`` has one entry per prompt."""
+    list of ``{"role", "content"}`` messages, or a Row; ``images`` has one entry per prompt.
+    A list of strings is given back as it is (the engine's own copy: a million prompts are not
+    copied twice, nor made a million Rows)."""
     if images is not None:
         if isinstance(images, (str, bytes)) or not hasattr(images, "__len__"):
             raise ConfigError("images must be a list with one entry per prompt (a path, URL, bytes, "
@@ -69,6 +71,8 @@ def rows_of(prompts: Sequence[object], images: Sequence[object] | None = None) -
         if len(images) != len(prompts):
             raise ConfigError(f"images has {len(images)} entries for {len(prompts)} prompts: give one per "
                               "prompt (None for none)")
+    if images is None and all(type(p) is str for p in prompts):  # the common case: no Row per prompt
+        return cast("list[str]", prompts if isinstance(prompts, list) else list(prompts)), None
     rows: list[Row] = []
     for i, p in enumerate(prompts):
         if isinstance(p, Row):
