@@ -364,6 +364,8 @@ class Run:
         minutes of nothing but 429s."""
         while True:
             try:
+                if self.spend is None:  # no --max-cost: no hold to settle, one coroutine fewer
+                    return await self._paid(record, body, cost, None)
                 return await self._attempt(record, body, cost)
             except _SlowDown as paced:
                 if self.abort:

@@ -59,7 +59,9 @@ def request_id(headers: object, scrub: Callable[[str], str] = str) -> str | None
     for name in ("x-request-id", "request-id", "apim-request-id", "request_id"):
         value = get(name)
         if isinstance(value, str) and value:
-            kept = "".join(ch for ch in scrub(value)[:REQUEST_ID_CHARS] if " " < ch <= "~")
+            kept = scrub(value)[:REQUEST_ID_CHARS]
+            if not (kept.isascii() and kept.isprintable()) or " " in kept:  # the usual id needs no walk
+                kept = "".join(ch for ch in kept if " " < ch <= "~")
             return kept or None
     return None
 

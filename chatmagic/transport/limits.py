@@ -39,6 +39,10 @@ async def read_capped(resp: Any, cap: int) -> bytes:
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
     if length is not None and length > cap and encoding in ("", "identity"):
         raise TooLarge(length, announced=True)
+    if length is not None and encoding in ("", "identity"):
+        # announced and within the cap: one read, as aiohttp's parser stops at the length
+        # (the chunk loop below cost ~10% of a request's client CPU at 5,000 in flight)
+        return bytes(await resp.read())
     inflater = _inflater(encoding)
     parts, size = [], 0
     async for chunk in resp.content.iter_chunked(CHUNK):
