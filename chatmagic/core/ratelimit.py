@@ -117,6 +117,7 @@ class Throttle:
         self.estimate = estimate  # a request's token cost from its text (None: as given)
         self._last_start = -INF
         self._probing: asyncio.Event | None = None
+        self._probe_timer: asyncio.TimerHandle | None = None
         # set (then renewed) when an answer raises a learnt pace, and when a storm's end lifts it
         self._raised, self._lifted = asyncio.Event(), asyncio.Event()
         self._sleeping = False  # a start is waiting (under the lock) for its time
@@ -199,13 +200,16 @@ class Throttle:
         if self._probing is None:  # this is the first request: it goes alone
             self._probing = asyncio.Event()
             return
-        try:
-            await asyncio.wait_for(self._probing.wait(), self.probe_wait)
-        except asyncio.TimeoutError:
-            self._end_probe()
+        if self._probe_timer is None:
+            # one timer, armed by the first waiter, ends the probe for all (as that waiter's own
+            # timeout did): a wait_for each made a task per waiting request, 5,000 at C=5,000
+            self._probe_timer = asyncio.get_running_loop().call_later(self.probe_wait, self._end_probe)
+        await self._probing.wait()
 
     def _end_probe(self) -> None:
         self._probe = False
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
         if self._probing is not None:
             self._probing.set()
 
