@@ -561,3 +561,29 @@ def test_a_request_costs_its_text_plus_the_overhead_and_output_seen_in_usage():
         est.seen(text, prompt, output)  # an answer without usage counts nothing
     assert est.cost(10) == 10 + 7 + 20  # the chat format's 7 tokens, the mean output
     assert TokenEstimate(16, 256).cost(10) == 26  # max_tokens when set
+
+
+def test_first_request_probe_holds_the_others_until_answered_or_probe_wait():
+    """The first request goes alone; the rest wait for its answer, or (one timer for all of
+    them) for probe_wait, and then all go."""
+    async def answered():
+        t = Throttle(probe_wait=3600.0)
+        first = await t.acquire()
+        waiting = [asyncio.ensure_future(t.acquire()) for _ in range(3)]
+        await asyncio.sleep(0)
+        held = [w.done() for w in waiting]
+        t.observe(NONE, first)
+        return held, [(await w).seq for w in waiting]
+
+    held, order = asyncio.run(answered())
+    assert held == [False, False, False] and sorted(order) == [1, 2, 3]
+
+    async def timed_out():
+        t = Throttle(probe_wait=0.0)  # never answered: the timer lets every waiter go
+        await t.acquire()
+        waiting = asyncio.gather(*(t.acquire() for _ in range(3)))
+        done = await asyncio.wait_for(waiting, 60)  # a bound, so a probe never ended fails instead of hanging
+        return [d.seq for d in done], t._probe
+
+    order, probing = asyncio.run(timed_out())
+    assert sorted(order) == [1, 2, 3] and probing is False
