@@ -4,6 +4,7 @@ import time
 
 import pytest
 
+from chatmagic.batch import run as batchmod
 from chatmagic.core.cache import DB_NAME
 from chatmagic.practice.server import FakeOpenAI
 from chatmagic.providers.profiles import PROFILES
@@ -38,6 +39,14 @@ def server(_server):
     _server.sleep = asyncio.sleep
     _server.reset_stats()
     return _server
+
+
+@pytest.fixture
+def bserver(server, monkeypatch):
+    """The practice server with its batch modes off and counts at zero; polls 10 ms apart."""
+    server.batch.reset()
+    monkeypatch.setattr(batchmod, "POLL_FIRST", 0.01)
+    return server
 
 
 @pytest.fixture

@@ -21,14 +21,6 @@ from chatmagic.providers.openai import DIALECT
 from chatmagic.settings import resolve
 
 
-@pytest.fixture
-def bserver(server, monkeypatch):
-    """The practice server with its batch modes off and counts at zero; polls 10 ms apart."""
-    server.batch.reset()
-    monkeypatch.setattr(batchmod, "POLL_FIRST", 0.01)
-    return server
-
-
 def run(server, prompts, **options):
     return chatmagic.chat_many(prompts, base_url=server.base_url, batch=True, progress=False, **options)
 

@@ -28,14 +28,6 @@ from chatmagic.settings import resolve
 KEY = "sk-proj-" + "Hq4wZt7Lx2" * 8
 
 
-@pytest.fixture
-def bserver(server, monkeypatch):
-    """The practice server with its batch modes off and counts at zero; polls 10 ms apart."""
-    server.batch.reset()
-    monkeypatch.setattr(batchmod, "POLL_FIRST", 0.01)
-    return server
-
-
 def run(server, prompts, **options):
     options.setdefault("api_key", KEY)
     return chatmagic.chat_many(prompts, base_url=server.base_url, batch=True, progress=False, **options)

@@ -3,23 +3,10 @@ the key echoed into every field, structured answers nested thousands deep, schem
 point where nothing can be, field names that collide, lone surrogates."""
 
 import pytest
+from test_hostile import KEY, run, shows_key  # the same key, run and check as the first round's
 
 import chatmagic
 from chatmagic.core.cache import DB_NAME, default_dir
-
-#: A realistic project key: long, and echoed back by ``[[keyfields]]``.
-KEY = "sk-proj-" + "Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z" * 5
-
-
-def run(server, prompts, **options):
-    options.setdefault("api_key", KEY)
-    return chatmagic.chat_many(prompts, base_url=server.base_url, progress=False, **options)
-
-
-def shows_key(text) -> bool:
-    """True if any 8 characters of the key's secret part appear in ``text``."""
-    secret = KEY[len("sk-proj-"):]
-    return any(secret[i:i + 8] in str(text) for i in range(len(secret) - 7))
 
 
 def cache_bytes() -> bytes:
