@@ -134,35 +134,3 @@ def test_a_run_of_rows_holds_a_few_bytes_a_prompt_and_no_object_per_prompt():
     # latency, request id (24 bytes + 6): about 64 bytes; a Result object was ~200 plus its strings
     assert table.nbytes / n < 80
     assert results[n - 1].request_id == f"req_{n - 1:020d}" and results.texts()[-1] == answers[-1]
-
-
-@pytest.mark.parametrize("text", ["", "plain", "é ü 漢字 🙂", "lone \ud800 surrogate", "x" * 70_000])
-def test_answer_texts_are_kept_as_utf8_and_read_back_exactly(text):
-    results = filled([Result(0, "p"), Result(1, "q", text="other")])
-    results[0].text = text
-    assert results[0].text == text and results[1].text == "other" and results[0] == Result(0, "p", text=text)
-    assert pickle.loads(pickle.dumps(results[0])) == Result(0, "p", text=text)
-    results[0].text = None
-    assert results[0].text is None and results[1].text == "other"
-
-
-def test_answer_texts_cost_their_bytes_not_a_string_object_each():
-    import tracemalloc
-    n = 20_000
-    table = Table(["p"] * n)
-    tracemalloc.start()
-    try:
-        texts = [f"answer number {i:06d} " * 3 for i in range(n)]  # as the parser makes them, then dropped
-        size = sum(len(t) for t in texts)
-        results = Results(table)
-        for row, text in zip(results, texts):
-            row.text = text
-        del texts, row, text
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
-    # each text's bytes plus 8 a row (start and length) and the buffer's spare room; a str object
-    # each would add ~49 bytes a row more (about 110 a row in all here)
-    assert held < 1.25 * size + 12 * n, (held / n, size / n)
-    assert results.texts() == [None] * n and results[n - 1].text == f"answer number {n - 1:06d} " * 3

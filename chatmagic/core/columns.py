@@ -9,7 +9,7 @@ every record reads back exactly what was written. A column nobody has written co
 
 Answers repeat a handful of short strings (``model``, ``finish_reason``): a ``Vocab`` column
 keeps each distinct value once. ``request_id`` is one short ASCII string per answer: a ``Blob``
-keeps its bytes back to back; ``Texts`` does the same for the answers' text, in UTF-8.
+keeps its bytes back to back.
 """
 
 from __future__ import annotations
@@ -182,7 +182,6 @@ class Blob(Column):
     (non-ASCII, long, not a str) goes among the odd values."""
 
     __slots__ = ("data", "starts", "lengths", "odd")
-    LENGTHS = "H"  # the lengths' array type (2 bytes: ids are short)
 
     def __init__(self, n: int):
         super().__init__(n, None)
@@ -197,16 +196,7 @@ class Blob(Column):
         if self.starts is None or self.lengths is None or not self.lengths[i]:
             return None
         start = self.starts[i]
-        return self._decode(self.data[start:start + self.lengths[i] - 1])
-
-    def _encode(self, value: Any) -> bytes | None:
-        """The bytes kept for ``value``, or None to keep it among the odd values."""
-        if type(value) is not str or not value.isascii() or len(value) >= 65535:
-            return None
-        return value.encode("ascii")
-
-    def _decode(self, data: bytearray) -> str:
-        return data.decode("ascii")
+        return self.data[start:start + self.lengths[i] - 1].decode("ascii")
 
     def set(self, i: int, value: Any) -> None:
         if self.odd:
@@ -215,41 +205,22 @@ class Blob(Column):
             if self.lengths is not None:
                 self.lengths[i] = 0
             return
-        data = self._encode(value) if len(self.data) < _INT_MAX else None
-        if data is None:
+        if type(value) is not str or not value.isascii() or len(value) >= 65535 or len(self.data) >= _INT_MAX:
             self.odd[i] = value
             return
         if self.starts is None or self.lengths is None:
-            self.starts, self.lengths = array("I", bytes(4 * self.n)), array(self.LENGTHS, [0]) * self.n
+            self.starts, self.lengths = array("I", bytes(4 * self.n)), array("H", bytes(2 * self.n))
         self.starts[i] = len(self.data)
-        self.lengths[i] = len(data) + 1  # 0 is None, 1 the empty string
-        self.data += data
+        self.lengths[i] = len(value) + 1  # 0 is None, 1 the empty string
+        self.data += value.encode("ascii")
 
     def __iter__(self) -> Iterator[Any]:
         return (self.get(i) for i in range(self.n))
 
 
-class Texts(Blob):
-    """Answer texts as UTF-8 back to back in one buffer: their bytes plus 8 a row, not a str
-    object each (~57 bytes more: 50 MB over a million answers). Lone surrogates, which an answer
-    may carry, go through as they are (``surrogatepass``); a text read back equals what was set."""
-
-    __slots__ = ()
-    LENGTHS = "I"
-
-    def _encode(self, value: Any) -> bytes | None:
-        if type(value) is not str:
-            return None
-        data = value.encode("utf-8", "surrogatepass")
-        return data if len(data) < _INT_MAX else None
-
-    def _decode(self, data: bytearray) -> str:
-        return data.decode("utf-8", "surrogatepass")
-
-
 #: The columns of a record, by field name of ``results.Result`` (index and prompt are the table's own).
 KINDS: dict[str, tuple[type[Column], Any]] = {
-    "text": (Texts, None), "status": (Vocab, "cancelled"), "error": (Column, None), "attempts": (Ints, 0),
+    "text": (Column, None), "status": (Vocab, "cancelled"), "error": (Column, None), "attempts": (Ints, 0),
     "latency_s": (Floats, None), "prompt_tokens": (Ints, None), "completion_tokens": (Ints, None),
     "cached_tokens": (Ints, None), "cache_write_tokens": (Ints, None), "reasoning_tokens": (Ints, None),
     "cost": (Floats, None), "finish_reason": (Vocab, None), "model": (Vocab, None), "refusal": (Column, None),
@@ -265,7 +236,7 @@ class Table:
         self.prompts = prompts
         n = len(prompts)
         self.columns: dict[str, Column] = {
-            name: kind(n) if kind in (Floats, Blob, Texts) else kind(n, default)
+            name: kind(n) if kind in (Floats, Blob) else kind(n, default)
             for name, (kind, default) in KINDS.items()}
 
     def __len__(self) -> int:
