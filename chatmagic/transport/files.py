@@ -21,7 +21,7 @@ import aiohttp
 
 from chatmagic.errors import RequestError
 from chatmagic.transport.client import Client, _json, request_headers
-from chatmagic.transport.limits import ACCEPT_ENCODING, CHUNK, TooLarge, _inflater, read_capped
+from chatmagic.transport.limits import ACCEPT_ENCODING, TooLarge, inflated, read_capped
 
 #: Bytes a second an upload or a download must average past its first ``timeout`` seconds.
 MIN_RATE = 16_000
@@ -92,7 +92,7 @@ class FilesClient(Client):
                     raw = await asyncio.wait_for(read_capped(resp, self._cap), self._settings.timeout)
                     raise self._error(resp.status, _json(raw), raw, self._dialect.hints(resp.headers))
                 rest = b""
-                async for chunk in self._timed(_inflated(resp)):
+                async for chunk in self._timed(inflated(resp)):
                     *complete, rest = (rest + chunk).split(b"\n")
                     for line in complete:
                         yield self.scrub_raw(line)  # a result line is an answer: scrubbed before parsing
@@ -117,20 +117,3 @@ class FilesClient(Client):
                 return
             moved += len(chunk)
             yield chunk
-
-
-async def _inflated(resp: Any) -> AsyncIterator[bytes]:
-    """The body of ``resp``, inflated by its Content-Encoding, at most CHUNK bytes at a time
-    (a gzip bomb never inflates more than that at once)."""
-    inflater = _inflater(resp.headers.get("Content-Encoding", "").strip().lower())
-    async for chunk in resp.content.iter_chunked(CHUNK):
-        if inflater is None:
-            yield chunk
-            continue
-        while chunk:
-            out = inflater.decompress(chunk, CHUNK)
-            chunk = inflater.unconsumed_tail
-            if out:
-                yield out
-    if inflater is not None and (tail := inflater.flush()):
-        yield tail

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 import zlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from chatmagic.errors import ChatmagicWarning
@@ -60,6 +61,23 @@ async def read_capped(resp: Any, cap: int) -> bytes:
             raise TooLarge(size)
         parts.append(tail)
     return b"".join(parts)
+
+
+async def inflated(resp: Any) -> AsyncIterator[bytes]:
+    """The body of ``resp``, inflated by its Content-Encoding, at most CHUNK bytes at a time
+    (a gzip bomb never inflates more than that at once)."""
+    inflater = _inflater(resp.headers.get("Content-Encoding", "").strip().lower())
+    async for chunk in resp.content.iter_chunked(CHUNK):
+        if inflater is None:
+            yield chunk
+            continue
+        while chunk:
+            out = inflater.decompress(chunk, CHUNK)
+            chunk = inflater.unconsumed_tail
+            if out:
+                yield out
+    if inflater is not None and (tail := inflater.flush()):
+        yield tail
 
 
 def _inflater(encoding: str) -> Any:  # a zlib decompressor (or brotli's), None for identity
