@@ -239,13 +239,6 @@ def _out_of_files(e: aiohttp.ClientError) -> bool:
     return isinstance(os_error, OSError) and os_error.errno in (errno.EMFILE, errno.ENFILE)
 
 
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-
-
 def scrub(text: str, key: str | None) -> str:
     """``text`` with ``key`` replaced by ***. Scrub first, cut after: a cut key is no longer found."""
     return text.replace(key, "***") if key else text

@@ -12,6 +12,7 @@ whose frames hold the request headers, reaches the user.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from typing import Any
 import aiohttp
 
 from chatmagic.errors import RequestError
-from chatmagic.transport.client import Client, _json, request_headers
+from chatmagic.transport.client import Client, request_headers
 from chatmagic.transport.limits import ACCEPT_ENCODING, TooLarge, inflated, read_capped
 
 #: Bytes a second an upload or a download must average past its first ``timeout`` seconds.
@@ -117,3 +118,11 @@ class FilesClient(Client):
                 return
             moved += len(chunk)
             yield chunk
+
+
+def _json(raw: bytes) -> Any:
+    """A Files/Batches answer's JSON, or None when it is not JSON (the caller says what it expected)."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
