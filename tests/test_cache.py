@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from chatmagic.core.cache import DB_NAME, Cache, CacheWarning, default_dir, describe, request_key, request_keys
+from chatmagic.core.cache import (
+    DB_NAME,
+    SCHEMA_VERSION,
+    Cache,
+    CacheWarning,
+    default_dir,
+    describe,
+    request_key,
+    request_keys,
+)
 from chatmagic.providers.openai import DIALECT
 
 URL = "https://api.openai.com/v1/chat/completions"
@@ -175,8 +184,33 @@ def test_how_an_answer_came_is_stored_with_it_and_a_version_1_file_gains_the_col
         assert c.get_many(["old", "new"]) == {"old": ("hi", "stop", 1, 2, "m", None, None, None),
                                                "new": ("yo", "stop", 3, 4, "m", 1.25, 3, None)}
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     conn.close()
+
+
+def test_a_version_3_file_with_hex_keys_is_read_and_its_keys_stored_as_16_bytes(tmp_path):
+    path = tmp_path / "answers.sqlite3"
+    keys = [request_key(URL, body(f"question {i}")) for i in range(3)]
+    old = sqlite3.connect(path)  # as chatmagic wrote it before: the key as 64 hex characters
+    old.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, text TEXT, finish_reason TEXT, prompt_tokens INTEGER, "
+                "completion_tokens INTEGER, model TEXT, created REAL, latency_s REAL, attempts INTEGER, extra TEXT)")
+    old.executemany("INSERT INTO answers VALUES (?, ?, 'stop', 1, 2, 'm', 0, 0.5, 1, NULL)",
+                    [(k, f"answer {i}") for i, k in enumerate(keys)])
+    old.execute("PRAGMA user_version=3")
+    old.commit()
+    old.close()
+    with Cache(path) as c:
+        assert {k: v[0] for k, v in c.get_many([*keys, request_key(URL, body("new"))]).items()} == {
+            k: f"answer {i}" for i, k in enumerate(keys)}
+        c.put(keys[0], "replaced", "stop", 1, 2, "m")  # the converted row is the one replaced
+    conn = sqlite3.connect(path)
+    stored = conn.execute("SELECT key, text FROM answers ORDER BY text").fetchall()
+    conn.close()
+    assert sorted(stored) == sorted([(bytes.fromhex(keys[1])[:16], "answer 1"),
+                                     (bytes.fromhex(keys[2])[:16], "answer 2"),
+                                     (bytes.fromhex(keys[0])[:16], "replaced")])
+    with Cache(path) as again:  # opened again: nothing converted twice
+        assert again.get_many(keys)[keys[0]][0] == "replaced" and again.entries() == 3
 
 
 def test_roundtrip_and_replace(cache):
