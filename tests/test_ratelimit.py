@@ -11,7 +11,7 @@ import random
 import pytest
 
 import chatmagic
-from chatmagic.core.budgets import FLOOR, INF, LIFT, SAFETY, TokenEstimate
+from chatmagic.core.budgets import FLOOR, INF, LIFT, SAFETY, STORM_PROBE, STORM_PROBE_MAX, TokenEstimate
 from chatmagic.core.memory import Memory
 from chatmagic.core.ratelimit import NO_HINT_WAIT, Paces, Throttle
 from chatmagic.core.retry import ServerOrBackoff
@@ -246,17 +246,34 @@ def test_a_hidden_limit_s_wait_to_the_millisecond_pauses_all_a_whole_second_is_r
     assert t.cooldown_until <= clock.now  # a per-second limiter's rounding: the learnt pace spaces them
 
 
-def test_a_storm_drops_to_the_floor_and_its_end_lifts_the_pace_at_once():
+def test_a_storm_is_probed_five_times_a_second_and_its_end_lifts_the_pace_at_once():
     t, clock = make()
     _, tickets = starts(t, clock, 16)
     for ticket in tickets:
         t.rate_limited(parse({"retry-after": "1"}), ticket)
-    assert t.hidden.rate == FLOOR
-    clock.now += 10
-    times, tickets = starts(t, clock, 3)  # during the storm: never slower than the floor
-    assert max(gaps(times)) <= 1 / FLOOR + 1e-9
+    assert t.hidden.rate == 1 / STORM_PROBE
+    clock.now += 1
+    times, tickets = starts(t, clock, 3)  # during the storm: a probe every 0.2 s
+    assert gaps(times) == [STORM_PROBE] * 2
     t.observe(NONE, tickets[-1])  # the storm is over: a storm taught no rate
     assert t.hidden.rate == INF and t.idle
+
+
+def test_a_long_storm_is_probed_less_often_down_to_once_a_second():
+    t, clock = make()
+    probes, end = [], clock.now + 120
+    while clock.now < end:  # a storm of two minutes: every probe answered 429 (retry-after 1)
+        (at,), (ticket,) = starts(t, clock, 1)
+        probes.append(at)
+        t.rate_limited(parse({"retry-after": "1"}), ticket)
+    spacing = gaps(probes)
+    assert spacing[1:40] == [STORM_PROBE] * 39  # the first 10 s: 5 a second
+    assert spacing == sorted(spacing) and spacing[-1] == STORM_PROBE_MAX  # then 2% of its length, at most 1 s
+    # ~50 probes in the first 10 s, ~80 more to the 50th second, then one a second: about 205 in
+    # two minutes (the old floor of 2 a second sent 240), and fewer each minute after
+    assert len(probes) <= 51 + 83 + 71
+    t.observe(NONE, ticket)  # still lifted at once by the first answer after it
+    assert t.hidden.rate == INF
 
 
 def test_a_lift_that_meets_429s_at_once_recovers_by_doubling():
@@ -283,18 +300,18 @@ def test_a_raised_pace_applies_to_the_next_start_at_once():
     for ticket in tickets:
         t.rate_limited(NONE, ticket)
     clock.now += 3
-    (start,), (ticket,) = starts(t, clock, 1)  # at the floor: the next start 0.5 s after this one
+    (start,), (ticket,) = starts(t, clock, 1)  # a storm's probe: the next one 0.2 s after it
     t.observe(NONE, ticket)  # lifted
     (after,), _ = starts(t, clock, 1)
-    assert after - start < 1 / FLOOR / 2
+    assert after - start < STORM_PROBE / 2
 
 
 def storm(t, clock, n=16):
-    """``n`` requests answered 429 (retry-after 1 s): a storm; the pace is at the floor."""
+    """``n`` requests answered 429 (retry-after 1 s): a storm; the pace is a storm's probes'."""
     _, tickets = starts(t, clock, n)
     for ticket in tickets:
         t.rate_limited(parse({"retry-after": "1"}), ticket)
-    assert t.hidden.rate == FLOOR
+    assert t.hidden.rate == 1 / STORM_PROBE
 
 
 async def forever(seconds):
@@ -308,9 +325,9 @@ def test_a_start_waiting_at_the_floor_goes_when_the_storm_ends_not_at_its_turn()
     storm(t, clock)
 
     async def main():
-        probe = await t.acquire()                    # the floor's next start
+        probe = await t.acquire()                    # the storm's next probe
         t.sleep = forever
-        waiter = asyncio.ensure_future(t.acquire())  # its turn would be 1 / FLOOR later
+        waiter = asyncio.ensure_future(t.acquire())  # its turn would be STORM_PROBE later
         for _ in range(5):
             await asyncio.sleep(0)                   # (yields only) it is asleep now
         assert not waiter.done()
@@ -384,7 +401,7 @@ def test_an_answer_sent_before_the_storm_s_last_429_does_not_end_it():
     clock.now += 1
     storm(t, clock)
     t.observe(NONE, early)                 # its answer says nothing about the server now
-    assert t.hidden.rate == FLOOR
+    assert t.hidden.rate == 1 / STORM_PROBE
     (_,), (probe,) = starts(t, clock, 1)
     t.observe(NONE, probe)                 # one sent after the 429s does
     assert t.hidden.rate == INF

@@ -18,8 +18,12 @@ INF = math.inf
 
 #: Pace at this fraction of the server's rate: room for clock drift between us and it.
 SAFETY = 0.97
-#: The slowest pace a hidden limit or a 429 storm brings us to, in requests per second.
+#: The slowest pace a hidden limit brings us to, in requests per second.
 FLOOR = 2.0
+#: During a storm (nothing accepted) one probe goes every STORM_PROBE seconds, or every
+#: STORM_SHARE of the storm's length so far, at most STORM_PROBE_MAX: a short storm's end is seen
+#: within a fifth of a second, a storm that goes on for minutes costs a request a second.
+STORM_PROBE, STORM_SHARE, STORM_PROBE_MAX = 0.2, 0.02, 1.0
 #: Seconds over which the accepted rate is measured when a hidden limit answers 429.
 WINDOW = 2.0
 #: Growth of a learnt hidden pace per second without 429s (probing for more).
@@ -176,6 +180,7 @@ class Hidden:
         self._started = clock()
         self.lifted_at = -INF   # when the end of a storm lifted the pace
         self.rejected_sent = -INF  # when the newest request answered 429 was sent
+        self.storm_since = INF  # when the storm going on began (INF: none)
         self.gradual = False    # a lift met a storm again at once: recover by doubling instead
 
     def sent(self, at: float) -> None:
@@ -198,6 +203,12 @@ class Hidden:
         self.ceiling = accepted if accepted >= 2 * FLOOR else INF
         if self.ceiling == INF and now - self.lifted_at < 2 * WINDOW:
             self.gradual = True  # not a storm that ended but a limit this low: find it step by step
+        if self.ceiling == INF and not self.gradual:  # a storm: probe for its end
+            self.storm_since = min(self.storm_since, now)
+            self.rate = 1 / min(STORM_PROBE_MAX, max(STORM_PROBE, STORM_SHARE * (now - self.storm_since)))
+            self.decreased_at = now
+            return
+        self.storm_since = INF
         target = max(FLOOR, SAFETY * accepted)
         if target < self.rate:
             self.rate, self.decreased_at = target, now
@@ -214,7 +225,7 @@ class Hidden:
         if self.ceiling == INF and sent < self.rejected_sent:
             return
         if self.ceiling == INF and not self.gradual:
-            self.rate, self.lifted_at = INF, self._clock()
+            self.rate, self.lifted_at, self.storm_since = INF, self._clock(), INF
         elif self.ceiling == INF:
             self.rate *= 2
         else:

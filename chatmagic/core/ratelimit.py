@@ -16,10 +16,11 @@ Every request start goes through one ``Throttle`` per run. The model, for every 
 - **Hidden limit** (no headers at all, Azure's remaining-only once spent, or a per-minute limit
   enforced while a daily one is announced): a 429 the budget does not explain sets the pace to
   the rate the server accepted over the last seconds (AIMD-style: decrease to what worked, then
-  probe upwards a few percent a second). If it accepted almost nothing (a 429 storm) the pace
-  drops to ``budgets.FLOOR`` (2) requests per second, never lower, and the first answer to a
-  request sent after the storm's last 429 lifts it (a storm taught no rate): the start waiting
-  for its turn at the floor goes at once, and so do the prompts waiting out their own 429's
+  probe upwards a few percent a second; never below ``budgets.FLOOR``, 2 a second). If it
+  accepted almost nothing (a 429 storm) one probe goes every 0.2 s, or every 2% of the storm's
+  length so far, at most 1 s (``budgets.STORM_PROBE``), and the first answer to a request sent
+  after the storm's last 429 lifts the pace (a storm taught no rate): the start waiting for its
+  turn goes at once, and so do the prompts waiting out their own 429's
   retry-after (``pause``) and the storm's cooldown (a spent budget's wait stays); if that lift
   meets a storm again at once, the limit is that low, and each answer doubles the pace instead.
   A 429 uses up none of the prompt's retries (the engine sends it again; retries count faults)
