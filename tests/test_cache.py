@@ -616,3 +616,17 @@ def test_a_server_named_in_the_memory_keeps_its_answers_on_another_url(server):
         assert [r.cached for r in again] == [True, True] and again.texts() == first.texts()
         unnamed = chatmagic.chat_many(prompts, base_url=other.base_url, progress=False)
         assert [r.cached for r in unnamed] == [False, False] and other.stats.requests == 2
+
+
+def test_answers_cached_only_past_the_first_lookup_chunk_are_taken_and_the_rest_sent(server, monkeypatch):
+    """The indices to send are kept only from the first cached answer on (a run with none holds
+    no index per prompt): the prompts of earlier chunks must be sent all the same."""
+    import chatmagic
+    import chatmagic.core.engine
+    monkeypatch.setattr(chatmagic.core.engine, "LOOKUP_CHUNK", 2)
+    prompts = [f"c{i}" for i in range(7)]
+    chatmagic.chat_many(prompts[3:5], base_url=server.base_url, progress=False)
+    server.reset_stats()
+    results = chatmagic.chat_many(prompts, base_url=server.base_url, progress=False)
+    assert [r.cached for r in results] == [False, False, False, True, True, False, False]
+    assert results.texts() == [f"echo: {p}" for p in prompts] and server.stats.requests == 5

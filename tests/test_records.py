@@ -89,6 +89,26 @@ def test_an_odd_value_set_by_hand_reads_back_exactly(name, value):
     assert results[0] == Result(0, "p")
 
 
+def test_counts_widen_as_larger_ones_come_and_every_earlier_one_reads_back():
+    values = [None, 0, 3, 254, 255, None, 65_534, 65_535, 2**31 - 2, 7]
+    results = filled([Result(i, "p") for i in range(len(values) + 1)])
+    for i, v in enumerate(values):
+        results[i].prompt_tokens = results[i].attempts = v
+        assert [r.prompt_tokens for r in results][:i + 1] == values[:i + 1]
+    assert [r.attempts for r in results] == [*values, 0] and results[-1].prompt_tokens is None
+    assert results._records.columns["attempts"].codes.typecode == "i"  # 4 bytes a row only now
+
+
+def test_request_ids_keep_their_shared_prefix_once_and_read_back_exactly():
+    ids = ["req_abc", "req_", "other-9", "req_abc", "abc", None, "", "req_req_x"]
+    results = filled([Result(i, "p") for i in range(len(ids))])
+    for i, v in enumerate(ids):
+        results[i].request_id = v
+    assert [r.request_id for r in results] == ids
+    column = results._records.columns["request_id"]
+    assert column.prefix == "req_" and bytes(column.data) == b"abc" b"other-9" b"abc" b"abc" b"req_x"
+
+
 def test_a_nan_cost_is_kept_as_nan_not_read_as_missing():
     results = filled([Result(0, "p")])
     results[0].cost = math.nan

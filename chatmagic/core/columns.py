@@ -19,7 +19,6 @@ from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-_NONE_INT = -1  # an int column's None
 _INT_MAX = 2**31 - 1
 
 
@@ -47,7 +46,8 @@ class Column:
 
 
 class Ints(Column):
-    """Whole numbers 0 .. 2**31-2 (token counts, attempts) or None, 4 bytes a row."""
+    """Whole numbers 0 .. 2**31-2 (token counts, attempts) or None, stored as the value plus one
+    (0 is None): 1 byte a row, widened to 2 and then 4 only when a larger value is set."""
 
     __slots__ = ("codes", "odd")
 
@@ -62,29 +62,42 @@ class Ints(Column):
         if self.codes is None:
             return self.default
         code = self.codes[i]
-        return None if code == _NONE_INT else code
+        return code - 1 if code else None
 
     def set(self, i: int, value: Any) -> None:
         if self.odd:
             self.odd.pop(i, None)
         if value is None:
-            code = _NONE_INT
+            code = 0
         elif type(value) is int and 0 <= value < _INT_MAX:
-            code = value
+            code = value + 1
         else:
             self.odd[i] = value
             return
-        if self.codes is None:
+        codes = self.codes
+        if codes is None:
             if value == self.default and type(value) is type(self.default):
                 return
-            fill = _NONE_INT if self.default is None else self.default
-            self.codes = array("i", [fill]) * self.n
-        self.codes[i] = code
+            fill = 0 if self.default is None else self.default + 1
+            codes = array("B", bytes(self.n)) if fill == 0 else array(_fitting(fill), [fill]) * self.n
+        while code > _TOP[codes.typecode]:  # once per width: a copy of the column, early in a run
+            codes = array(_WIDER[codes.typecode], codes)
+        self.codes = codes
+        codes[i] = code
 
     def __iter__(self) -> Iterator[Any]:
         if self.codes is None and not self.odd:
             return iter([self.default] * self.n)
         return (self.get(i) for i in range(self.n))
+
+
+_TOP = {"B": 255, "H": 65535, "i": _INT_MAX}  # the largest code of each width
+_WIDER = {"B": "H", "H": "i"}
+
+
+def _fitting(code: int) -> str:
+    """The narrowest typecode holding ``code``."""
+    return next(t for t in ("B", "H", "i") if code <= _TOP[t])
 
 
 class Floats(Column):
@@ -178,25 +191,29 @@ class Vocab(Column):
 
 class Blob(Column):
     """Short ASCII strings (request ids) back to back in one buffer: their length plus 6 bytes a
-    row, not ~90. A value set again is appended anew (the old bytes stay: rare); anything else
-    (non-ASCII, long, not a str) goes among the odd values."""
+    row, not ~90. The first value's part up to its last ``_`` or ``-`` (a provider's ``req_``) is
+    kept once, and a value starting with it stores only the rest. A value set again is appended
+    anew (the old bytes stay: rare); anything else (non-ASCII, long, not a str) goes among the
+    odd values."""
 
-    __slots__ = ("data", "starts", "lengths", "odd")
+    __slots__ = ("data", "starts", "lengths", "odd", "prefix")
 
     def __init__(self, n: int):
         super().__init__(n, None)
         self.data = bytearray()
         self.starts: array[int] | None = None
-        self.lengths: array[int] | None = None
+        self.lengths: array[int] | None = None  # 0: None; else length + 1, with _SHARED if prefixed
         self.odd: dict[int, Any] = {}
+        self.prefix: str | None = None
 
     def get(self, i: int) -> Any:
         if self.odd and i in self.odd:
             return self.odd[i]
         if self.starts is None or self.lengths is None or not self.lengths[i]:
             return None
-        start = self.starts[i]
-        return self.data[start:start + self.lengths[i] - 1].decode("ascii")
+        start, code = self.starts[i], self.lengths[i]
+        rest = self.data[start:start + (code & ~_SHARED) - 1].decode("ascii")
+        return self.prefix + rest if code & _SHARED and self.prefix else rest
 
     def set(self, i: int, value: Any) -> None:
         if self.odd:
@@ -205,17 +222,25 @@ class Blob(Column):
             if self.lengths is not None:
                 self.lengths[i] = 0
             return
-        if type(value) is not str or not value.isascii() or len(value) >= 65535 or len(self.data) >= _INT_MAX:
+        if type(value) is not str or not value.isascii() or len(value) >= _SHARED - 1 or len(self.data) >= _INT_MAX:
             self.odd[i] = value
             return
         if self.starts is None or self.lengths is None:
             self.starts, self.lengths = array("I", bytes(4 * self.n)), array("H", bytes(2 * self.n))
+        if self.prefix is None and value:
+            self.prefix = value[:max(value.rfind("_"), value.rfind("-")) + 1]
+        shared = 0
+        if self.prefix and value.startswith(self.prefix):
+            value, shared = value[len(self.prefix):], _SHARED
         self.starts[i] = len(self.data)
-        self.lengths[i] = len(value) + 1  # 0 is None, 1 the empty string
+        self.lengths[i] = (len(value) + 1) | shared  # 0 is None, 1 the empty string
         self.data += value.encode("ascii")
 
     def __iter__(self) -> Iterator[Any]:
         return (self.get(i) for i in range(self.n))
+
+
+_SHARED = 0x8000  # a Blob length's flag: the value starts with the column's prefix
 
 
 #: The columns of a record, by field name of ``results.Result`` (index and prompt are the table's own).

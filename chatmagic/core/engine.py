@@ -236,8 +236,10 @@ class Run:
             self._cache = self._shared_cache or Cache.open()
         if self._cache is None:
             return self.results
-        todo = array("q")
         n, prompts = len(self.results), iter(self.results.column("prompt"))
+        # the indices to send, kept only from the first answer found on: a run with no answer
+        # cached sends them all and holds no index per prompt (8 MB at a million)
+        todo: array[int] | None = None
         keys, key_of = self._keys, self._maker()
         for first in range(0, n, LOOKUP_CHUNK):  # a million keys are never held at once
             chunk = range(first, min(n, first + LOOKUP_CHUNK))
@@ -246,13 +248,16 @@ class Run:
                      for i, p in zip(chunk, prompts) if self.rich(i) is None}
             found = {} if self.settings.refresh else self._cache.get_many(plain.values())
             if not found:
-                todo.extend(chunk)
+                if todo is not None:
+                    todo.extend(chunk)
                 continue
+            if todo is None:
+                todo = array("I" if n < 2**32 else "q", range(first))
             for i in chunk:
                 row = found.get(plain[i]) if i in plain else None
                 if row is None or not self._take_cached(self.results[i], row):
                     todo.append(i)
-        return _Picked(self.results, todo)
+        return self.results if todo is None else _Picked(self.results, todo)
 
     def keep(self, key: str, row: tuple[Any, ...], *, latency_s: float | None = None,
              attempts: int | None = None) -> None:
