@@ -15,6 +15,8 @@ HOW_FIELDS = ("latency_s", "attempts")
 #: The rest of a record's answer, in one JSON column (``extra``): its kind of each, checked when read.
 EXTRA_FIELDS: dict[str, type] = {"cached_tokens": int, "cache_write_tokens": int, "reasoning_tokens": int,
                                  "refusal": str, "reasoning": str, "request_id": str, "cost": float}
+#: json.dumps with an option builds an encoder per call; one built once is ~2x cheaper a row
+_to_json = json.JSONEncoder(allow_nan=False).encode
 
 
 def row_of(answer: object) -> tuple[Any, ...]:
@@ -22,7 +24,7 @@ def row_of(answer: object) -> tuple[Any, ...]:
     ``ANSWER_FIELDS`` as attributes): those, then the ``EXTRA_FIELDS`` it has as JSON (or None)."""
     more = {n: v for n in EXTRA_FIELDS if (v := getattr(answer, n, None)) is not None}
     try:  # ASCII JSON: a lone surrogate in the reasoning is escaped, so the row is storable
-        extra = json.dumps(more, allow_nan=False) if more else None
+        extra = _to_json(more) if more else None
     except (TypeError, ValueError):
         extra = None
     return (*(getattr(answer, name) for name in ANSWER_FIELDS), extra)
