@@ -486,9 +486,13 @@ def check_prompts(prompts: Iterable[Any]) -> list[Any]:
     return prompts
 
 
+#: json.dumps with an option builds an encoder per call; one built once is ~2x cheaper a body
+_encode = json.JSONEncoder(allow_nan=False).encode
+
+
 def _dumps(body: dict[str, Any]) -> str:
     """The request body as JSON; never NaN or Infinity, which no server can read."""
     try:
-        return json.dumps(body, allow_nan=False)
+        return _encode(body)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"the request body is not valid JSON: {e}") from None
