@@ -64,11 +64,10 @@ class Result:
 
     def take(self, answer: Answer, cost: float | None, request_id: str | None = None) -> None:
         """Fill in an answer that came back, with what it cost (``data`` is set by the caller)."""
-        self.text, self.status, self.model, self.finish_reason = answer.text, "ok", answer.model, answer.finish_reason
-        self.prompt_tokens, self.completion_tokens = answer.prompt_tokens, answer.completion_tokens
-        self.cached_tokens, self.cache_write_tokens = answer.cached_tokens, answer.cache_write_tokens
-        self.reasoning_tokens, self.refusal, self.reasoning = answer.reasoning_tokens, answer.refusal, answer.reasoning
-        self.cost, self.request_id = cost, request_id if request_id is not None else answer.request_id
+        for name in FROM_ANSWER:
+            setattr(self, name, getattr(answer, name))
+        self.status, self.cost = "ok", cost
+        self.request_id = request_id if request_id is not None else answer.request_id
 
     @property
     def flagged(self) -> bool:
@@ -85,6 +84,9 @@ class Result:
 
 
 FIELDS = tuple(f.name for f in fields(Result))
+#: The fields ``take`` copies from an answer as they are.
+FROM_ANSWER = ("text", "model", "finish_reason", "prompt_tokens", "completion_tokens", "cached_tokens",
+               "cache_write_tokens", "reasoning_tokens", "refusal", "reasoning")
 
 
 def _values(record: Result) -> tuple[Any, ...]:
@@ -106,6 +108,15 @@ class Row(Result):
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (and copied) as the ``Result`` it reads as, detached from the run."""
         return Result, _values(self)
+
+    def take(self, answer: Answer, cost: float | None, request_id: str | None = None) -> None:
+        """``Result.take`` on the columns themselves: once per answer, so without a property each."""
+        columns, i = self._table.columns, self._i
+        for name in FROM_ANSWER:
+            columns[name].set(i, getattr(answer, name))
+        columns["status"].set(i, "ok")
+        columns["cost"].set(i, cost)
+        columns["request_id"].set(i, request_id if request_id is not None else answer.request_id)
 
 
 def _row_field(name: str) -> property:

@@ -19,10 +19,16 @@ EXTRA_FIELDS: dict[str, type] = {"cached_tokens": int, "cache_write_tokens": int
 _to_json = json.JSONEncoder(allow_nan=False).encode
 
 
-def row_of(answer: object) -> tuple[Any, ...]:
+def row_of(answer: object, *, cost: float | None = None, request_id: str | None = None) -> tuple[Any, ...]:
     """The row to store for ``answer`` (a record, or an answer: anything with the
-    ``ANSWER_FIELDS`` as attributes): those, then the ``EXTRA_FIELDS`` it has as JSON (or None)."""
+    ``ANSWER_FIELDS`` as attributes): those, then the ``EXTRA_FIELDS`` it has as JSON (or None).
+    ``cost`` and ``request_id``, when given, are what a record of this answer holds (read from
+    the answer itself, a run's row is made without reading back the record's columns)."""
     more = {n: v for n in EXTRA_FIELDS if (v := getattr(answer, n, None)) is not None}
+    if request_id is not None:  # before cost: the order of EXTRA_FIELDS, as a record's row has it
+        more["request_id"] = request_id
+    if cost is not None:
+        more["cost"] = cost
     try:  # ASCII JSON: a lone surrogate in the reasoning is escaped, so the row is storable
         extra = _to_json(more) if more else None
     except (TypeError, ValueError):

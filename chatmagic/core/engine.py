@@ -342,10 +342,11 @@ class Run:
                 self._throttle.stop()
             self._progress.advance(False)
             return
-        record.take(done.answer, self.prices.cost(done.answer, self.settings.model), done.request_id)
-        if self._cache is not None:
-            self.keep(self.key(record.index), row_of(record), latency_s=record.latency_s,
-                      attempts=record.attempts)
+        answer, cost = done.answer, self.prices.cost(done.answer, self.settings.model)
+        record.take(answer, cost, done.request_id)
+        if self._cache is not None:  # the row from the answer: the record holds the same, read slower
+            self.keep(self.key(record.index), row_of(answer, cost=cost, request_id=done.request_id),
+                      latency_s=record.latency_s, attempts=record.attempts)
         self._progress.advance(True)
 
     def _replay(self, first: RequestError, record: Result, body: bytes,
