@@ -31,7 +31,7 @@ REQUEST_ID_CHARS = 200
 
 def count(value: object) -> int | None:
     """A token count: an int, or a string or float holding a whole number; else None."""
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):  # None first: most counts are absent, and float(None) raises
         return None
     if isinstance(value, int):
         return value if value >= 0 else None
