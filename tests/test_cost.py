@@ -221,6 +221,10 @@ def test_batch_records_keep_the_request_id_and_every_usage_field_and_the_cache_k
     assert server.batch.stats["requests"] == 2 and all(r.cached for r in again)
     fields = [f for f in Result.__dataclass_fields__ if f != "cached"]
     assert [[getattr(r, f) for f in fields] for r in again] == [[getattr(r, f) for f in fields] for r in first]
+    # taken from the cache by a run that is not a batch: still what it cost then (the batch price)
+    later = run(server, prompts)
+    assert server.stats.requests == 0 and all(r.cached for r in later)
+    assert [r.cost for r in later] == [r.cost for r in first]
 
 
 def test_without_genai_prices_the_summary_says_once_how_to_get_built_in_prices(server, monkeypatch):

@@ -300,14 +300,16 @@ class BatchRun:
         seen[key] = done is not None
         if done is not None:
             done = self.client.scrub_answer(done)  # the key echoed into a field is never kept
-            self.run.keep(key, row_of(done), attempts=1)  # one request in the batch; no latency of its own
+            cost = self.run.prices.cost(done, self.settings.model)  # at the batch price
+            # with its cost: a later run taking it from the cache shows what it cost then
+            self.run.keep(key, row_of(done, cost=cost), attempts=1)  # one request in the batch; no latency of its own
         for record in self.wanted.get(key, ()):
             record.attempts = 1
             if done is None:
                 record.status, record.error = "error", self.client.scrub(why or "batch_error: no answer")
                 continue
             record.status, record.error = "ok", None  # an earlier line may have failed it
-            record.take(done, self.run.prices.cost(done, self.settings.model))  # at the batch price
+            record.take(done, cost)
             try:  # --json or --schema: parsed and checked as in an interactive run, not retried
                 record.data = self.run.decode(record, record.text or "")
             except RequestError as e:
