@@ -201,8 +201,10 @@ class Prices:
         """Dollars for one answer, by the model that answered (``asked`` only when the server
         named none); None when unpriced or when its counts do not add up."""
         rate = self.rate(tokens.model) if tokens.model else self.rate(asked)
+        if rate is None:  # before the counts are read: an unpriced model (a local one) costs no work an answer
+            return None
         u = Counts(*(_whole(getattr(tokens, name)) for name in COUNTED))
-        if rate is None or u.prompt_tokens is None or u.completion_tokens is None:
+        if u.prompt_tokens is None or u.completion_tokens is None:
             return None
         if ((u.cached_tokens or 0) + (u.cache_write_tokens or 0) > u.prompt_tokens
                 or (u.reasoning_tokens or 0) > u.completion_tokens):
