@@ -342,10 +342,10 @@ class Run:
                 self._throttle.stop()
             self._progress.advance(False)
             return
-        answer, cost = done.answer, self.prices.cost(done.answer, self.settings.model)
-        record.take(answer, cost, done.request_id)
+        answer, dollars = done.answer, self.prices.cost(done.answer, self.settings.model)
+        record.take(answer, dollars, done.request_id)
         if self._cache is not None:  # the row from the answer: the record holds the same, read slower
-            self.keep(self.key(record.index), row_of(answer, cost=cost, request_id=done.request_id),
+            self.keep(self.key(record.index), row_of(answer, cost=dollars, request_id=done.request_id),
                       latency_s=record.latency_s, attempts=record.attempts)
         self._progress.advance(True)
 
