@@ -1,5 +1,7 @@
 import asyncio
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
@@ -39,6 +41,27 @@ def server(_server):
     _server.sleep = asyncio.sleep
     _server.reset_stats()
     return _server
+
+
+@pytest.fixture
+def server_process():
+    """``server_process(*flags)``: the practice server in a process of its own (its command line,
+    ``python -m chatmagic.practice.server``), stopped after the test; returns its base URL. For
+    timing that the in-process server would skew: it shares the test's GIL, so a pause of the
+    test process (a garbage collection late in the suite) holds it too, and requests written
+    before the pause reach its limiter late, as no remote server would see them."""
+    procs: list[subprocess.Popen] = []
+
+    def start(*flags: str) -> str:
+        proc = subprocess.Popen([sys.executable, "-m", "chatmagic.practice.server", "--port", "0", *flags],
+                                stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout is not None
+        return proc.stdout.readline().split()[3]  # "FakeOpenAI serving at URL ..."
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from chatmagic.core.budgets import FLOOR, INF, LIFT, SAFETY, STORM_PROBE, STORM_
 from chatmagic.core.memory import Memory
 from chatmagic.core.ratelimit import NO_HINT_WAIT, Paces, Throttle
 from chatmagic.core.retry import ServerOrBackoff
-from chatmagic.core.timeline import WAITS, known_limit
+from chatmagic.core.timeline import R429, WAITS, known_limit
 from chatmagic.errors import RequestError
 from chatmagic.providers.hints import NONE, parse
 
@@ -532,17 +532,20 @@ def run(server, n, **options):
 
 @pytest.mark.timeout(40)  # 60 prompts at 20 a second: 3 s
 @pytest.mark.parametrize("headers", ["openai", "azure", "none"])
-def test_rate_limited_server_every_prompt_completes_with_few_rejections(server, headers):
-    server.rpm, server.headers, server.latency = 1200, headers, 0.02  # 20 per second
-    results = run(server, 60, concurrency=30)
+def test_rate_limited_server_every_prompt_completes_with_few_rejections(server_process, headers):
+    # a server process of its own: the in-process one shares our GIL, and a pause of this
+    # process after the burst that follows the first answer (19 requests written) made them
+    # reach its limiter 0.1-0.2 s late, its bucket full meanwhile (2-5 429s seen in CI)
+    url = server_process("--rpm", "1200", "--headers", headers, "--latency", "0.02")  # 20 per second
+    results = chatmagic.chat_many([f"p{i}" for i in range(60)], base_url=url, progress=False, concurrency=30)
     assert [r.status for r in results] == ["ok"] * 60
-    rejected = server.stats.by_status[429]
+    rejected = sum(o == R429 for o in results.timeline.outcomes)
     if headers == "openai":
-        assert rejected <= 2, server.stats.by_status  # paced from the headers
+        assert rejected <= 2, results.summary()  # paced from the headers
     else:
         # no rate announced: the first burst beyond the server's bucket (30 sent into 20) is
         # rejected once; after that the pace learnt from the 429s keeps rejections rare
-        assert rejected <= 16, server.stats.by_status
+        assert rejected <= 16, results.summary()
 
 
 def test_user_rpm_cap_without_server_headers(server):

@@ -2,7 +2,6 @@
 typed columns; the practice server's conforming answers; the option through the Python API."""
 
 import json
-import subprocess
 import sys
 from enum import Enum
 from typing import Literal
@@ -261,16 +260,9 @@ def test_a_mismatch_never_shows_the_key(server):
     assert key not in rs[0].error and key[:20] not in rs[0].error
 
 
-def test_practice_server_command_line_can_refuse_schemas():
-    proc = subprocess.Popen([sys.executable, "-m", "chatmagic.practice.server", "--port", "0", "--no-schemas"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        url = proc.stdout.readline().split()[3]
-        rs = chatmagic.chat_many(["q"], base_url=url, schema="a", progress=False)
-        assert rs[0].error.startswith("400 invalid_request_error: Invalid parameter: 'response_format'")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+def test_practice_server_command_line_can_refuse_schemas(server_process):
+    rs = chatmagic.chat_many(["q"], base_url=server_process("--no-schemas"), schema="a", progress=False)
+    assert rs[0].error.startswith("400 invalid_request_error: Invalid parameter: 'response_format'")
 
 
 def test_without_jsonschema_a_spec_is_one_line_and_a_pydantic_model_still_works(monkeypatch):
