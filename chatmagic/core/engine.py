@@ -8,7 +8,6 @@ of 100,000 prompts holds a bounded number of tasks. Each *attempt* holds one of
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from array import array
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any, overload
 from chatmagic.core.budgets import TokenEstimate
 from chatmagic.core.cache import Cache, fill, key_maker, request_key, row_of
 from chatmagic.core.columns import Table
-from chatmagic.core.jsonparse import TooDeep, loads
+from chatmagic.core.jsonparse import TooDeep, dumps, loads
 from chatmagic.core.memory import Memory
 from chatmagic.core.prices import Prices
 from chatmagic.core.progress import make_progress
@@ -487,13 +486,9 @@ def check_prompts(prompts: Iterable[Any]) -> list[Any]:
     return prompts
 
 
-#: json.dumps with an option builds an encoder per call; one built once is ~2x cheaper a body
-_encode = json.JSONEncoder(allow_nan=False).encode
-
-
 def _dumps(body: dict[str, Any]) -> str:
     """The request body as JSON; never NaN or Infinity, which no server can read."""
     try:
-        return _encode(body)
+        return dumps(body)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"the request body is not valid JSON: {e}") from None
