@@ -8,6 +8,7 @@ import pytest
 
 from chatmagic.batch import run as batchmod
 from chatmagic.core.cache import DB_NAME
+from chatmagic.practice.anthropic import FakeAnthropic
 from chatmagic.practice.server import FakeOpenAI
 from chatmagic.providers.profiles import PROFILES
 
@@ -41,6 +42,28 @@ def server(_server):
     _server.sleep = asyncio.sleep
     _server.reset_stats()
     return _server
+
+
+@pytest.fixture(scope="session")
+def _anthropic():
+    with FakeAnthropic() as srv:
+        yield srv
+
+
+@pytest.fixture
+def anthropic(_anthropic):
+    """``anthropic(key)``: the practice Anthropic server on 127.0.0.1, wanting ``key``, reset for
+    the test: no limits, no overload, no latency, every model known, no batches, counts at zero."""
+    def reset(key: str | None) -> FakeAnthropic:
+        srv = _anthropic
+        srv.api_key = key
+        srv.buckets.clear()
+        srv.overload_s, srv.overload_above, srv.latency = 0.0, None, 0.0
+        srv.unknown_models = set()
+        srv.batches.reset()
+        srv.reset_stats()
+        return srv
+    return reset
 
 
 @pytest.fixture

@@ -16,26 +16,17 @@ from aiohttp import web
 import chatmagic
 from chatmagic.batch import admin as batchadmin
 from chatmagic.batch import run as batchmod
-from chatmagic.practice.anthropic import FakeAnthropic
 from chatmagic.settings import resolve
 
 KEY = "sk-ant-batch-test-key"
 MODEL = "claude-haiku-4-5"
 
 
-@pytest.fixture(scope="module")
-def _anthropic():
-    with FakeAnthropic(api_key=KEY) as srv:
-        yield srv
-
-
 @pytest.fixture
-def srv(_anthropic, monkeypatch):
-    """The practice Anthropic server with its batches forgotten; polls 10 ms apart."""
-    _anthropic.batches.reset()
-    _anthropic.reset_stats()
+def srv(anthropic, monkeypatch):
+    """The practice Anthropic server, reset; polls 10 ms apart."""
     monkeypatch.setattr(batchmod, "POLL_FIRST", 0.01)
-    return _anthropic
+    return anthropic(KEY)
 
 
 def options(srv, **more):

@@ -10,26 +10,14 @@ import pytest
 import chatmagic
 from chatmagic.core.timeline import WAITS
 from chatmagic.errors import RunAborted
-from chatmagic.practice.anthropic import FakeAnthropic
 from chatmagic.practice.server import TokenBucket
 
 KEY = "sk-ant-native-test-key"
 
 
-@pytest.fixture(scope="module")
-def _anthropic():
-    with FakeAnthropic(api_key=KEY) as srv:
-        yield srv
-
-
 @pytest.fixture
-def srv(_anthropic):
-    """The practice Anthropic server, reset for each test."""
-    _anthropic.buckets.clear()
-    _anthropic.overload_s, _anthropic.overload_above, _anthropic.latency = 0.0, None, 0.0
-    _anthropic.unknown_models = set()
-    _anthropic.reset_stats()
-    return _anthropic
+def srv(anthropic):
+    return anthropic(KEY)
 
 
 def waits(results) -> dict[str, int]:

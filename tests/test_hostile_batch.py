@@ -335,16 +335,8 @@ def test_a_custom_id_twice_has_one_outcome_in_the_record_and_the_cache(bserver, 
 ANT_KEY, ANT_MODEL = "sk-ant-" + "Pw8rTy3Ku6" * 6, "claude-haiku-4-5"
 
 
-@pytest.fixture(scope="module")
-def _anthropic():
-    from chatmagic.practice.anthropic import FakeAnthropic
-    with FakeAnthropic(api_key=ANT_KEY) as srv:
-        yield srv
-
-
-def test_anthropic_results_gzipped_with_bad_and_repeated_lines(_anthropic, monkeypatch):
-    srv = _anthropic
-    srv.batches.reset()
+def test_anthropic_results_gzipped_with_bad_and_repeated_lines(anthropic, monkeypatch):
+    srv = anthropic(ANT_KEY)
     monkeypatch.setattr(batchmod, "POLL_FIRST", 0.01)
     real = srv.batches._results
 

@@ -10,21 +10,13 @@ import pytest
 from PIL import Image
 
 import chatmagic
-from chatmagic.practice.anthropic import FakeAnthropic
 
 KEY = "sk-ant-rows-test-key"
 
 
-@pytest.fixture(scope="module")
-def _anthropic():
-    with FakeAnthropic(api_key=KEY) as srv:
-        yield srv
-
-
 @pytest.fixture
-def srv(_anthropic):
-    _anthropic.reset_stats()
-    return _anthropic
+def srv(anthropic):
+    return anthropic(KEY)
 
 
 def run(srv, prompts, **options):
