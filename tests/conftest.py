@@ -37,7 +37,8 @@ def server(_server):
     for name, value in dict(latency=0.0, limit_shape="per_second", window_s=60.0, daily=None,
                             storm_s=0.0, retry_after=None, rpm=None, tpm=None, headers="openai",
                             fail_rate=0.0, stall_rate=0.0, stall_s=30.0, unknown_models=set(),
-                            schemas=True, error_shape="openai", storm_status=429, auth="bearer", usage="basic").items():
+                            schemas=True, error_shape="openai", storm_status=429, auth="bearer", usage="basic",
+                            queue_s=0.0).items():
         setattr(_server, name, value)
     _server.sleep = asyncio.sleep
     _server.reset_stats()

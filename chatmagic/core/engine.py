@@ -149,8 +149,9 @@ class Run:
         finally:
             if self.spend is not None and self.spend.stopped and outcome == "done":
                 mark_unsent(self.results)
-            note = self.spend.note(self.results) if self.spend is not None else None
-            self.results.finished(time.perf_counter() - started, [*self._throttle.notes, *([note] if note else [])])
+            notes = [self.spend.note(self.results) if self.spend is not None else None,
+                     self._client.note() if self._client is not None else None]
+            self.results.finished(time.perf_counter() - started, [*self._throttle.notes, *filter(None, notes)])
             self.timeline.rate, self.timeline.burst = known_limit(self._throttle)
             self._progress.close(outcome)
             self.close_cache()  # writes what is buffered, also after an interrupt

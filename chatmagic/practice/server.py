@@ -21,7 +21,8 @@ while the rpm limit is enforced silently; ``headers`` "openai", "azure" (remaini
 529, Groq's 498) to everything for that long (``math.inf``: forever); ``retry_after`` overrides
 the wait every 429 asks for. ``error_shape`` answers errors as Gemini, OpenRouter, vLLM, Ollama
 or llama.cpp do; ``auth="api-key"`` wants classic Azure's ``api-key`` header and ``?api-version=``
-(also at ``/openai/deployments/NAME/chat/completions``).  Individual
+(also at ``/openai/deployments/NAME/chat/completions``).  ``queue_s`` holds every request as
+DeepSeek does under load: the 200 at once, then a blank line every 0.1 s until the answer.  Individual
 prompts can script their own behaviour with ``[[directive]]`` markers, e.g.
 ``"hello [[fail:500:2]]"`` fails twice, then answers.  Only binds 127.0.0.1.
 
@@ -175,8 +176,11 @@ class FakeOpenAI(InThread):
                  storm_s: float = 0.0, retry_after: float | None = None,
                  schemas: bool = True, answer_model: str | None = None, error_shape: str = "openai",
                  storm_status: int = 429, auth: str = "bearer", models: Iterable[str] | None = None,
-                 usage: str = "basic"):
+                 usage: str = "basic", queue_s: float = 0.0):
         self.latency, self.headers = latency, headers
+        # DeepSeek under load: each request held this long, the 200 sent at once and a blank line
+        # every KEEPALIVE_EVERY s (its keep-alive) until the answer; ``[[queue:S]]`` for one prompt
+        self.queue_s = queue_s
         # provider shapes (practice/provider_shapes.py); auth "api-key": Azure's classic header and ?api-version=
         self.error_shape, self.storm_status, self.auth = error_shape, storm_status, auth
         # rate-limit shapes (see _bucket); set before rpm/tpm, which build the buckets
@@ -307,11 +311,30 @@ class FakeOpenAI(InThread):
         failure = await self._chaos(script, st.attempts[prompt], headers)
         if failure is not None:
             return failure
+        queued = float(script["queue"][0]) if "queue" in script else self.queue_s
         delay = float(script["sleep"][0]) if "sleep" in script else self.latency
-        if delay > 0:
+        if delay > 0 and not queued:
             await self.sleep(delay)
         answer = self.completion(body, messages, prompt, script)
-        return web.json_response(answer, headers={**headers, "x-request-id": f"req_{answer['id']}"})
+        headers = {**headers, "x-request-id": f"req_{answer['id']}"}
+        if queued:
+            return await self._queued(request, queued, delay, answer, headers)
+        return web.json_response(answer, headers=headers)
+
+    async def _queued(self, request: web.Request, seconds: float, delay: float, answer: dict[str, Any],
+                      headers: dict[str, str]) -> web.StreamResponse:
+        """DeepSeek's way under load: the 200 at once, a blank line every KEEPALIVE_EVERY s while
+        the request waits its turn (``seconds``), then ``delay`` of work and the answer."""
+        resp = web.StreamResponse(status=200, headers={**headers, "Content-Type": "application/json"})
+        await resp.prepare(request)
+        for _ in range(max(1, round(seconds / KEEPALIVE_EVERY))):
+            await resp.write(b"\n")
+            await self.sleep(KEEPALIVE_EVERY)
+        if delay > 0:
+            await self.sleep(delay)
+        await resp.write(json.dumps(answer).encode())
+        await resp.write_eof()
+        return resp
 
     @staticmethod
     def _directives(prompt: str) -> dict[str, Any]:
@@ -645,6 +668,11 @@ def _prompt_tokens(messages: list[Any]) -> int:
     return sum(len(_text(m.get("content"))) for m in messages) // 4 + 1
 
 
+#: Seconds between the blank lines of a queued request (``queue_s``); DeepSeek's pace is not
+#: documented, a blank line every few seconds is what clients report.
+KEEPALIVE_EVERY = 0.1
+
+
 def _retry_headers(seconds: float, ms: bool = True) -> dict[str, Any]:
     headers = {"retry-after": str(max(1, math.ceil(seconds)))}
     if ms:
@@ -669,7 +697,8 @@ def main() -> None:
     for name, kind in (("latency", float), ("rpm", int), ("tpm", int), ("fail-rate", float),
                        ("stall-rate", float), ("stall-s", float), ("seed", int),
                        ("batch-pace", float), ("batch-invalid", str), ("batch-expire-after", int),
-                       ("window-s", float), ("daily", int), ("storm-s", float), ("retry-after", float)):
+                       ("window-s", float), ("daily", int), ("storm-s", float), ("retry-after", float),
+                       ("queue-s", float)):
         p.add_argument("--" + name, type=kind)
     # Options left out keep FakeOpenAI's own defaults.
     options = {k: v for k, v in vars(p.parse_args()).items() if v is not None}

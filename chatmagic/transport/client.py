@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import errno
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +28,21 @@ from chatmagic.providers.profiles import auth_headers, profile
 from chatmagic.transport.limits import ACCEPT_ENCODING, TooLarge, read_capped
 from chatmagic.transport.proxies import is_loopback, proxy_for
 
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _deadline
+else:  # aiohttp brings it on 3.10
+    from async_timeout import timeout as _deadline
+
 #: Server text kept in an error message, after the key is scrubbed.
 MESSAGE_CHARS = 300
 #: While this process has no free file descriptor, wait this long before trying again.
 FILES_WAIT = 0.05
+#: A server that holds a request and sends blank lines until its answer (DeepSeek under load:
+#: the request is queued, not yet answered) keeps it alive: each blank line gives the attempt
+#: its timeout again, up to this many seconds past it (DeepSeek closes such a request itself
+#: after 10 minutes). Cut sooner, the request would lose its place in the queue, or be cut
+#: once it was worked on (and so paid for) and be sent, and paid for, again.
+QUEUE_MAX = 600.0
 
 #: Answer's fields, read once (dataclasses.fields per answer was most of scrub_answer's cost).
 _ANSWER_FIELDS = tuple(f.name for f in dataclasses.fields(Answer))
@@ -92,6 +104,9 @@ class Client:
         self._settings = settings
         self._limit = limit or settings.concurrency
         self._cap = int(settings.max_response_mb * 1_000_000)
+        # a completion's time is bounded by _post's deadline (which blank lines may move), not aiohttp's
+        self._untimed = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout)
+        self.held, self.held_longest = 0, 0.0  # requests a server's blank lines kept past the timeout
         self._proxy = proxy_for(self.url, settings.proxy)  # the environment, read once per run
         self._session: aiohttp.ClientSession  # opened by __aenter__
         if self._key:
@@ -145,16 +160,40 @@ class Client:
 
     async def _post(self, body: bytes) -> tuple[int, hints.Hints, bytes, str | None]:
         """(status, hints, body, request id) of one POST; every failure becomes a RequestError."""
+        timeout = self._settings.timeout
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        end, held = started + timeout, False
+
+        def alive() -> None:  # a blank line before the answer: the server holds the request
+            nonlocal end, held
+            now = loop.time()
+            later = min(now + timeout, started + timeout + QUEUE_MAX)
+            if later > end:
+                end = later
+                limit.reschedule(end)
+                if now - started > timeout and not held:
+                    held = True
+                    self.held += 1
         try:
-            async with self._session.post(self.url, data=body, proxy=self._proxy) as resp:
-                return (resp.status, self._dialect.hints(resp.headers), await read_capped(resp, self._cap),
-                        request_id(resp.headers, self.scrub))
+            async with (_deadline(timeout) as limit,
+                        self._session.post(self.url, data=body, proxy=self._proxy, timeout=self._untimed) as resp):
+                out = (resp.status, self._dialect.hints(resp.headers),
+                       await read_capped(resp, self._cap, alive), request_id(resp.headers, self.scrub))
+            if held:
+                self.held_longest = max(self.held_longest, loop.time() - started)
+            return out
         except TooLarge as e:
             size = f"{e.size / 1e6:,.0f} MB announced" if e.announced else "more than that"
             raise RequestError(f"answer over the {self._cap / 1e6:g} MB limit ({size}; max_response_mb)",
                                code="too_large", retryable=False) from None
         except asyncio.TimeoutError:
-            raise RequestError(f"no answer within {self._settings.timeout:g}s", code="timeout") from None
+            if held:
+                took = loop.time() - started
+                self.held_longest = max(self.held_longest, took)
+                raise RequestError(f"no answer within {timeout:g}s after the server's last blank line "
+                                   f"(it held the request {hints.say(took)})", code="timeout") from None
+            raise RequestError(f"no answer within {timeout:g}s", code="timeout") from None
         except aiohttp.ClientError as e:
             if _out_of_files(e):
                 raise _NoFiles from None
@@ -162,6 +201,14 @@ class Client:
         except Exception as e:  # no aiohttp frame (and its headers) may escape
             raise RequestError(self.scrub(f"{type(e).__name__}: {e}"), code="client_error",
                                retryable=False) from None
+
+    def note(self) -> str | None:
+        """What the run should say of the waits servers' blank lines made past the timeout."""
+        if not self.held:
+            return None
+        n = f"{self.held} request{'s' if self.held > 1 else ''}"
+        return (f"the server held {n} with blank lines (queued) past the {self._settings.timeout:g}s timeout, "
+                f"the longest {hints.say(self.held_longest)} (waited at most {hints.say(QUEUE_MAX)} more)")
 
     def _client_error(self, e: aiohttp.ClientError) -> RequestError:
         """Certificate errors and redirect loops fail at once: no retry can fix them."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import warnings
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from chatmagic.errors import ChatmagicWarning
@@ -32,8 +32,10 @@ class TooLarge(Exception):
         self.size, self.announced = size, announced
 
 
-async def read_capped(resp: Any, cap: int) -> bytes:
+async def read_capped(resp: Any, cap: int, alive: Callable[[], None] | None = None) -> bytes:
     """The whole body of ``resp``, inflated, at most ``cap`` bytes, else ``TooLarge``.
+    ``alive`` is called for each chunk of blank lines that comes before anything else (a
+    server's keep-alive while the request waits: DeepSeek's under load).
 
     Raises ``zlib.error`` (as ValueError) for a body that does not inflate."""
     length = resp.content_length
@@ -53,6 +55,11 @@ async def read_capped(resp: Any, cap: int) -> bytes:
         size += len(chunk)
         if size > cap:
             raise TooLarge(size)
+        if alive is not None and chunk:
+            if chunk.isspace():
+                alive()
+            else:
+                alive = None  # the answer has begun
         parts.append(chunk)
     if inflater is not None:
         tail = inflater.flush()

@@ -3,6 +3,7 @@
 
     python tests/benchmarks/bench_pacing.py                # every practice-server row (~10 min)
     python tests/benchmarks/bench_pacing.py quantized storm
+    python tests/benchmarks/bench_pacing.py queued         # DeepSeek's queue: blank lines past the timeout
     python tests/benchmarks/bench_pacing.py --quick        # ~5x smaller (smoke run)
     python tests/benchmarks/bench_pacing.py --external     # also the rows on mocklimit (PyPI)
     python tests/benchmarks/bench_pacing.py --external --litellm /path/venv/bin/litellm   # and LiteLLM's proxy
@@ -100,6 +101,13 @@ def rows(q: bool) -> list[dict]:
              ideal=10.1 / s,
              targets=[("done <= 0.6 s after the storm ends", lambda cm, x: cm["after"] <= 0.6),
                       ("loses no prompt", lambda cm, x: cm["lost"] == 0)]),
+        # DeepSeek under load: the 200 at once, blank lines while queued, then the answer; each
+        # client's timeout (2 s) is shorter than the queue: a cut request loses its place
+        dict(name="queued", behaviour="every request held 5 s with blank lines (DeepSeek under load), "
+             "timeout 2 s", server=dict(queue_s=5.0), n=60, conc=60, ideal=5.0 + LATENCY, timeout=2.0,
+             time_limit=60,  # the recipe's 20 attempts, each cut at 2 s, would back off for ~10 min
+             targets=[("loses no prompt", lambda cm, x: cm["lost"] == 0),
+                      ("1 request a prompt (none cut and sent again)", lambda cm, x: cm["requests"] == cm["n"])]),
     ]
 
 
@@ -107,7 +115,9 @@ def run_row(row: dict) -> None:
     n, conc = row["n"], row["conc"]
     print(f"### {row['name']}: {row['behaviour']}\n\n{n} prompts, concurrency {conc}, latency "
           f"{LATENCY:g} s, ideal {row['ideal']:.2f} s\n")
-    common = dict(concurrency=conc, timeout=60.0, short=row.get("short", False))
+    common = dict(concurrency=conc, timeout=row.get("timeout", 60.0), short=row.get("short", False))
+    if "time_limit" in row:  # a client that never gets there is stopped and shown as such
+        common["time_limit"] = row["time_limit"]
     with Server(latency=LATENCY, **row["server"]) as s:
         got = [run_client(s, "chatmagic", "chatmagic", n, **common)]
         if row.get("peers", True):
