@@ -30,8 +30,14 @@ from chatmagic.transport.proxies import is_loopback, proxy_for
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _deadline
-else:  # aiohttp brings it on 3.10
+
+    def _move(limit: Any, when: float) -> None:
+        limit.reschedule(when)
+else:  # aiohttp brings it on 3.10; its Timeout moves with update()
     from async_timeout import timeout as _deadline
+
+    def _move(limit: Any, when: float) -> None:
+        limit.update(when)
 
 #: Server text kept in an error message, after the key is scrubbed.
 MESSAGE_CHARS = 300
@@ -171,7 +177,7 @@ class Client:
             later = min(now + timeout, started + timeout + QUEUE_MAX)
             if later > end:
                 end = later
-                limit.reschedule(end)
+                _move(limit, end)
                 if now - started > timeout and not held:
                     held = True
                     self.held += 1
