@@ -169,34 +169,28 @@ class Client:
         timeout = self._settings.timeout
         loop = asyncio.get_running_loop()
         started = loop.time()
-        end, held = started + timeout, False
+        end = started + timeout
 
         def alive() -> None:  # a blank line before the answer: the server holds the request
-            nonlocal end, held
-            now = loop.time()
-            later = min(now + timeout, started + timeout + QUEUE_MAX)
+            nonlocal end
+            later = min(loop.time() + timeout, started + timeout + QUEUE_MAX)
             if later > end:
                 end = later
                 _move(limit, end)
-                if now - started > timeout and not held:
-                    held = True
-                    self.held += 1
         try:
             async with (_deadline(timeout) as limit,
                         self._session.post(self.url, data=body, proxy=self._proxy, timeout=self._untimed) as resp):
                 out = (resp.status, self._dialect.hints(resp.headers),
                        await read_capped(resp, self._cap, alive), request_id(resp.headers, self.scrub))
-            if held:
-                self.held_longest = max(self.held_longest, loop.time() - started)
+            self._held(loop.time() - started, end > started + timeout)
             return out
         except TooLarge as e:
             size = f"{e.size / 1e6:,.0f} MB announced" if e.announced else "more than that"
             raise RequestError(f"answer over the {self._cap / 1e6:g} MB limit ({size}; max_response_mb)",
                                code="too_large", retryable=False) from None
         except asyncio.TimeoutError:
-            if held:
-                took = loop.time() - started
-                self.held_longest = max(self.held_longest, took)
+            took = loop.time() - started
+            if self._held(took, end > started + timeout):
                 raise RequestError(f"no answer within {timeout:g}s after the server's last blank line "
                                    f"(it held the request {hints.say(took)})", code="timeout") from None
             raise RequestError(f"no answer within {timeout:g}s", code="timeout") from None
@@ -207,6 +201,14 @@ class Client:
         except Exception as e:  # no aiohttp frame (and its headers) may escape
             raise RequestError(self.scrub(f"{type(e).__name__}: {e}"), code="client_error",
                                retryable=False) from None
+
+    def _held(self, took: float, moved: bool) -> bool:
+        """Count a request that a server's blank lines kept past the timeout (True if this one was)."""
+        if not moved or took <= self._settings.timeout:
+            return False
+        self.held += 1
+        self.held_longest = max(self.held_longest, took)
+        return True
 
     def note(self) -> str | None:
         """What the run should say of the waits servers' blank lines made past the timeout."""
