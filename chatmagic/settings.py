@@ -222,7 +222,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("concurrency", int, 16, "requests in flight at most", flags=("-c", "--concurrency"),
            metavar="N", minimum=1),
     # a long completion from a busy hosted API can take a minute or two; a stalled one is cut here
-    Option("timeout", float, 120.0, "seconds per attempt; a stalled request is cut and retried",
+    Option("timeout", float, 120.0, "seconds per attempt; a stalled request is cut and retried "
+           "(one the server holds with blank lines, queued, gets up to 10 min more)",
            flags=("-t", "--timeout"), metavar="SECONDS", positive=True),
     Option("connect_timeout", float, 10.0, "seconds to open a connection, per attempt", config=False,
            positive=True),
