@@ -668,8 +668,8 @@ def _prompt_tokens(messages: list[Any]) -> int:
     return sum(len(_text(m.get("content"))) for m in messages) // 4 + 1
 
 
-#: Seconds between the blank lines of a queued request (``queue_s``); DeepSeek's pace is not
-#: documented, a blank line every few seconds is what clients report.
+#: Seconds between the blank lines of a queued request (``queue_s``). DeepSeek documents no pace
+#: for its own; short here, so a test of a held request takes a second, not minutes.
 KEEPALIVE_EVERY = 0.1
 
 
