@@ -105,6 +105,22 @@ def test_the_bar_live_then_final_in_an_honest_colour_and_after_saving_and_reload
     assert "Error displaying widget" not in page.locator(".jp-Notebook").inner_text()
 
 
+def test_a_request_held_with_blank_lines_is_answered_and_the_summary_says_so(page, lab, practice):
+    # DeepSeek's queue: 1 s of blank lines against a 0.3 s timeout; answered, green, and said once
+    practice.latency, practice.fail_rate = 0.1, 0.0
+    open_notebook(page, lab, "held.ipynb", [
+        f"%load_ext chatmagic\n%config ChatMany.base_url = '{practice.base_url}'",
+        "%%chatmany -o held -t 0.3\nWrite one sentence. [[queue:1]]",
+    ])
+    menu(page, "Run", "Run All Cells")
+    bar(page, 1).wait_for(timeout=30_000)
+    assert bar(page, 1).get_attribute("data-state") == "ok" and fill_colour(bar(page, 1)) == GREEN
+    shown = cell(page, 1).locator(".jp-OutputArea").inner_text()
+    assert "1/1 ok" in shown and "-> held" in shown, shown
+    assert re.search(r"the server held 1 request with blank lines \(queued\) past the 0.3s timeout, "
+                     r"the longest [\d.]+ s \(waited at most 10 min more\)", shown), shown
+
+
 def test_an_interrupt_of_200_prompts_at_c16_leaves_the_summary_and_one_line(page, lab, practice):
     practice.latency, practice.fail_rate = 0.1, 0.0
     practice.reset_stats()
