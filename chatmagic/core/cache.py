@@ -356,8 +356,7 @@ class Cache:
                                      "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                      # in key order: the key index's pages are then walked forwards, not
                                      # at random (a million-row file: ~25% less CPU a row)
-                                     sorted(((_stored(k), *map(_sqlite_value, row)) for k, row in rows.items()),
-                                            key=_first))
+                                     sorted(map(_bound, rows.items()), key=_first))
                     conn.execute("COMMIT")
                 except BaseException:
                     if conn.in_transaction:
@@ -471,17 +470,15 @@ def _storable(row: tuple[Any, ...]) -> bool:
     """True if SQLite can store ``row`` (text, finish_reason, tokens, tokens, model, latency_s,
     attempts, extra, created)."""
     text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, extra, _ = row
-    if not isinstance(text, str):
-        return False
-    if not (latency_s is None or (type(latency_s) is float and math.isfinite(latency_s))):
-        return False
-    if not (attempts is None or (type(attempts) is int and 0 <= attempts < 2**31)):
-        return False
-    for value in (text, finish_reason, model, extra):  # a lone surrogate too: _sqlite_value
-        if value is not None and not isinstance(value, str):
-            return False
-    return all(n is None or (type(n) is int and -2**63 <= n < 2**63)
-               for n in (prompt_tokens, completion_tokens))
+    # checked for every answer: type() tests, the common kinds first (a lone surrogate: _sqlite_value)
+    return (isinstance(text, str)
+            and (latency_s is None or (type(latency_s) is float and math.isfinite(latency_s)))
+            and (attempts is None or (type(attempts) is int and 0 <= attempts < 2**31))
+            and (finish_reason is None or isinstance(finish_reason, str))
+            and (model is None or isinstance(model, str)) and (extra is None or isinstance(extra, str))
+            and (prompt_tokens is None or (type(prompt_tokens) is int and -2**63 <= prompt_tokens < 2**63))
+            and (completion_tokens is None
+                 or (type(completion_tokens) is int and -2**63 <= completion_tokens < 2**63)))
 
 
 def _stored(key: str) -> bytes:
@@ -516,6 +513,17 @@ def _sqlite_value(value: Any) -> Any:
         except UnicodeEncodeError:
             return value.encode("utf-8", "surrogatepass")
     return value
+
+
+def _bound(item: tuple[str, tuple[Any, ...]]) -> tuple[Any, ...]:
+    """A buffered (key, row) as the INSERT binds it: the key as stored, a text column that is not
+    valid UTF-8 as its bytes (``_sqlite_value``; only the text columns can be, and ASCII never is)."""
+    key, (text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, extra, created) = item
+    if not (text.isascii() and (finish_reason is None or finish_reason.isascii())
+            and (model is None or model.isascii()) and (extra is None or extra.isascii())):
+        text, finish_reason, model, extra = map(_sqlite_value, (text, finish_reason, model, extra))
+    return (_stored(key), text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, extra,
+            created)
 
 
 def _text_of(value: Any) -> Any:

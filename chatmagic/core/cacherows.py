@@ -4,6 +4,7 @@ mapped to a record's (``Result``) and an answer's (``Answer``) fields (``core/ca
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,16 +25,38 @@ def row_of(answer: object, *, cost: float | None = None, request_id: str | None 
     ``ANSWER_FIELDS`` as attributes): those, then the ``EXTRA_FIELDS`` it has as JSON (or None).
     ``cost`` and ``request_id``, when given, are what a record of this answer holds (read from
     the answer itself, a run's row is made without reading back the record's columns)."""
-    more = {n: v for n in EXTRA_FIELDS if (v := getattr(answer, n, None)) is not None}
+    # made for every answer of a run: the answer's own extra fields read in one call
+    more = {n: v for n, v in zip(_OWN, _own_of(answer)) if v is not None}
+    if request_id is None:
+        request_id = getattr(answer, "request_id", None)
     if request_id is not None:  # before cost: the order of EXTRA_FIELDS, as a record's row has it
         more["request_id"] = request_id
+    if cost is None:
+        cost = getattr(answer, "cost", None)
     if cost is not None:
         more["cost"] = cost
     try:  # ASCII JSON: a lone surrogate in the reasoning is escaped, so the row is storable
         extra = dumps(more) if more else None
     except (TypeError, ValueError):
         extra = None
-    return (*(getattr(answer, name) for name in ANSWER_FIELDS), extra)
+    return (*_answer_of(answer), extra)
+
+
+def _getter(names: Sequence[str]) -> Any:
+    """``names``' values of an object as a tuple (None for one it lacks), in one call when it has all."""
+    whole = operator.attrgetter(*names)
+
+    def get(obj: object) -> tuple[Any, ...]:
+        try:
+            return whole(obj)
+        except AttributeError:
+            return tuple(getattr(obj, n, None) for n in names)
+    return get
+
+
+_OWN = tuple(n for n in EXTRA_FIELDS if n not in ("request_id", "cost"))  # an answer's; the run adds those two
+_answer_of = operator.attrgetter(*ANSWER_FIELDS)
+_own_of = _getter(_OWN)
 
 
 def fill(record: object, row: Sequence[Any]) -> None:
