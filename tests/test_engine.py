@@ -234,3 +234,26 @@ def test_run_collaborators_are_passed_in(server, tmp_path):
     assert made == [{"limit": 3}] and len(slept) == 1  # one retry after the 500, waited through sleep
     assert not cache.closed and len(cache.get_many(run_.request_keys())) == 2  # its owner closes it
     cache.close()
+
+
+def test_few_tasks_wait_for_a_slot_yet_every_slot_is_used(server, monkeypatch):
+    """Tasks made ahead of a free slot are capped (``queued_max``): each costs the garbage
+    collector; the places beyond are for prompts waiting out a backoff. The cap never idles a slot."""
+    from chatmagic.core import engine
+    from chatmagic.settings import resolve
+
+    monkeypatch.setattr(engine, "queued_max", lambda concurrency: 2)
+    server.latency = 0.02
+    settings = resolve({"base_url": server.base_url, "progress": False, "concurrency": 4, "cache": False})
+    run_ = engine.Run([f"p{i}" for i in range(40)], settings)
+    most = [0]
+
+    async def main() -> list[str | None]:
+        going = asyncio.create_task(run_.run())
+        while not going.done():  # every turn of the loop: the tasks made that hold no slot
+            if run_._slots is not None:
+                most[0] = max(most[0], run_._slots.queued + run_._ahead)
+            await asyncio.sleep(0)
+        return (await going).texts()
+    assert asyncio.run(main()) == [f"echo: p{i}" for i in range(40)]
+    assert 1 <= most[0] <= 2 and server.stats.peak_in_flight == 4

@@ -59,3 +59,30 @@ def test_a_cancelled_waiter_keeps_no_slot(released_first):
         return got, slots.free
     got, free = asyncio.run(main())
     assert got == ["b"] and free == 1
+
+
+def test_shorter_than_waits_until_a_release_shortens_the_queue():
+    async def main() -> list[str]:
+        slots, seen = Slots(1), []
+        await slots.acquire()
+        waiters = [asyncio.create_task(slots.acquire()) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert slots.queued == 3
+        await slots.shorter_than(4)  # already shorter: returns at once
+        seen.append("short already")
+
+        async def watch() -> None:
+            await slots.shorter_than(2)
+            seen.append(f"below 2 at {slots.queued}")
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0)
+        slots.release()  # 3 -> 2 queued: still waiting
+        await asyncio.sleep(0)
+        assert seen == ["short already"]
+        slots.release()  # 2 -> 1
+        await watcher
+        for _ in range(2):
+            slots.release()
+        await asyncio.gather(*waiters)
+        return seen
+    assert asyncio.run(main()) == ["short already", "below 2 at 1"]
