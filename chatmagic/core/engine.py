@@ -133,6 +133,7 @@ class Run:
             tasks.discard(task)
             places.release()
 
+        self._ahead = 0  # a run cut short earlier (its tasks cancelled before they ran) counted some
         started = self.timeline.t0 = time.perf_counter()
         todo = self.from_cache()
         self._progress.start(len(self.results), len(self.results) - len(todo))
