@@ -470,7 +470,7 @@ def _storable(row: tuple[Any, ...]) -> bool:
     """True if SQLite can store ``row`` (text, finish_reason, tokens, tokens, model, latency_s,
     attempts, extra, created)."""
     text, finish_reason, prompt_tokens, completion_tokens, model, latency_s, attempts, extra, _ = row
-    # checked for every answer: type() tests, the common kinds first (a lone surrogate: _sqlite_value)
+    # checked for every answer: one expression, no generator (a lone surrogate is stored: _sqlite_value)
     return (isinstance(text, str)
             and (latency_s is None or (type(latency_s) is float and math.isfinite(latency_s)))
             and (attempts is None or (type(attempts) is int and 0 <= attempts < 2**31))

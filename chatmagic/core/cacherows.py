@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from chatmagic.core.jsonparse import dumps
@@ -42,7 +42,7 @@ def row_of(answer: object, *, cost: float | None = None, request_id: str | None 
     return (*_answer_of(answer), extra)
 
 
-def _getter(names: Sequence[str]) -> Any:
+def _getter(names: Sequence[str]) -> Callable[[object], tuple[Any, ...]]:
     """``names``' values of an object as a tuple (None for one it lacks), in one call when it has all."""
     whole = operator.attrgetter(*names)
 

@@ -3,7 +3,7 @@
 Each prompt is a task, created only when one of ``2 * concurrency`` places is free, so a run
 of 100,000 prompts holds a bounded number of tasks. Each *attempt* holds one of
 ``concurrency`` slots, so a prompt waiting out a backoff leaves its slot to another. A task is
-made only while few wait for a slot (``QUEUED``): the places beyond are for prompts waiting out
+made only while few wait for a slot (``queued_max``): the places beyond are for prompts waiting out
 a backoff, and tasks queued for a slot cost the garbage collector (at 5,000 in flight, 2,500
 more queued than needed cost ~8% of a run's CPU).
 """
